@@ -1,0 +1,195 @@
+"""The command line: `python -m bench evaluate | check | leaderboard | list | ...`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from bench import config, discover, results
+
+# Commands that live in their own module; each module has `register(subparsers)`.
+COMMAND_MODULES = ("bench.tune", "bench.studies", "bench.classroom")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except config.ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished records are kept; run the same command again to continue", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Parameter-budget leaderboard for Keras models.")
+    parser.add_argument("--config", default="pyproject.toml", help="file with the [tool.bench] table (default: ./pyproject.toml)")
+    # Also accepted after the command name: `python -m bench evaluate --config course.toml`.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(metavar="COMMAND")
+    sub.add_parser = _with_parent(sub.add_parser, common)
+
+    evaluate = sub.add_parser("evaluate", help="train and score entries, then regenerate the leaderboard")
+    add_run_flags(evaluate)
+    evaluate.add_argument("--force", action="store_true", help="retrain even when an OK record with the same cache key exists")
+    evaluate.add_argument("--strict", action="store_true", help="exit non-zero when any entry is not OK")
+    evaluate.add_argument("--jobs", type=int, default=1, help="entries trained at once (each gets its share of the cores)")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    check = sub.add_parser("check", help="import, build, count, check the output shape and take one training step")
+    add_run_flags(check)
+    check.set_defaults(handler=cmd_check)
+
+    board = sub.add_parser("leaderboard", help="re-render leaderboard.md from results/ (no training, no TensorFlow)")
+    add_run_flags(board, with_paths=False)
+    board.add_argument("--format", choices=["markdown", "json", "csv"], default="markdown",
+                       help="json/csv print the board to stdout instead of writing markdown")
+    board.add_argument("--check", action="store_true", help="exit 1 if the committed leaderboard differs from what the records render")
+    board.set_defaults(handler=cmd_leaderboard)
+
+    listing = sub.add_parser("list", help="list the entries and their cached results")
+    listing.add_argument("paths", nargs="*")
+    listing.add_argument("--dataset")
+    listing.set_defaults(handler=cmd_list)
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def _with_parent(add_parser, common):
+    def add(name, **kwargs):
+        return add_parser(name, parents=[common, *kwargs.pop("parents", [])], **kwargs)
+
+    return add
+
+
+def add_run_flags(parser: argparse.ArgumentParser, with_paths: bool = True) -> None:
+    """Flags that override [tool.bench] for one run. The leaderboard takes them too: it shows the
+    records made under the settings it is given, so render with the flags you evaluated with."""
+    if with_paths:
+        parser.add_argument("paths", nargs="*", help="submission files or folders (default: the submissions folder)")
+    parser.add_argument("--dataset", help="mnist, fashion_mnist or digits")
+    parser.add_argument("--data-dir", help="folder with mnist.npz or the four IDX files (or set BENCH_DATA_DIR)")
+    parser.add_argument("--seeds", type=int)
+    parser.add_argument("--epochs", type=int, dest="max_epochs", help="epoch cap for every entry")
+    parser.add_argument("--time-limit", type=float, help="seconds per entry and seed")
+    parser.add_argument("--max-params", type=int)
+    parser.add_argument("--validation-size", type=int)
+    parser.add_argument("--train-limit", type=int, help="train on the first N training images only (smoke runs)")
+    parser.add_argument("--test-limit", type=int, help="score on the first N test images only (smoke runs)")
+    parser.add_argument("--results", help="folder of run records (default: results)")
+    parser.add_argument("--leaderboard", help="markdown file to write (default: leaderboard.md)")
+
+
+def load_challenge(args) -> config.Challenge:
+    names = ("dataset", "data_dir", "seeds", "max_epochs", "time_limit", "max_params", "validation_size",
+             "train_limit", "test_limit", "results", "leaderboard")
+    return config.load(args.config, **{n: getattr(args, n, None) for n in names})
+
+
+def prepare(args, challenge: config.Challenge):
+    """Submissions and the dataset's fingerprint, or a message saying what to fix."""
+    from bench import data
+
+    submissions = discover.find(args.paths, challenge.submissions)
+    for bad in (s for s in submissions if not s.ok):
+        print(f"skipped: {bad.problem}", file=sys.stderr)
+    try:
+        dataset = data.load(challenge.dataset, challenge.data_dir, challenge.train_limit, challenge.test_limit)
+    except data.DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None, None
+    return submissions, dataset.fingerprint()
+
+
+def cmd_evaluate(args) -> int:
+    from bench import leaderboard, runner
+
+    challenge = load_challenge(args)
+    submissions, fingerprint = prepare(args, challenge)
+    if submissions is None:
+        return 2
+    good = [s for s in submissions if s.ok]
+    runs = runner.plan(challenge, good, fingerprint, list(range(challenge.seeds)), hyperparameters_for=tuned_hyperparameters(challenge))
+    records = runner.execute(challenge, runs, force=args.force, jobs=args.jobs)
+    path = leaderboard.write(challenge)
+    not_ok = [r for r in records if r["status"] != "OK"] + [s for s in submissions if not s.ok]
+    print(f"{len(records)} run(s), {len(not_ok)} not OK; wrote {path}")
+    return 1 if args.strict and not_ok else 0
+
+
+def tuned_hyperparameters(challenge: config.Challenge):
+    """Entries tuned with `bench tune` train with the best hyperparameters found (none otherwise)."""
+    try:
+        from bench import tune
+    except ImportError:  # the tuning module is optional
+        return None
+    return lambda submission: tune.best_hyperparameters(challenge, submission)
+
+
+def cmd_check(args) -> int:
+    from bench import runner
+
+    challenge = load_challenge(args)
+    submissions, fingerprint = prepare(args, challenge)
+    if submissions is None:
+        return 2
+    failures = sum(1 for s in submissions if not s.ok)
+    for run in runner.plan(challenge, [s for s in submissions if s.ok], fingerprint, [0]):
+        record = runner.run_worker(challenge, run, threads=None, log=lambda line: None, extra_job={"mode": "check"})
+        params = f"{record['total_params']:,} params" if "total_params" in record else ""
+        print(f"{record['status']:<11} {run.submission.name:<28} {params:>14}  {record['message']}")
+        failures += record["status"] != "OK"
+    return 1 if failures else 0
+
+
+def cmd_leaderboard(args) -> int:
+    from bench import leaderboard
+
+    challenge = load_challenge(args)
+    if args.format != "markdown":
+        print(leaderboard.export(challenge, args.format))
+        return 0
+    if args.check:
+        from pathlib import Path
+
+        expected = leaderboard.render_markdown_text(challenge)
+        committed = Path(challenge.leaderboard).read_text() if Path(challenge.leaderboard).exists() else ""
+        if committed != expected:
+            print(f"{challenge.leaderboard} differs from what the records in {challenge.results}/ render: "
+                  "run `python -m bench leaderboard` and commit the result (never edit it by hand)", file=sys.stderr)
+            return 1
+        print(f"{challenge.leaderboard} matches the records")
+        return 0
+    print(f"wrote {leaderboard.write(challenge)}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    challenge = config.load(args.config, dataset=args.dataset)
+    for submission in discover.find(args.paths, challenge.submissions):
+        if not submission.ok:
+            print(f"{submission.name:<28} NOT AN ENTRY: {submission.problem}")
+            continue
+        statuses = []
+        for seed in range(challenge.seeds):
+            record = results.read(results.record_path(challenge.results, challenge.dataset, submission.name, seed))
+            stale = record and record.get("key", {}).get("submission") != submission.file_hash
+            statuses.append("-" if record is None else record["status"] + ("(stale)" if stale else ""))
+        print(f"{submission.name:<28} {'/'.join(statuses):<24} {submission.author or '-':<16} {submission.summary}")
+    return 0

@@ -1,0 +1,117 @@
+"""The challenge settings: `[tool.bench]` in pyproject.toml, overridden per run by CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+
+@dataclasses.dataclass(frozen=True)
+class Callback:
+    monitor: str
+    factor: float | None
+    patience: int
+    min_delta: float
+    min_lr: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Challenge:
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    submissions: str = "submissions"
+    results: str = "results"
+    leaderboard: str = "leaderboard.md"
+    seeds: int = 3
+    max_epochs: int = 400
+    time_limit: float = 3600.0
+    max_params: int = 1_000_000
+    validation_size: int = 5000
+    batch_size: int = 128
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    tiers: tuple[int, ...] = (100, 500, 1000, 5000, 10000, 100000)
+    # Smoke runs (tests, pull-request checks) train on the first N images only.
+    train_limit: int | None = None
+    test_limit: int | None = None
+    reduce_lr: Callback = Callback("val_loss", 0.5, 4, 1e-4, 1e-5)
+    early_stopping: Callback = Callback("val_loss", None, 10, 1e-4)
+
+    def protocol(self) -> dict:
+        """The settings that change what a training run produces: these make up the cache key.
+
+        Paths, the number of seeds (seed 0 is the same run whatever the count),
+        the time limit and the tiers only decide what is run or shown.
+        """
+        fields = dataclasses.asdict(self)
+        for name in ("data_dir", "submissions", "results", "leaderboard", "seeds", "time_limit", "tiers"):
+            fields.pop(name)
+        return fields
+
+    def protocol_hash(self) -> str:
+        return sha256_of_json(self.protocol())
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def sha256_of_json(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+_CALLBACK_KEYS = {f.name for f in dataclasses.fields(Callback)}
+_TOP_KEYS = {f.name for f in dataclasses.fields(Challenge)}
+
+
+def load(pyproject: str | Path = "pyproject.toml", **overrides) -> Challenge:
+    """Read `[tool.bench]` (missing file or table: the defaults), then apply non-None overrides."""
+    path = Path(pyproject)
+    table = {}
+    if path.exists():
+        with path.open("rb") as f:
+            table = tomllib.load(f).get("tool", {}).get("bench", {})
+    table = {**table, **{k: v for k, v in overrides.items() if v is not None}}
+    return from_dict(table, source=str(path))
+
+
+def from_dict(table: dict, source: str = "config") -> Challenge:
+    unknown = set(table) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown [tool.bench] setting(s) {sorted(unknown)}; known settings are {sorted(_TOP_KEYS)}"
+        )
+    defaults = Challenge()
+    values = {}
+    for name, value in table.items():
+        default = getattr(defaults, name)
+        if name in ("reduce_lr", "early_stopping"):
+            extra = set(value) - _CALLBACK_KEYS
+            if extra:
+                raise ConfigError(f"{source}: [tool.bench.{name}] has unknown key(s) {sorted(extra)}")
+            value = dataclasses.replace(default, **value)
+        elif name == "tiers":
+            value = tuple(sorted(int(t) for t in value))
+        elif isinstance(default, bool) or value is None:
+            pass
+        elif isinstance(default, (int, float)) and not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {name} must be a number, got {value!r}")
+        elif isinstance(default, float):
+            value = float(value)
+        values[name] = value
+    challenge = dataclasses.replace(defaults, **values)
+    for name in ("seeds", "max_epochs", "max_params", "batch_size"):
+        if getattr(challenge, name) < 1:
+            raise ConfigError(f"{source}: {name} must be at least 1, got {getattr(challenge, name)}")
+    return challenge
+
+
+def to_dict(challenge: Challenge) -> dict:
+    return dataclasses.asdict(challenge)

@@ -66,6 +66,8 @@ def board(records: list[dict], challenge: config.Challenge) -> pd.DataFrame:
             "summary": first.get("summary", ""),
         })
     frame = pd.DataFrame(rows, columns=EXPORT_COLUMNS)
+    for column in ("total_params", "trainable_params", "seeds", "macs", "tuned_trials"):
+        frame[column] = frame[column].astype("Int64")  # integers that may be missing, not floats
     frame["pareto"] = pareto_mask(frame)
     return frame
 

@@ -31,6 +31,8 @@ from bench.train import FAILED, INVALID, PROGRESS_PREFIX, TIMEOUT
 # so a submission that prints gigabytes cannot fill memory or the terminal.
 OUTPUT_TAIL_LINES = 40
 MAX_LINE_CHARS = 2000
+# Overrides the threads each worker may use (default: the cores shared out among --jobs).
+THREADS_ENV = "BENCH_THREADS"
 
 
 @dataclasses.dataclass
@@ -73,7 +75,7 @@ def execute(challenge: config.Challenge, runs: list[Run], force: bool = False, j
             log(f"cached  {run.label}")
         else:
             todo.append(index)
-    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    threads = int(os.environ.get(THREADS_ENV) or 0) or max(1, (os.cpu_count() or 1) // max(1, jobs))
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = {pool.submit(run_one, challenge, runs[i], threads, log, extra_job): i for i in todo}
         try:

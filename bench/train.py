@@ -246,7 +246,6 @@ def fit(model, module, training, challenge, job, label_kind, x_fit, y_fit, x_val
         if not all(isinstance(c, keras.callbacks.Callback) for c in own):
             raise EntryProblem(INVALID, "callbacks() must return a list of keras.callbacks.Callback objects")
         callbacks += own
-    callbacks += job.get("extra_callbacks") or []
     num_classes = 10
     fitted = model.fit(
         x_fit,

@@ -30,7 +30,7 @@ class Challenge:
     results: str = "results"
     leaderboard: str = "leaderboard.md"
     seeds: int = 3
-    max_epochs: int = 400
+    max_epochs: int = 1000
     time_limit: float = 3600.0
     max_params: int = 1_000_000
     validation_size: int = 5000
@@ -41,8 +41,8 @@ class Challenge:
     # Smoke runs (tests, pull-request checks) train on the first N images only.
     train_limit: int | None = None
     test_limit: int | None = None
-    reduce_lr: Callback = Callback("val_loss", 0.5, 4, 1e-4, 1e-5)
-    early_stopping: Callback = Callback("val_loss", None, 10, 1e-4)
+    reduce_lr: Callback = Callback("val_loss", 0.5, 5, 1e-4, 1e-5)
+    early_stopping: Callback = Callback("val_loss", None, 15, 1e-5)
 
     def protocol(self) -> dict:
         """The settings that change what a training run produces: these make up the cache key.

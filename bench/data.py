@@ -109,7 +109,7 @@ def _load_image_set(name: str, data_dir: str | None):
             looked.append(str(folder / npz))
             if (folder / npz).is_file():
                 return _read_npz(folder / npz) + (str(folder / npz),)
-        looked.append(str(folder / "{" + ",".join(IDX_NAMES) + "}[.gz]"))
+        looked.append(str(folder) + "/{" + ",".join(IDX_NAMES) + "}[.gz]")
         idx = _read_idx_folder(folder)
         if idx is not None:
             return idx + (str(folder),)

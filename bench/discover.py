@@ -61,8 +61,8 @@ def read(path: Path) -> Submission:
     summary, author, has_hypermodel = "", "", False
     try:
         tree = ast.parse(source, filename=str(path))
-    except SyntaxError as error:
-        problem = problem or f"{path}, line {error.lineno}: syntax error: {error.msg}"
+    except SyntaxError:
+        pass  # still an entry: its run reports the syntax error, with the line, as FAILED
     else:
         doc = ast.get_docstring(tree) or ""
         summary = doc.strip().splitlines()[0].strip() if doc.strip() else ""

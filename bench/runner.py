@@ -111,7 +111,10 @@ def run_one(challenge: config.Challenge, run: Run, threads: int, log=print, extr
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if run.hyperparameters is not None:
+        from bench import tune  # only `bench tune` saves hyperparameters, so the module is there
+
         record["hyperparameters"] = run.hyperparameters
+        record["tuned_trials"] = tune.tuned_trials(challenge, run.submission)
     results.write(run.path, record)
     shown = f"test_accuracy={record['test_accuracy']:.4f}" if "test_accuracy" in record else record["message"].splitlines()[0] if record["message"] else ""
     log(f"{record['status']:<7} {run.label} {shown} ({record['wall_seconds']:.0f}s)")

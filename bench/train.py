@@ -38,9 +38,13 @@ class EntryProblem(Exception):
 
 
 def main(job_path: str) -> int:
+    started = time.perf_counter()
     job = json.loads(Path(job_path).read_text())
     _prepare_tensorflow(job.get("threads"), job["seed"])
+    imported = time.perf_counter()
     record = run_job(job)
+    # What the harness costs beyond TensorFlow's own start-up (benchmarks/harness_overhead.py reads these).
+    record["worker_seconds"] = {"tensorflow_import": round(imported - started, 3), "after_import": round(time.perf_counter() - imported, 3)}
     tmp = Path(job["output"] + ".tmp")
     tmp.write_text(json.dumps(record))
     os.replace(tmp, job["output"])
@@ -228,7 +232,9 @@ def one_training_step(model, dataset: data.Dataset, label_kind: str):
         raise EntryProblem(INVALID, f"one training step gave a non-finite loss ({loss}): check the loss, the output activation and FROM_LOGITS")
 
 
-def fit(model, module, training, challenge, job, label_kind, x_fit, y_fit, x_val, y_val) -> dict:
+def training_callbacks(module, challenge: config.Challenge):
+    """Fresh callbacks for one training run: the challenge's ReduceLROnPlateau and EarlyStopping,
+    then the entry's own callbacks(). Returns (callbacks, the EarlyStopping among them)."""
     import keras
 
     rl, es = challenge.reduce_lr, challenge.early_stopping
@@ -238,7 +244,6 @@ def fit(model, module, training, challenge, job, label_kind, x_fit, y_fit, x_val
     callbacks = [
         keras.callbacks.ReduceLROnPlateau(monitor=rl.monitor, factor=rl.factor, patience=rl.patience, min_delta=rl.min_delta, min_lr=rl.min_lr or 0.0),
         early_stopping,
-        Progress(job["entry"], job["seed"], training["epochs"]),
     ]
     extra = getattr(module, "callbacks", None)
     if callable(extra):
@@ -246,6 +251,12 @@ def fit(model, module, training, challenge, job, label_kind, x_fit, y_fit, x_val
         if not all(isinstance(c, keras.callbacks.Callback) for c in own):
             raise EntryProblem(INVALID, "callbacks() must return a list of keras.callbacks.Callback objects")
         callbacks += own
+    return callbacks, early_stopping
+
+
+def fit(model, module, training, challenge, job, label_kind, x_fit, y_fit, x_val, y_val) -> dict:
+    callbacks, early_stopping = training_callbacks(module, challenge)
+    callbacks.append(Progress(job["entry"], job["seed"], training["epochs"]))
     num_classes = 10
     fitted = model.fit(
         x_fit,
@@ -279,6 +290,8 @@ def accuracy(model, x, y, batch_size: int) -> float:
 
 def explain(error: BaseException, path: Path) -> str:
     """The submitter's own lines of the traceback first, then the error."""
+    if isinstance(error, SyntaxError) and error.filename and Path(error.filename).resolve() == path.resolve():
+        return f"{path}, line {error.lineno}: SyntaxError: {error.msg}: {(error.text or '').strip()}"
     frames = traceback.extract_tb(error.__traceback__)
     own = [f for f in frames if Path(f.filename).resolve() == path.resolve()]
     where = "; ".join(f"{path}, line {f.lineno}, in {f.name}: {f.line}" for f in own[-3:])

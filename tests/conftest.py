@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny entries written into tmp folders, and the local MNIST file."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory) -> str:
+    """Folder holding mnist.npz: $BENCH_DATA_DIR, else ../shared/data beside the repo, else a Keras download."""
+    for folder in (os.environ.get("BENCH_DATA_DIR"), REPO.parent / "shared" / "data"):
+        if folder and (Path(folder) / "mnist.npz").is_file():
+            return str(Path(folder).resolve())
+    import keras
+    import numpy as np
+
+    (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+    folder = tmp_path_factory.mktemp("mnist")
+    np.savez(folder / "mnist.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return str(folder)
+
+
+@pytest.fixture
+def write_entry(tmp_path):
+    """write_entry(name, source) -> Path of submissions/<name>.py inside tmp_path."""
+    folder = tmp_path / "submissions"
+    folder.mkdir(exist_ok=True)
+
+    def write(name: str, source: str) -> Path:
+        path = folder / f"{name}.py"
+        path.write_text(textwrap.dedent(source))
+        return path
+
+    return write
+
+
+DENSE_ENTRY = '''
+    """A small dense net."""
+    import keras
+
+    AUTHOR = "tests"
+    TRAINING = {"batch_size": 64}
+
+    def build_model(input_shape, num_classes):
+        return keras.Sequential([
+            keras.Input(input_shape),
+            keras.layers.Flatten(),
+            keras.layers.Dense(12, activation="relu"),
+            keras.layers.Dense(num_classes, activation="softmax"),
+        ])
+'''

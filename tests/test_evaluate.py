@@ -1,0 +1,134 @@
+"""`python -m bench evaluate` end to end: subprocess per entry, statuses, the cache, --strict, records."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import cli, results
+from conftest import DENSE_ENTRY
+
+
+@pytest.fixture
+def evaluate(tmp_path):
+    """evaluate(*args) runs the CLI on digits with results and the board inside tmp_path."""
+
+    def call(*args):
+        return cli.main([
+            "evaluate", *map(str, args), "--dataset", "digits", "--validation-size", "300", "--seeds", "1",
+            "--epochs", "2", "--results", str(tmp_path / "results"), "--leaderboard", str(tmp_path / "board.md"),
+        ])
+
+    return call
+
+
+def record_of(tmp_path, name, seed=0):
+    return json.loads((tmp_path / "results" / "digits" / name / f"seed{seed}.json").read_text())
+
+
+def test_bad_entries_do_not_stop_the_others_and_strict_fails(tmp_path, write_entry, evaluate, capsys):
+    write_entry("dense", DENSE_ENTRY)
+    write_entry("crashes", "import os\ndef build_model():\n    os._exit(3)\n")
+    write_entry("bad-name", DENSE_ENTRY)
+    assert evaluate(tmp_path / "submissions") == 0
+    assert record_of(tmp_path, "dense")["status"] == "OK"
+    crashed = record_of(tmp_path, "crashes")
+    assert crashed["status"] == "FAILED" and "exit code 3" in crashed["message"]
+    err = capsys.readouterr().err
+    assert "'bad-name' may use only letters, digits and '_'" in err and "bad_name.py" in err
+    board = (tmp_path / "board.md").read_text()
+    assert "| crashes" in board and "FAILED" in board
+    assert evaluate("--strict", tmp_path / "submissions") == 1
+
+
+def test_timeout_is_reported_and_the_run_carries_on(tmp_path, write_entry, evaluate):
+    write_entry("sleepy", "import time\ndef build_model():\n    time.sleep(60)\n")
+    assert cli.main(["evaluate", str(tmp_path / "submissions"), "--dataset", "digits", "--validation-size", "300",
+                     "--seeds", "1", "--time-limit", "8", "--results", str(tmp_path / "results"),
+                     "--leaderboard", str(tmp_path / "board.md")]) == 0
+    record = record_of(tmp_path, "sleepy")
+    assert record["status"] == "TIMEOUT" and "time limit of 8 s" in record["message"]
+
+
+def test_cache_hit_miss_after_edit_and_force(tmp_path, write_entry, evaluate, capsys):
+    entry = write_entry("dense", DENSE_ENTRY)
+    evaluate(entry)
+    first = record_of(tmp_path, "dense")
+    capsys.readouterr()
+
+    evaluate(entry)
+    assert "cached  dense seed 0" in capsys.readouterr().out
+    assert record_of(tmp_path, "dense")["finished_at"] == first["finished_at"]
+
+    write_entry("dense", DENSE_ENTRY.replace("Dense(12", "Dense(13"))
+    evaluate(entry)
+    edited = record_of(tmp_path, "dense")
+    assert "start   dense seed 0" in capsys.readouterr().out
+    assert edited["key"]["submission"] != first["key"]["submission"]
+    assert edited["total_params"] == 64 * 13 + 13 + 13 * 10 + 10
+
+    evaluate("--force", entry)
+    assert "start   dense seed 0" in capsys.readouterr().out
+
+
+def test_record_holds_key_versions_and_history(tmp_path, write_entry, evaluate):
+    evaluate(write_entry("dense", DENSE_ENTRY))
+    record = record_of(tmp_path, "dense")
+    assert set(record["key"]) >= {"submission", "config", "dataset", "seed", "harness", "hash"}
+    assert set(record["versions"]) >= {"python", "tensorflow", "keras", "cpu"}
+    assert record["summary"] == "A small dense net." and record["author"] == "tests"
+    assert len(record["history"]["loss"]) == record["epochs"] == 2
+
+
+def test_same_seed_gives_the_same_record(tmp_path, write_entry, evaluate):
+    entry = write_entry("dense", DENSE_ENTRY)
+    evaluate(entry)
+    first = record_of(tmp_path, "dense")
+    evaluate("--force", entry)
+    again = record_of(tmp_path, "dense")
+    assert again["history"] == first["history"] and again["test_accuracy"] == first["test_accuracy"]
+
+
+def test_check_command_reports_each_entry(tmp_path, write_entry, capsys):
+    write_entry("dense", DENSE_ENTRY)
+    write_entry("seven", "import keras\ndef build_model(input_shape, num_classes):\n"
+                "    return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(), keras.layers.Dense(7)])\n")
+    code = cli.main(["check", str(tmp_path / "submissions"), "--dataset", "digits"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "OK" in out and "dense" in out and "910 params" in out
+    assert "INVALID" in out and "expected (10,)" in out
+
+
+def test_missing_dataset_says_where_it_looked(tmp_path, write_entry, monkeypatch, capsys):
+    import keras
+
+    def offline():
+        raise OSError("no network")
+
+    monkeypatch.setattr(keras.datasets.fashion_mnist, "load_data", offline)
+    monkeypatch.delenv("BENCH_DATA_DIR", raising=False)
+    monkeypatch.setattr("bench.data.SYSTEM_DIRS", {})
+    write_entry("dense", DENSE_ENTRY)
+    code = cli.main(["evaluate", str(tmp_path / "submissions"), "--dataset", "fashion_mnist",
+                     "--data-dir", str(tmp_path / "nowhere"), "--results", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert str(tmp_path / "nowhere" / "fashion_mnist.npz") in err
+    assert "no network" in err and "--data-dir" in err
+
+
+def test_interrupted_write_leaves_no_partial_record(tmp_path, monkeypatch):
+    path = tmp_path / "r" / "seed0.json"
+    results.write(path, {"status": "OK", "n": 1})
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(json, "dump", killed)
+    with pytest.raises(KeyboardInterrupt):
+        results.write(path, {"status": "OK", "n": 2})
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"status": "OK", "n": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["seed0.json"]

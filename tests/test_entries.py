@@ -1,0 +1,79 @@
+"""The entries in submissions/: each passes `python -m bench check`, and the contracts between entries hold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from bench import cli, discover
+from bench.train import count_params, import_submission
+
+REPO = Path(__file__).resolve().parent.parent
+SUBMISSIONS = REPO / "submissions"
+MNIST_SHAPE = (28, 28)
+
+
+def entry(name: str):
+    return import_submission(SUBMISSIONS / f"{name}.py")
+
+
+def test_every_submission_passes_bench_check(mnist_dir, tmp_path, capsys):
+    # The entries are MNIST-shaped (some pool 28x28 down to 3x3), so the check runs on MNIST, cut short.
+    code = cli.main([
+        "check", str(SUBMISSIONS), "--config", str(REPO / "pyproject.toml"), "--data-dir", mnist_dir,
+        "--train-limit", "256", "--test-limit", "256",
+        "--results", str(tmp_path / "results"), "--leaderboard", str(tmp_path / "leaderboard.md"),
+    ])
+    printed = capsys.readouterr()
+    statuses = {words[1]: words[0] for words in (line.split() for line in printed.out.splitlines()) if len(words) > 1}
+    names = [s.name for s in discover.find(None, str(SUBMISSIONS))]
+    assert names, f"no entries found in {SUBMISSIONS}"
+    assert {n: statuses.get(n) for n in names} == {n: "OK" for n in names}, printed.out + printed.err
+    assert code == 0
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"iterations": 0}, {"iterations": 1, "channels": 1}, {"iterations": 3, "channels": 2, "skip": False}])
+def test_iterated_loop_has_the_unrolled_nets_parameters_and_function(kwargs):
+    unrolled = entry("iterated_unrolled").build_model(MNIST_SHAPE, 10, **kwargs)
+    loop = entry("iterated_loop").build_model(MNIST_SHAPE, 10, **kwargs)
+    assert count_params(loop) == count_params(unrolled)
+    loop.set_weights(unrolled.get_weights())
+    images = np.random.default_rng(0).random((4, *MNIST_SHAPE), dtype=np.float32)
+    np.testing.assert_allclose(loop.predict(images, verbose=0), unrolled.predict(images, verbose=0), atol=1e-5)
+
+
+def test_iterated_default_size_and_loop_macs():
+    # stem 1*9*5+5, shared conv 5*9*5+5, dense 7*7*5*10+10
+    assert count_params(entry("iterated_unrolled").build_model(MNIST_SHAPE, 10))["total_params"] == 50 + 230 + 2460
+    loop = entry("iterated_loop").build_model(MNIST_SHAPE, 10, iterations=4, channels=3)
+    assert loop.get_layer("iterated_conv").macs_per_image() == 4 * 28 * 28 * 3 * 3 * 3 * 3
+
+
+def test_gradnet_gate_counts_once_and_anneals_to_one():
+    gradnet = entry("gradnet")
+    model = gradnet.build_model(MNIST_SHAPE, 10, depth=4, width=8)
+    # dense 784->8, two gated 8->8, dense 8->10, and the one shared gate
+    assert count_params(model) == {"total_params": 785 * 8 + 2 * 72 + 90 + 1, "trainable_params": 785 * 8 + 2 * 72 + 90}
+    gate = next(layer for layer in model.layers if isinstance(layer, gradnet.GatedRelu)).gate
+    assert float(gate.numpy()) == 0.0
+    model.compile("adam", "sparse_categorical_crossentropy")
+    images = np.random.default_rng(0).random((64, *MNIST_SHAPE), dtype=np.float32)
+    labels = np.arange(64) % 10
+    seen = []
+    note_gate = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(float(gate.numpy())))
+    model.fit(images, labels, batch_size=16, epochs=3, verbose=0, callbacks=[gradnet.GateAnnealing(tau=2), note_gate])
+    # 4 batches an epoch: the last batch of epoch t starts at g = (t + 3/4) / 2, capped at 1
+    assert seen == pytest.approx([0.375, 0.875, 1.0])
+
+
+def test_deep_feedforward_init_choice():
+    deep = entry("deep_feedforward")
+    uniform = deep.build_model(MNIST_SHAPE, 10, init="seed_uniform")
+    he = deep.build_model(MNIST_SHAPE, 10)
+    first_uniform, first_he = (next(l for l in m.layers if isinstance(l, keras.layers.Dense)).kernel.numpy() for m in (uniform, he))
+    assert np.abs(first_uniform).max() <= 1 / 28
+    assert np.std(first_he) == pytest.approx(np.sqrt(2 / 784), rel=0.1)
+    assert count_params(he)["total_params"] == 785 * 64 + 9 * 65 * 64 + 65 * 10

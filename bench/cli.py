@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from bench import config, discover, results
+from bench import config, containment, discover, results
 
 # Commands that live in their own module; each module has `register(subparsers)`.
 COMMAND_MODULES = ("bench.tune", "bench.studies", "bench.classroom")
@@ -19,7 +19,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.handler(args)
+        # Marked as writing into its results folder, so that a concurrent evaluation does not take this
+        # command's records (or tuning results, or heatmaps) for an entry's tampering.
+        with containment.writing(getattr(args, "results", None) or config.load(args.config).results):
+            return args.handler(args)
     except config.ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -41,7 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_flags(evaluate)
     evaluate.add_argument("--force", action="store_true", help="retrain even when an OK record with the same cache key exists")
     evaluate.add_argument("--strict", action="store_true", help="exit non-zero when any entry is not OK")
-    evaluate.add_argument("--jobs", type=int, default=1, help="entries trained at once (each gets its share of the cores)")
+    evaluate.add_argument("--shard", type=parse_shard, metavar="I/N",
+                          help="evaluate only the I-th of N equal shares of the entries (name order), e.g. one CI job each")
+    evaluate.add_argument("--jobs", type=int, help="entries trained at once, one TensorFlow thread each (default: the number of cores)")
+    evaluate.add_argument("--executor", choices=["local", "ray"], default="local",
+                          help="local: worker subprocesses here; ray: one Ray task per run, on the cluster at RAY_ADDRESS (pip install .[ray])")
+    evaluate.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs each Ray task asks for (with --executor ray)")
+    evaluate.add_argument("--eval-kwargs", metavar="NAME=VALUE,...",
+                          help="score each trained model rebuilt with these build_model() arguments, its weights reused (train short, deploy long)")
+    evaluate.add_argument("--monitor", type=int, metavar="N",
+                          help="record per-layer gradient/weight norms and activation statistics every N steps; heatmap PNGs beside the records")
     evaluate.set_defaults(handler=cmd_evaluate)
 
     check = sub.add_parser("check", help="import, build, count, check the output shape and take one training step")
@@ -92,13 +104,16 @@ def add_run_flags(parser: argparse.ArgumentParser, with_paths: bool = True) -> N
     parser.add_argument("--validation-size", type=int)
     parser.add_argument("--train-limit", type=int, help="train on the first N training images only (smoke runs)")
     parser.add_argument("--test-limit", type=int, help="score on the first N test images only (smoke runs)")
+    parser.add_argument("--test-set", help="hidden test set: an .npz with x_test, y_test kept out of the repository (or BENCH_TEST_SET)")
+    parser.add_argument("--memory-limit", type=int, dest="memory_limit_mb", metavar="MB",
+                        help="memory of each run's processes together (default: half of this machine's)")
     parser.add_argument("--results", help="folder of run records (default: results)")
     parser.add_argument("--leaderboard", help="markdown file to write (default: leaderboard.md)")
 
 
 def load_challenge(args) -> config.Challenge:
     names = ("dataset", "data_dir", "seeds", "max_epochs", "time_limit", "max_params", "validation_size",
-             "train_limit", "test_limit", "results", "leaderboard")
+             "train_limit", "test_limit", "results", "leaderboard", "test_set", "memory_limit_mb")
     return config.load(args.config, **{n: getattr(args, n, None) for n in names})
 
 
@@ -114,19 +129,44 @@ def prepare(args, challenge: config.Challenge):
     except data.DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return None, None
+    if challenge.test_set:
+        from bench import classroom
+
+        classroom.check_test_set(challenge, dataset.input_shape, dataset.num_classes)
     return submissions, dataset.fingerprint()
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+        raise argparse.ArgumentTypeError(f"{text!r}: give I/N with 1 <= I <= N, e.g. --shard 2/4 for the second of four shards")
+    return int(index), int(count)
+
+
+def in_shard(submissions: list, index: int, count: int) -> list:
+    """Every N-th entry in name order, from the I-th on: shards 1/N..N/N split the entries exactly and evenly."""
+    return sorted(submissions, key=lambda s: (s.name, str(s.path)))[index - 1::count]
+
+
 def cmd_evaluate(args) -> int:
-    from bench import leaderboard, runner
+    from bench import executors, leaderboard, monitor, runner, studies
 
     challenge = load_challenge(args)
+    executor = executors.create(args.executor, args.jobs, args.gpus_per_run)  # a missing extra is reported before any work
+    eval_kwargs = studies.parse_kwargs(args.eval_kwargs) if args.eval_kwargs else None
+    if args.monitor is not None and args.monitor < 1:
+        raise config.ConfigError(f"--monitor {args.monitor}: give the number of training steps between measurements, at least 1")
     submissions, fingerprint = prepare(args, challenge)
     if submissions is None:
         return 2
+    if args.shard:
+        submissions = in_shard(submissions, *args.shard)
     good = [s for s in submissions if s.ok]
-    runs = runner.plan(challenge, good, fingerprint, list(range(challenge.seeds)), hyperparameters_for=tuned_hyperparameters(challenge))
-    records = runner.execute(challenge, runs, force=args.force, jobs=args.jobs)
+    runs = runner.plan(challenge, good, fingerprint, list(range(challenge.seeds)), eval_kwargs=eval_kwargs,
+                       hyperparameters_for=tuned_hyperparameters(challenge))
+    records = runner.execute(challenge, runs, force=args.force, executor=executor, extra_job={"monitor": args.monitor} if args.monitor else None)
+    for heatmap in monitor.write_heatmaps(records, challenge.results) if args.monitor else []:
+        print(f"wrote {heatmap}")
     path = leaderboard.write(challenge)
     not_ok = [r for r in records if r["status"] != "OK"] + [s for s in submissions if not s.ok]
     print(f"{len(records)} run(s), {len(not_ok)} not OK; wrote {path}")
@@ -143,15 +183,18 @@ def tuned_hyperparameters(challenge: config.Challenge):
 
 
 def cmd_check(args) -> int:
-    from bench import runner
+    from bench import containment, runner
 
     challenge = load_challenge(args)
     submissions, fingerprint = prepare(args, challenge)
     if submissions is None:
         return 2
     failures = sum(1 for s in submissions if not s.ok)
+    protected = runner.protected_files(challenge)
     for run in runner.plan(challenge, [s for s in submissions if s.ok], fingerprint, [0]):
         record = runner.run_worker(challenge, run, threads=None, log=lambda line: None, extra_job={"mode": "check"})
+        changed = protected.restore()
+        record = containment.tampering(changed) if changed else record
         params = f"{record['total_params']:,} params" if "total_params" in record else ""
         print(f"{record['status']:<11} {run.submission.name:<28} {params:>14}  {record['message']}")
         failures += record["status"] != "OK"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 
 try:
@@ -43,6 +44,12 @@ class Challenge:
     test_limit: int | None = None
     reduce_lr: Callback = Callback("val_loss", 0.5, 5, 1e-4, 1e-5)
     early_stopping: Callback = Callback("val_loss", None, 15, 1e-5)
+    # Memory of each run's processes together (default: half of this machine's); see bench.containment.
+    memory_limit_mb: int | None = None
+    # An .npz with x_test, y_test kept out of the repository (or BENCH_TEST_SET): scored instead of the
+    # dataset's test split, by the runner, so the worker never holds its labels. Its content, not its
+    # path, joins the cache key (runner.plan), and the board renders without it.
+    test_set: str | None = None
 
     def protocol(self) -> dict:
         """The settings that change what a training run produces: these make up the cache key.
@@ -51,7 +58,8 @@ class Challenge:
         the time limit and the tiers only decide what is run or shown.
         """
         fields = dataclasses.asdict(self)
-        for name in ("data_dir", "submissions", "results", "leaderboard", "seeds", "time_limit", "tiers"):
+        for name in ("data_dir", "submissions", "results", "leaderboard", "seeds", "time_limit", "tiers",
+                     "memory_limit_mb", "test_set"):
             fields.pop(name)
         return fields
 
@@ -61,6 +69,10 @@ class Challenge:
 
 class ConfigError(ValueError):
     pass
+
+
+TEST_SET_ENV = "BENCH_TEST_SET"
+MIN_MEMORY_MB = 1024
 
 
 def sha256_of_json(value) -> str:
@@ -78,6 +90,8 @@ def load(pyproject: str | Path = "pyproject.toml", **overrides) -> Challenge:
     if path.exists():
         with path.open("rb") as f:
             table = tomllib.load(f).get("tool", {}).get("bench", {})
+    if os.environ.get(TEST_SET_ENV):
+        table["test_set"] = os.environ[TEST_SET_ENV]
     table = {**table, **{k: v for k, v in overrides.items() if v is not None}}
     return from_dict(table, source=str(path))
 
@@ -110,6 +124,10 @@ def from_dict(table: dict, source: str = "config") -> Challenge:
     for name in ("seeds", "max_epochs", "max_params", "batch_size"):
         if getattr(challenge, name) < 1:
             raise ConfigError(f"{source}: {name} must be at least 1, got {getattr(challenge, name)}")
+    memory = challenge.memory_limit_mb
+    if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int) or memory < MIN_MEMORY_MB):
+        raise ConfigError(f"{source}: memory_limit_mb must be a whole number of megabytes, at least {MIN_MEMORY_MB} "
+                          f"(TensorFlow alone takes about 600 MB), got {memory!r}")
     return challenge
 
 

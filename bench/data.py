@@ -66,12 +66,14 @@ def load(name: str, data_dir: str | None = None, train_limit: int | None = None,
         x_train, y_train = x_train[:train_limit], y_train[:train_limit]
     if test_limit:
         x_test, y_test = x_test[:test_limit], y_test[:test_limit]
-    scale = 16.0 if name == "digits" else 255.0
+    # Dividing straight into float32 gives the same values as float64-then-cast (checked for all 256
+    # pixel values) without a float64 copy of the images: about 1 s less per worker on MNIST.
+    scale = np.float32(16.0 if name == "digits" else 255.0)
     return Dataset(
         name=name,
-        x_train=(x_train / scale).astype("float32"),
+        x_train=np.true_divide(x_train, scale, dtype="float32"),
         y_train=y_train.astype("int64"),
-        x_test=(x_test / scale).astype("float32"),
+        x_test=np.true_divide(x_test, scale, dtype="float32"),
         y_test=y_test.astype("int64"),
         source=source,
     )

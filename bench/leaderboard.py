@@ -20,6 +20,7 @@ EXPORT_COLUMNS = [
     "test_accuracy_std", "seeds", "epochs", "train_seconds", "tier", "pareto", "macs", "tuned_trials", "summary",
 ]
 STATUS_ORDER = ["FAILED", "TIMEOUT", "OVER_BUDGET", "INVALID"]
+MAX_PLOT_LABELS = 40
 
 
 def board_records(records: list[dict], challenge: config.Challenge) -> list[dict]:
@@ -178,7 +179,8 @@ def plot(frame: pd.DataFrame, path: Path, title: str) -> bool:
     axes.scatter(ok["total_params"], 100 * ok["test_accuracy"], color="tab:blue")
     front = ok[ok["pareto"]]
     axes.step(front["total_params"], 100 * front["test_accuracy"], where="post", color="tab:orange", label="Pareto front")
-    for r in ok.itertuples():
+    # Hundreds of labels would be unreadable and cost seconds to lay out: a big board labels its front only.
+    for r in (ok if len(ok) <= MAX_PLOT_LABELS else front).itertuples():
         axes.annotate(r.entry, (r.total_params, 100 * r.test_accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
     axes.set_xscale("log")
     axes.set_xlabel("total parameters (log scale)")

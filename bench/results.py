@@ -77,6 +77,11 @@ def load_all(results_dir: str | Path, dataset: str | None = None) -> list[dict]:
     return records
 
 
+# Statuses decided before or without training come out the same every time for the same key;
+# FAILED and TIMEOUT may depend on the machine's load or memory, so they are retried.
+CACHED_STATUSES = ("OK", "INVALID", "OVER_BUDGET")
+
+
 def is_cached(path: Path, key_hash: str) -> bool:
     record = read(path)
-    return bool(record) and record.get("status") == "OK" and record.get("key", {}).get("hash") == key_hash
+    return bool(record) and record.get("status") in CACHED_STATUSES and record.get("key", {}).get("hash") == key_hash

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import config, data
+from bench import config, data, macs, monitor
 
 OK, FAILED, TIMEOUT, OVER_BUDGET, INVALID = "OK", "FAILED", "TIMEOUT", "OVER_BUDGET", "INVALID"
 TRAINING_KEYS = {"optimizer": str, "learning_rate": (int, float), "batch_size": int, "epochs": int, "loss": str}
@@ -54,9 +54,10 @@ def main(job_path: str) -> int:
 def run_job(job: dict) -> dict:
     challenge = config.from_dict(job["challenge"])
     path = Path(job["submission"])
+    shown = job.get("shown_as", str(path))
     record = {"status": OK, "message": "", "notes": []}
     try:
-        module = import_submission(path)
+        module = import_submission(path, shown)
         training = validated_training(module, challenge)
         dataset = data.load(challenge.dataset, challenge.data_dir, challenge.train_limit, challenge.test_limit)
         x_test, y_test = dataset.x_test, dataset.y_test
@@ -64,6 +65,7 @@ def run_job(job: dict) -> dict:
         dataset.x_test = dataset.y_test = None
         model = build(module, dataset, job.get("build_kwargs") or {}, job.get("hyperparameters"))
         record.update(count_params(model))
+        record.update(macs.record_fields(model, record["notes"]))
         if record["total_params"] > challenge.max_params:
             raise EntryProblem(
                 OVER_BUDGET,
@@ -77,30 +79,42 @@ def run_job(job: dict) -> dict:
             record["message"] = "check passed: imports, builds, output shape and one training step"
             return record
         (x_fit, y_fit), (x_val, y_val) = data.split_validation(dataset.x_train, dataset.y_train, challenge.validation_size)
+        # A fixed probe batch of training images, measured every N steps (`--monitor N`).
+        probe = slice(0, monitor.PROBE_IMAGES)
+        monitors = [monitor.callback(job["monitor"], x_fit[probe], encode(y_fit[probe], label_kind, dataset.num_classes))] if job.get("monitor") else []
         started = time.perf_counter()
-        history = fit(model, module, training, challenge, job, label_kind, x_fit, y_fit, x_val, y_val)
+        history = fit(model, module, training, challenge, job, label_kind, x_fit, y_fit, x_val, y_val, monitors)
         record["train_seconds"] = round(time.perf_counter() - started, 3)
         record["history"] = history
         record["epochs"] = len(history.get("loss", []))
         record["val_accuracy"] = accuracy(model, x_val, y_val, training["batch_size"])
+        if monitors:
+            record["monitor"] = monitors[0].result()
         eval_model = model
         if job.get("eval_kwargs"):
             eval_model = rebuild_for_evaluation(module, model, dataset, job["build_kwargs"] or {}, job["eval_kwargs"])
-        record["test_accuracy"] = accuracy(eval_model, x_test, y_test, training["batch_size"])
+            # `macs` is the cost of the model that was scored; deploying longer costs more than training did.
+            record["train_macs"] = record["macs"]
+            record.update(macs.record_fields(eval_model, record["notes"]))
+        if job.get("test_images"):  # a hidden test set: the runner holds its labels and scores these predictions
+            images = np.load(job["test_images"], allow_pickle=False)
+            record["test_predictions"] = np.argmax(eval_model.predict(images, batch_size=max(training["batch_size"], 256), verbose=0), axis=-1).tolist()
+        else:
+            record["test_accuracy"] = accuracy(eval_model, x_test, y_test, training["batch_size"])
     except EntryProblem as problem:
         record.update(status=problem.status, message=str(problem))
     except Exception as error:  # anything the submission's code raised
-        record.update(status=FAILED, message=explain(error, path), traceback=traceback.format_exc())
+        record.update(status=FAILED, message=explain(error, path, shown), traceback=traceback.format_exc())
     return record
 
 
-def import_submission(path: Path):
+def import_submission(path: Path, shown: str | None = None):
     spec = importlib.util.spec_from_file_location(f"submission_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(path.parent.resolve()))  # so an entry may import its `_helpers.py`
     spec.loader.exec_module(module)
     if not callable(getattr(module, "build_model", None)):
-        raise EntryProblem(INVALID, f"{path} has no build_model() function: define `def build_model(input_shape, num_classes):` returning a keras.Model")
+        raise EntryProblem(INVALID, f"{shown or path} has no build_model() function: define `def build_model(input_shape, num_classes):` returning a keras.Model")
     return module
 
 
@@ -254,9 +268,10 @@ def training_callbacks(module, challenge: config.Challenge):
     return callbacks, early_stopping
 
 
-def fit(model, module, training, challenge, job, label_kind, x_fit, y_fit, x_val, y_val) -> dict:
+def fit(model, module, training, challenge, job, label_kind, x_fit, y_fit, x_val, y_val, extra_callbacks=()) -> dict:
     callbacks, early_stopping = training_callbacks(module, challenge)
     callbacks.append(Progress(job["entry"], job["seed"], training["epochs"]))
+    callbacks += list(extra_callbacks)
     num_classes = 10
     fitted = model.fit(
         x_fit,
@@ -288,13 +303,14 @@ def accuracy(model, x, y, batch_size: int) -> float:
     return float(np.mean(np.argmax(predictions, axis=-1) == y))
 
 
-def explain(error: BaseException, path: Path) -> str:
-    """The submitter's own lines of the traceback first, then the error."""
+def explain(error: BaseException, path: Path, shown: str | None = None) -> str:
+    """The submitter's own lines of the traceback first (their file named as `shown`), then the error."""
+    shown = shown or str(path)
     if isinstance(error, SyntaxError) and error.filename and Path(error.filename).resolve() == path.resolve():
-        return f"{path}, line {error.lineno}: SyntaxError: {error.msg}: {(error.text or '').strip()}"
+        return f"{shown}, line {error.lineno}: SyntaxError: {error.msg}: {(error.text or '').strip()}"
     frames = traceback.extract_tb(error.__traceback__)
     own = [f for f in frames if Path(f.filename).resolve() == path.resolve()]
-    where = "; ".join(f"{path}, line {f.lineno}, in {f.name}: {f.line}" for f in own[-3:])
+    where = "; ".join(f"{shown}, line {f.lineno}, in {f.name}: {f.line}" for f in own[-3:])
     text = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
     return f"{where} -> {text}" if where else text
 

@@ -1,0 +1,159 @@
+"""For a course: `python -m bench new NAME` writes a starter entry, and a hidden test set keeps its labels
+out of the repository and out of the entries' reach.
+
+The hidden test set (`test_set` in [tool.bench], or BENCH_TEST_SET) is an .npz holding `x_test` and
+`y_test` in the dataset's own format (uint8 pixels 0-255 for MNIST and Fashion-MNIST, 0-16 for digits).
+The runner reads it; each worker gets the images alone, after training, and returns its predictions,
+which the runner scores. The board says which test set its records were scored on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bench import config, discover
+from bench.cli import load_challenge
+
+STARTER = '''"""{name}: replace this line with a one-line summary of your model (the leaderboard shows it).
+
+Below the first line, say where the idea comes from. Try the file in seconds with
+    python -m bench check {path}
+then train it the way the leaderboard will with
+    python -m bench evaluate {path}
+"""
+
+import keras
+
+AUTHOR = {author!r}  # your name, as the leaderboard shows it
+
+# Optional: any of these keys, each optional. The challenge caps "epochs" and stops early when the
+# validation loss stops improving, so a generous number costs nothing.
+TRAINING = {{
+    "optimizer": "adam",
+    "learning_rate": 0.003,
+    "batch_size": 128,
+    "epochs": 30,
+}}
+
+
+def build_model(input_shape, num_classes):
+    """Images of `input_shape` in, `num_classes` probabilities out; every weight counts against you.
+
+    Return the model uncompiled (the harness compiles it with TRAINING), or compile it yourself with
+    your own optimizer and loss: model.compile(optimizer, loss, metrics=["accuracy"]).
+    """
+    inputs = keras.Input(input_shape)  # (28, 28) for MNIST, (8, 8) for digits: no channel axis
+    x = keras.layers.Reshape((*input_shape, 1))(inputs)  # convolutions want one
+    # Strided convolutions shrink the image and reuse 3x3 weights everywhere: few parameters.
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu")(x)  # 4 * (3*3*1 + 1) = 40
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)  # 8 * (3*3*4 + 1) = 296
+    x = keras.layers.GlobalAveragePooling2D()(x)  # one number per filter, no weights
+    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)  # 10 * (8 + 1) = 90 for 10 classes
+    return keras.Model(inputs, outputs)  # 426 parameters in all
+'''
+
+
+def register(subparsers) -> None:
+    new = subparsers.add_parser("new", help="write a commented starter entry into the submissions folder")
+    new.add_argument("name", help="the entry's name: letters, digits and '_' (it becomes submissions/NAME.py)")
+    new.add_argument("--author", default="", help="your name, shown on the leaderboard")
+    new.add_argument("--submissions", help="folder to write into (default: [tool.bench] submissions)")
+    new.set_defaults(handler=cmd_new)
+
+
+def cmd_new(args) -> int:
+    challenge = load_challenge(args)
+    name = args.name[:-3] if args.name.endswith(".py") else args.name
+    problem = name_problem(name)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    folder = Path(args.submissions or challenge.submissions)
+    path = folder / f"{name}.py"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with path.open("x") as file:  # "x": never overwrite someone's work, even in a race
+            file.write(STARTER.format(name=name, path=path.as_posix(), author=args.author))
+    except FileExistsError:
+        print(f"error: {path} already exists: choose another name, or edit that file", file=sys.stderr)
+        return 2
+    print(f"wrote {path}; try it with: python -m bench check {path.as_posix()}")
+    return 0
+
+
+def name_problem(name: str) -> str | None:
+    suggestion = "".join(c if (c.isascii() and c.isalnum()) or c == "_" else "_" for c in name).strip("_") or "my_model"
+    if name.startswith("_"):
+        return f"{name!r} starts with '_', which marks helper files, never entries: call it {suggestion!r}"
+    if not name or not discover.ENTRY_NAME.fullmatch(name) or not name.isascii():
+        return f"{name!r} is not an entry name: use letters, digits and '_' only, e.g. {suggestion!r}"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class HiddenTestSet:
+    images: np.ndarray  # float32, scaled as data.load scales the dataset's own images
+    labels: np.ndarray
+    digest: str
+    description: str
+
+
+def hidden_test_set(challenge: config.Challenge) -> HiddenTestSet:
+    path = Path(challenge.test_set).expanduser()
+    if not path.is_file():
+        raise config.ConfigError(
+            f"hidden test set {path}: no such file. Point test_set in [tool.bench] or {config.TEST_SET_ENV} at an .npz "
+            "holding x_test and y_test, or unset both to score on the dataset's own test split")
+    stat = path.stat()
+    return _read(str(path.resolve()), stat.st_mtime_ns, stat.st_size, challenge.dataset, challenge.test_limit)
+
+
+@functools.lru_cache(maxsize=4)  # read once per evaluation, not once per run; a changed file is read again
+def _read(path: str, mtime_ns: int, size: int, dataset: str, test_limit: int | None) -> HiddenTestSet:
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            missing = {"x_test", "y_test"} - set(arrays.files)
+            if missing:
+                raise config.ConfigError(f"hidden test set {path} lacks {sorted(missing)}: save it with np.savez(path, x_test=..., y_test=...)")
+            images, labels = arrays["x_test"][:test_limit], arrays["y_test"][:test_limit]
+    except (OSError, ValueError) as error:
+        raise config.ConfigError(f"hidden test set {path} is not a readable .npz file: {error}") from None
+    if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
+        raise config.ConfigError(f"hidden test set {path}: y_test must hold one integer label per image of x_test "
+                                 f"({len(images)} images, y_test has shape {labels.shape} and type {labels.dtype})")
+    scale = np.float32(16.0 if dataset == "digits" else 255.0)  # as data.load scales each dataset
+    digest = hashlib.sha256()
+    for array in (images, labels):
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    description = f"hidden test set {Path(path).name} ({len(labels):,} images, sha256 {digest.hexdigest()[:12]})"
+    return HiddenTestSet(np.true_divide(images, scale, dtype="float32"), labels.astype("int64"), digest.hexdigest(), description)
+
+
+def check_test_set(challenge: config.Challenge, input_shape: tuple, num_classes: int) -> None:
+    """Refuse a hidden test set that does not fit the dataset, before any training."""
+    hidden = hidden_test_set(challenge)
+    if hidden.images.shape[1:] != tuple(input_shape):
+        raise config.ConfigError(f"hidden test set {challenge.test_set}: images of shape {hidden.images.shape[1:]}, "
+                                 f"but {challenge.dataset}'s images have shape {tuple(input_shape)}")
+    if len(hidden.labels) and not 0 <= hidden.labels.min() <= hidden.labels.max() < num_classes:
+        raise config.ConfigError(f"hidden test set {challenge.test_set}: labels must lie in 0..{num_classes - 1}")
+
+
+def score(partial: dict, hidden: HiddenTestSet) -> dict:
+    """The worker's record with its predictions on the hidden images replaced by their accuracy."""
+    predictions = partial.pop("test_predictions", None)
+    partial.pop("test_accuracy", None)  # only the runner scores a hidden test set: a worker's own claim is dropped
+    if partial.get("status") != "OK":
+        return partial
+    if not isinstance(predictions, list) or len(predictions) != len(hidden.labels) or not all(type(p) is int for p in predictions):
+        return {**partial, "status": "FAILED", "message": f"the worker did not return one class per hidden test image ({len(hidden.labels):,}): "
+                "an entry must not write the harness's files"}
+    accuracy = float(np.mean(np.asarray(predictions) == hidden.labels))
+    return {**partial, "test_accuracy": accuracy, "test_set": hidden.description}

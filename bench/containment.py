@@ -1,0 +1,312 @@
+"""Keep an entry's worker subprocess in bounds: memory, processes, time, environment and the records.
+
+An entry is someone else's Python code, run with the evaluator's user account. What bounds it here:
+
+- Memory: RLIMIT_DATA in the worker (`memory_limit_mb`), so an allocation past it raises MemoryError.
+  Not RLIMIT_AS: TensorFlow reserves far more address space than it uses and aborts under a 2 GB one.
+  The parent also sums the proportional memory of all the run's processes and stops the run past
+  the limit: forked children each get their own RLIMIT_DATA, and root may raise its own limits.
+- Processes: the worker leads its own session; the parent counts the session's processes and stops the
+  run past MAX_PROCESSES, and kills whatever is left of the session when the run ends, however it ends.
+  RLIMIT_NPROC bounds a fork bomb for ordinary users; the kernel does not apply it to root.
+- Time: the wall-clock `time_limit`, enforced by the parent.
+- Environment: only ALLOWED_ENV (no tokens or credentials), a temporary HOME and TMPDIR.
+- Records: `ProtectedFiles` keeps a copy of results/ and the leaderboard, and after each run undoes any
+  change the runner did not make itself, reporting the run as FAILED. Another bench command writing
+  into the same results folder at the time (`writing`) turns this into a logged note: its changes and
+  an entry's cannot be told apart.
+
+Not covered: a process that calls setsid() leaves the session and outlives the run; anything the
+user account may read (files, other processes' environments) the entry may read too. Run untrusted
+entries where that account holds nothing else, as a fresh CI virtual machine does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+# An entry has no reason to start processes of its own; TensorFlow starts threads, not processes.
+MAX_PROCESSES = 32
+# Threads (RLIMIT_NPROC counts them) the worker may add to what the user account already runs.
+EXTRA_THREADS = 1024
+POLL_SECONDS = 0.25
+ALLOWED_ENV = {"PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "PYTHONHASHSEED",
+               "BENCH_THREADS", "OMP_NUM_THREADS", "KERAS_BACKEND", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "XLA_FLAGS"}
+ALLOWED_PREFIXES = ("TF_",)
+# Terraform's TF_TOKEN_* and TF_VAR_* share TensorFlow's prefix: names like these never pass.
+SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "KEY", "AUTH", "TF_VAR_")
+
+TIME, MEMORY, PROCESSES = "time", "memory", "processes"
+
+
+def default_memory_limit_mb() -> int | None:
+    """Half of this machine's memory: a runaway entry cannot take the machine down with it."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2 // 2**20
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def environment(base: dict, workdir: str | Path) -> dict:
+    """The allowed variables of `base`, with HOME and TMPDIR inside the run's temporary folder."""
+    env = {k: v for k, v in base.items()
+           if (k in ALLOWED_ENV or k.startswith(ALLOWED_PREFIXES)) and not any(w in k.upper() for w in SECRET_WORDS)}
+    home = Path(workdir) / "home"
+    (home / "tmp").mkdir(parents=True, exist_ok=True)
+    # Keras finds its downloaded datasets where the evaluator's own Keras keeps them.
+    keras_home = base.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return {**env, "HOME": str(home), "TMPDIR": str(home / "tmp"), "KERAS_HOME": keras_home}
+
+
+def command(worker: list[str], memory_mb: int | None) -> list[str]:
+    """`worker` started through this module, which sets the limits and then becomes the worker."""
+    if os.name != "posix":
+        return worker
+    return [sys.executable, "-m", "bench.containment", str(memory_mb or 0), "--", *worker]
+
+
+def _limit_and_exec(argv: list[str]) -> None:
+    import resource
+
+    memory_mb, worker = int(argv[0]), argv[2:]
+    limits = {"RLIMIT_NPROC": _user_threads() + EXTRA_THREADS}
+    if memory_mb:
+        limits["RLIMIT_DATA"] = memory_mb * 2**20
+    for name, value in limits.items():
+        try:
+            resource.setrlimit(getattr(resource, name), (value, value))
+        except (ValueError, OSError) as error:  # a system that refuses one still runs the entry, watched by the parent
+            print(f"bench: could not set {name}: {error}", file=sys.stderr)
+    os.execv(worker[0], worker)
+
+
+def _user_threads() -> int:
+    uid, count = os.getuid(), 0
+    for pid in _pids():
+        try:
+            if os.stat(f"/proc/{pid}").st_uid == uid:
+                count += len(os.listdir(f"/proc/{pid}/task"))
+        except OSError:
+            pass
+    return count
+
+
+def watch(process: subprocess.Popen, time_limit: float, memory_mb: int | None) -> str | None:
+    """Wait for the worker; None when it ended by itself, else the limit it broke (TIME, MEMORY, PROCESSES)."""
+    deadline = time.monotonic() + time_limit
+    while True:
+        try:
+            process.wait(timeout=max(0.0, min(POLL_SECONDS, deadline - time.monotonic())))
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+        if time.monotonic() >= deadline:
+            return TIME
+        members = session_members(process.pid)
+        if len(members) > MAX_PROCESSES:
+            return PROCESSES
+        if memory_mb and memory_of(members) > memory_mb * 2**20:
+            return MEMORY
+
+
+def explain(limit: str, memory_mb: int | None) -> str:
+    if limit == MEMORY:
+        return f"stopped: its processes used more than {memory_mb:,} MB of memory, {memory_hint(memory_mb)}"
+    return (f"stopped: it started more than {MAX_PROCESSES} processes; an entry must not start processes "
+            "(no multiprocessing, os.fork or subprocess): build the model and let the harness train it")
+
+
+def memory_hint(memory_mb: int | None) -> str:
+    limit = f"{memory_mb:,} MB" if memory_mb else "this machine's memory"
+    return (f"the limit of each run ({limit}: memory_limit_mb in [tool.bench], or --memory-limit): "
+            "use smaller batches or a smaller model, and keep no copies of the data")
+
+
+def session_members(session: int) -> list[int]:
+    """Live processes of a session (zombies excluded: they hold no memory and are gone once reaped)."""
+    members = []
+    for pid in _pids():
+        stat = _stat(pid)
+        if stat and stat[3] == session and stat[0] != "Z":
+            members.append(pid)
+    return members
+
+
+def memory_of(pids: list[int]) -> int:
+    """Bytes the processes hold. RSS counts pages a fork shares once per process, so a sum over the
+    limit is checked again with PSS, which shares them out (and costs ~20 ms per TensorFlow process)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    resident = 0
+    for pid in pids:
+        try:
+            resident += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            pass
+    if len(pids) < 2 or resident == 0:
+        return resident
+    proportional = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        proportional += next((int(line.split()[1]) * 1024 for line in text.splitlines() if line.startswith("Pss:")), 0)
+    return proportional or resident
+
+
+def end_session(session: int) -> None:
+    """Kill every process left in the worker's session, including those that made process groups of their own."""
+    if hasattr(os, "killpg"):
+        try:
+            os.killpg(session, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for _ in range(100):  # a fork bomb keeps forking until each of its processes is killed
+        members = session_members(session)
+        if not members:
+            return
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.02)
+
+
+def _pids() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:  # no /proc (macOS): the process checks are skipped, killpg still ends the run
+        return []
+
+
+def _stat(pid: int) -> list | None:
+    """(state, ppid, pgrp, session) of /proc/PID/stat; the command name in parentheses may hold spaces."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2:].split()
+    return [fields[0], int(fields[1]), int(fields[2]), int(fields[3])]
+
+
+class ProtectedFiles:
+    """A copy of the records and the leaderboard; any change the runner did not make is undone.
+
+    Runs finish one at a time here, so after each run `restore()` puts back what changed meanwhile and
+    names it; `accept(path)` records a file the runner itself wrote. While another bench command writes
+    into the same results folder (see `writing`), changes may be its own: they are kept, and logged.
+    """
+
+    def __init__(self, results_dir: str | Path, *files: str | Path, log=print):
+        self.results_dir = Path(results_dir)
+        self.roots = [self.results_dir, *map(Path, files)]
+        self.log = log
+        self.expected = self._read()
+
+    def _read(self) -> dict[Path, bytes]:
+        found = {}
+        for root in self.roots:
+            if root.is_symlink() or root.is_file():
+                found[root] = _content(root)
+            elif root.is_dir():
+                for folder, _, files in os.walk(root):
+                    for name in files:
+                        found[Path(folder) / name] = _content(Path(folder) / name)
+        return found
+
+    def accept(self, path: Path) -> None:
+        self.expected[Path(path)] = _content(Path(path))
+
+    def restore(self) -> list[str]:
+        """Undo every change since the last check; the changed paths, sorted."""
+        current = self._read()
+        changed = sorted({p for p in current.keys() | self.expected.keys() if current.get(p) != self.expected.get(p)})
+        others = other_writers(self.results_dir) if changed else []
+        if others:
+            self.log(f"not checked: {len(changed)} file(s) changed while bench process(es) {others} also wrote into {self.results_dir}")
+            self.expected = current
+            return []
+        for path in changed:
+            path.unlink(missing_ok=True)  # a symlink is replaced, never written through
+            if path in self.expected:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(self.expected[path])
+        return [str(p) for p in changed]
+
+
+@contextlib.contextmanager
+def writing(results_dir: str | Path):
+    """Mark this process as writing into `results_dir` while the block runs (a file it keeps locked, in
+    the temporary folder), so another evaluation's ProtectedFiles leaves its changes alone."""
+    if fcntl is None:  # Windows: no marks, so every change is undone
+        yield
+        return
+    WRITERS.mkdir(exist_ok=True)
+    marker = WRITERS / f"{_folder_key(results_dir)}-{os.getpid()}"
+    with marker.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when this process ends, however it ends
+        try:
+            yield
+        finally:
+            marker.unlink(missing_ok=True)
+
+
+def other_writers(results_dir: str | Path) -> list[int]:
+    """Live processes other than this one marked as writing into `results_dir`; stale marks are removed."""
+    if fcntl is None or not WRITERS.is_dir():
+        return []
+    live = []
+    for marker in WRITERS.glob(f"{_folder_key(results_dir)}-*"):
+        pid = marker.name.rsplit("-", 1)[1]
+        if pid == str(os.getpid()):
+            continue
+        try:
+            with marker.open() as handle:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            marker.unlink(missing_ok=True)  # nobody holds it: its process is gone
+        except BlockingIOError:
+            live.append(int(pid) if pid.isdigit() else pid)
+        except OSError:
+            pass
+    return sorted(live, key=str)
+
+
+WRITERS = Path(tempfile.gettempdir()) / "bench-writers"
+
+
+def _folder_key(results_dir: str | Path) -> str:
+    return hashlib.sha256(str(Path(results_dir).resolve()).encode()).hexdigest()[:16]
+
+
+def _content(path: Path) -> bytes:
+    if path.is_symlink():
+        return b"symlink -> " + os.readlink(path).encode()
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        return f"unreadable: {error}".encode()
+
+
+def tampering(changed: list[str]) -> dict:
+    shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+    return {"status": "FAILED", "message": f"changed files it must not touch while it ran: {shown}. "
+            "They were restored. An entry must only build a model; results and the leaderboard are written by the harness"}
+
+
+if __name__ == "__main__":
+    # python -m bench.containment MEMORY_MB -- WORKER...: set the limits, then become the worker.
+    _limit_and_exec(sys.argv[1:])

@@ -1,0 +1,117 @@
+"""Multiply-accumulates per image: the compute one forward pass at batch size 1 costs.
+
+Weight sharing makes parameters cheap and compute expensive, so the count follows calls, not
+layers: it walks the model's graph, where a layer applied k times has k nodes, each with the
+input and output shapes of that call, and nested models are walked the same way.
+
+Counted: convolutions (plain, depthwise, separable, transposed) and dense layers, the layers
+whose multiply-accumulates dominate. Pooling, activations, normalisation and additions are not.
+
+A layer the graph cannot see into (a subclassed layer that loops with keras.ops control flow, say)
+reports its own cost with a `macs_per_image(self)` method giving the multiply-accumulates of one
+call on one image; a subclassed model with no graph may define the same method for the whole model.
+Layers that hold a kernel (a weight of rank >= 2) but are neither counted nor report their cost
+are returned as `uncounted`, so a record can say its count is a lower bound.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+HOOK = "macs_per_image"
+
+
+@dataclasses.dataclass
+class Count:
+    macs: int | None  # None: the model has no graph and no hook, so nothing could be counted
+    uncounted: list[str]  # names of layers whose multiply-accumulates are missing from `macs`
+
+
+def count(model) -> Count:
+    """MACs of one image through a built model (functional, Sequential, or anything with the hook)."""
+    uncounted: list[str] = []
+    total = _layer_macs(model, None, None, uncounted)
+    if uncounted == [model.name]:
+        return Count(None, uncounted)
+    return Count(int(total), sorted(set(uncounted)))
+
+
+def graph_nodes(model) -> list | None:
+    """The model's own calls, inputs first (one node per call of a layer), or None for a model without a graph."""
+    graph = getattr(model, "_functional", None) or model  # a Sequential keeps its graph in a Functional
+    by_depth = getattr(graph, "_nodes_by_depth", None)
+    if by_depth is None:
+        return None
+    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+
+
+def _layer_macs(layer, inputs, outputs, uncounted: list[str]) -> int:
+    import keras  # here, not at the top: the runner and the leaderboard import this package without TensorFlow
+
+    if callable(getattr(layer, HOOK, None)):
+        return int(getattr(layer, HOOK)())
+    nodes = graph_nodes(layer) if isinstance(layer, keras.Model) else None
+    if nodes is not None:
+        return sum(
+            _layer_macs(node.operation, node.input_tensors, node.outputs, uncounted)
+            for node in nodes if not node.is_input
+        )
+    if inputs is None:  # a subclassed model, called by nothing we can see
+        uncounted.append(layer.name)
+        return 0
+    return _call_macs(layer, inputs[0].shape, outputs[0].shape, uncounted)
+
+
+def _call_macs(layer, input_shape, output_shape, uncounted: list[str]) -> int:
+    """One call of a built layer, from its kernel's shape and the call's input/output shapes."""
+    import keras
+
+    per_image_out = _size(output_shape)
+    if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
+        # depthwise: every (position, channel x multiplier) pair reads one kernel window;
+        # pointwise: every output value sums over all channels x multiplier
+        depthwise = tuple(layer.depthwise_kernel.shape)
+        expanded = depthwise[-2] * depthwise[-1]
+        positions = per_image_out // layer.filters
+        return positions * math.prod(depthwise) + per_image_out * expanded
+    if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
+        return per_image_out * math.prod(layer.kernel_size)
+    if isinstance(layer, (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)):
+        # each input value is spread over a kernel window of every output channel: kernel is (*window, out, in)
+        return _size(input_shape) * math.prod(tuple(layer.kernel.shape)[:-1])
+    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
+        # each output value is a dot product over the window and the group's input channels: kernel[:-1]
+        return per_image_out * math.prod(tuple(layer.kernel.shape)[:-1])
+    if isinstance(layer, keras.layers.Dense):
+        return per_image_out * int(layer.kernel.shape[0])
+    if isinstance(layer, keras.Model):
+        return _layer_macs(layer, None, None, uncounted)
+    if any(len(w.shape) >= 2 for w in layer.weights):
+        uncounted.append(layer.name)
+    return 0
+
+
+def _size(shape) -> int:
+    """Values per image in a tensor of this shape (batch axis dropped)."""
+    dims = tuple(shape)[1:]
+    if any(d is None for d in dims):
+        raise ValueError(f"cannot count MACs through a tensor of shape {tuple(shape)}: give keras.Input a fixed image size")
+    return math.prod(dims)
+
+
+def record_fields(model, notes: list[str]) -> dict:
+    """`macs` for a run record; a lower-bound count adds a note naming the layers left out."""
+    try:
+        counted = count(model)
+    except ValueError as error:
+        notes.append(f"MACs not counted: {error}")
+        return {"macs": None}
+    if counted.macs is None:
+        notes.append(f"MACs not counted: a subclassed model has no graph to walk; give it a `{HOOK}(self)` method")
+    elif counted.uncounted:
+        notes.append(
+            f"MACs leave out layer(s) {', '.join(counted.uncounted)}: give them a "
+            f"`{HOOK}(self)` method returning the multiply-accumulates of one call on one image"
+        )
+    return {"macs": counted.macs}

@@ -44,6 +44,10 @@ class Challenge:
     test_limit: int | None = None
     reduce_lr: Callback = Callback("val_loss", 0.5, 5, 1e-4, 1e-5)
     early_stopping: Callback = Callback("val_loss", None, 15, 1e-5)
+    # Entries with more parameters than this train seed 0 only (None: every entry trains `seeds` seeds).
+    # Seeds matter most for small models, whose accuracy moves most from one seed to the next, and
+    # cost least there; a board of big entries trains in a third of the time.
+    one_seed_above: int | None = None
     # Memory of each run's processes together (default: half of this machine's); see bench.containment.
     memory_limit_mb: int | None = None
     # An .npz with x_test, y_test kept out of the repository (or BENCH_TEST_SET): scored instead of the
@@ -58,7 +62,7 @@ class Challenge:
         the time limit and the tiers only decide what is run or shown.
         """
         fields = dataclasses.asdict(self)
-        for name in ("data_dir", "submissions", "results", "leaderboard", "seeds", "time_limit", "tiers",
+        for name in ("data_dir", "submissions", "results", "leaderboard", "seeds", "one_seed_above", "time_limit", "tiers",
                      "memory_limit_mb", "test_set"):
             fields.pop(name)
         return fields
@@ -121,6 +125,9 @@ def from_dict(table: dict, source: str = "config") -> Challenge:
             value = float(value)
         values[name] = value
     challenge = dataclasses.replace(defaults, **values)
+    if challenge.one_seed_above is not None and (isinstance(challenge.one_seed_above, bool) or not isinstance(challenge.one_seed_above, int)
+                                                 or challenge.one_seed_above < 0):
+        raise ConfigError(f"{source}: one_seed_above must be a whole number of parameters, got {challenge.one_seed_above!r}")
     for name in ("seeds", "max_epochs", "max_params", "batch_size"):
         if getattr(challenge, name) < 1:
             raise ConfigError(f"{source}: {name} must be at least 1, got {getattr(challenge, name)}")

@@ -118,7 +118,9 @@ def render_markdown(frame: pd.DataFrame, records: list[dict], challenge: config.
         f"Up to {challenge.max_epochs} epochs; ReduceLROnPlateau({rl.monitor}, factor {rl.factor}, patience {rl.patience}, "
         f"min_delta {rl.min_delta}); EarlyStopping({es.monitor}, patience {es.patience}, min_delta {es.min_delta}, best weights restored). "
         f"Defaults for entries that do not compile themselves: {challenge.optimizer}, learning rate {challenge.learning_rate}, batch {challenge.batch_size}.",
-        f"- Seeds per entry: {challenge.seeds} (accuracy is the mean +- sample std over the seeds that finished OK); "
+        f"- Seeds per entry: {challenge.seeds}"
+        + (f" (seed 0 alone is trained for entries above {challenge.one_seed_above:,} parameters)" if challenge.one_seed_above is not None and challenge.seeds > 1 else "")
+        + f" (accuracy is the mean +- sample std over the seeds that finished OK); "
         f"parameter budget {challenge.max_params:,}; config hash `{challenge.protocol_hash()[:12]}`.",
         f"- Versions: {'; '.join(versions) or '-'}",
         "- ★ marks the Pareto front: no other entry has as few parameters and as high an accuracy.",

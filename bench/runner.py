@@ -76,6 +76,45 @@ def plan(challenge: config.Challenge, submissions: list[Submission], fingerprint
     return runs
 
 
+def limit_seeds(runs: list[Run], one_seed_above: int | None) -> tuple[list[Run], list[Run]]:
+    """Split `runs` into (runs to train now, runs waiting for their entry's seed 0).
+
+    Under `one_seed_above`, an entry's seeds after the first train only if its seed-0 record, under
+    the same key, counts at most that many parameters; an entry too big, or whose seed 0 ended without
+    a count (it failed before building), keeps seed 0 alone. Until seed 0 is recorded, its size is
+    unknown and the other seeds wait: `settle_waiting` decides once it is.
+    """
+    if one_seed_above is None:
+        return runs, []
+    first = {run.path.parent: run for run in runs if run.seed == 0}
+    now, waiting = [], []
+    for run in runs:
+        zero = first.get(run.path.parent)
+        if run.seed == 0 or zero is None:
+            now.append(run)
+        elif not _recorded(zero):
+            waiting.append(run)
+        elif _small_enough(zero, one_seed_above):
+            now.append(run)
+    return now, waiting
+
+
+def settle_waiting(waiting: list[Run], runs: list[Run], one_seed_above: int) -> list[Run]:
+    """The waiting runs whose entry's seed 0, now recorded, is small enough for more seeds."""
+    first = {run.path.parent: run for run in runs if run.seed == 0}
+    return [run for run in waiting if _small_enough(first[run.path.parent], one_seed_above)]
+
+
+def _recorded(run: Run) -> bool:
+    record = results.read(run.path) if run.path.exists() else None
+    return bool(record) and record.get("key", {}).get("hash") == run.key["hash"]
+
+
+def _small_enough(run: Run, one_seed_above: int) -> bool:
+    record = results.read(run.path) if _recorded(run) else None
+    return bool(record) and record.get("total_params") is not None and record["total_params"] <= one_seed_above
+
+
 def execute(challenge: config.Challenge, runs: list[Run], force: bool = False, jobs: int = 1,
             log=print, extra_job: dict | None = None, executor=None) -> list[dict]:
     """Run what is not cached and return every run's record (cached ones included).

@@ -96,3 +96,13 @@ def test_protocol_hash_ignores_what_does_not_change_a_run():
     same = config.from_dict({"seeds": 9, "time_limit": 5, "tiers": [1], "results": "elsewhere"})
     assert same.protocol_hash() == base.protocol_hash()
     assert config.from_dict({"max_epochs": 3}).protocol_hash() != base.protocol_hash()
+
+
+@pytest.mark.parametrize("value", ["ten", -1, True, 2.5])
+def test_one_seed_above_must_be_a_parameter_count(value):
+    with pytest.raises(config.ConfigError, match="one_seed_above must be a whole number of parameters"):
+        config.from_dict({"one_seed_above": value})
+
+
+def test_one_seed_above_does_not_change_the_cache_key():
+    assert config.from_dict({"one_seed_above": 10_000}).protocol_hash() == config.from_dict({}).protocol_hash()

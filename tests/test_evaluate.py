@@ -132,3 +132,30 @@ def test_interrupted_write_leaves_no_partial_record(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert json.loads(path.read_text()) == {"status": "OK", "n": 1}
     assert [p.name for p in path.parent.iterdir()] == ["seed0.json"]
+
+
+TINY_ENTRY = '''
+    import keras
+    def build_model(input_shape, num_classes):
+        return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
+                                 keras.layers.Dense(num_classes, activation="softmax")])
+'''
+
+
+def test_entries_above_one_seed_above_train_seed_0_only_and_a_rerun_trains_nothing(tmp_path, write_entry, capsys):
+    write_entry("tiny", TINY_ENTRY)  # 650 parameters on digits
+    write_entry("dense", DENSE_ENTRY)  # 910
+    settings = tmp_path / "pyproject.toml"
+    settings.write_text("[tool.bench]\nseeds = 2\none_seed_above = 800\n")
+    command = ["--config", str(settings), "evaluate", str(tmp_path / "submissions"), "--dataset", "digits",
+               "--validation-size", "300", "--epochs", "1", "--results", str(tmp_path / "results"),
+               "--leaderboard", str(tmp_path / "board.md"), "--jobs", "2"]
+    assert cli.main(command) == 0
+    trained = {p.relative_to(tmp_path / "results" / "digits").as_posix()
+               for p in (tmp_path / "results" / "digits").rglob("seed*.json")}
+    assert trained == {"tiny/seed0.json", "tiny/seed1.json", "dense/seed0.json"}
+    assert "seed 0 alone is trained for entries above 800 parameters" in (tmp_path / "board.md").read_text()
+    capsys.readouterr()
+    assert cli.main(command) == 0
+    out = capsys.readouterr().out
+    assert "start" not in out and out.count("cached") == 3

@@ -13,8 +13,8 @@ An entry is someone else's Python code, run with the evaluator's user account. W
 - Environment: only ALLOWED_ENV (no tokens or credentials), a temporary HOME and TMPDIR.
 - Records: `ProtectedFiles` keeps a copy of results/ and the leaderboard, and after each run undoes any
   change the runner did not make itself, reporting the run as FAILED. Another bench command writing
-  into the same results folder at the time (`writing`) turns this into a logged note: its changes and
-  an entry's cannot be told apart.
+  into the same results folder at any time since the last check (`writing`), even one that has ended
+  since, turns this into a logged note: its changes and an entry's cannot be told apart.
 
 Not covered: a process that calls setsid() leaves the session and outlives the run; anything the
 user account may read (files, other processes' environments) the entry may read too. Run untrusted
@@ -207,8 +207,9 @@ class ProtectedFiles:
     """A copy of the records and the leaderboard; any change the runner did not make is undone.
 
     Runs finish one at a time here, so after each run `restore()` puts back what changed meanwhile and
-    names it; `accept(path)` records a file the runner itself wrote. While another bench command writes
-    into the same results folder (see `writing`), changes may be its own: they are kept, and logged.
+    names it; `accept(path)` records a file the runner itself wrote. When another bench command wrote
+    into the same results folder since the last check (see `writing`), changes may be its own: they
+    are kept, and logged. That command may have ended by then, its last records written just before.
     """
 
     def __init__(self, results_dir: str | Path, *files: str | Path, log=print):
@@ -216,6 +217,7 @@ class ProtectedFiles:
         self.roots = [self.results_dir, *map(Path, files)]
         self.log = log
         self.expected = self._read()
+        self.checked_at = time.time()
 
     def _read(self) -> dict[Path, bytes]:
         found = {}
@@ -233,9 +235,10 @@ class ProtectedFiles:
 
     def restore(self) -> list[str]:
         """Undo every change since the last check; the changed paths, sorted."""
+        since, self.checked_at = self.checked_at, time.time()
         current = self._read()
         changed = sorted({p for p in current.keys() | self.expected.keys() if current.get(p) != self.expected.get(p)})
-        others = other_writers(self.results_dir) if changed else []
+        others = other_writers(self.results_dir, since) if changed else []
         if others:
             self.log(f"not checked: {len(changed)} file(s) changed while bench process(es) {others} also wrote into {self.results_dir}")
             self.expected = current
@@ -250,8 +253,9 @@ class ProtectedFiles:
 
 @contextlib.contextmanager
 def writing(results_dir: str | Path):
-    """Mark this process as writing into `results_dir` while the block runs (a file it keeps locked, in
-    the temporary folder), so another evaluation's ProtectedFiles leaves its changes alone."""
+    """Mark this process as writing into `results_dir` while the block runs: a file in the temporary
+    folder, locked while it runs and stamped with its end time after, so another evaluation's
+    ProtectedFiles leaves its changes alone, also when they show up only after this process ended."""
     if fcntl is None:  # Windows: no marks, so every change is undone
         yield
         return
@@ -262,29 +266,48 @@ def writing(results_dir: str | Path):
         try:
             yield
         finally:
-            marker.unlink(missing_ok=True)
+            handle.write(repr(time.time()))
 
 
-def other_writers(results_dir: str | Path) -> list[int]:
-    """Live processes other than this one marked as writing into `results_dir`; stale marks are removed."""
+def other_writers(results_dir: str | Path, since: float | None = None) -> list[int]:
+    """Processes other than this one marked as writing into `results_dir`: those still running, and
+    those that ended at or after `since`. A mark left by a killed process, which could not stamp its
+    end time, counts as ending just before the check that first finds it unlocked. Marks older than MARK_KEPT_SECONDS go."""
     if fcntl is None or not WRITERS.is_dir():
         return []
-    live = []
+    found = []
     for marker in WRITERS.glob(f"{_folder_key(results_dir)}-*"):
         pid = marker.name.rsplit("-", 1)[1]
         if pid == str(os.getpid()):
             continue
         try:
-            with marker.open() as handle:
-                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            marker.unlink(missing_ok=True)  # nobody holds it: its process is gone
+            with marker.open("r+") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                ended = _end_time(handle.read())
+                if ended is None:  # killed at some unknown time: counted by this check, not by later ones
+                    ended = since if since is not None else time.time()
+                    handle.write(repr(ended))
         except BlockingIOError:
-            live.append(int(pid) if pid.isdigit() else pid)
+            found.append(pid)
+            continue
         except OSError:
-            pass
-    return sorted(live, key=str)
+            continue
+        if since is not None and ended >= since:
+            found.append(pid)
+        elif ended < time.time() - MARK_KEPT_SECONDS:
+            marker.unlink(missing_ok=True)
+    return sorted((int(pid) if pid.isdigit() else pid for pid in found), key=str)
 
 
+def _end_time(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+# Longer than any one run between two checks (the time limit is per run), so no end is missed.
+MARK_KEPT_SECONDS = 7 * 24 * 3600
 WRITERS = Path(tempfile.gettempdir()) / "bench-writers"
 
 

@@ -404,10 +404,31 @@ with containment.writing({str(results)!r}):
         assert protected.restore() == []
         assert (results / "its_record.json").exists()
         assert notes and f"bench process(es) [{holder.pid}] also wrote into {results}" in notes[0]
+        (results / "its_last_record.json").write_text("written just before it was killed")
     finally:
         holder.kill()
         holder.wait()
-    # Its mark is stale once it is gone: changes are undone again.
+    # Its last records may show up only after it is gone: the first check after its end keeps them.
+    assert protected.restore() == []
+    assert (results / "its_last_record.json").exists()
+    # From then on its mark is stale: changes are undone again.
     (results / "its_record.json").write_text("changed later")
     assert protected.restore() == [str(results / "its_record.json")]
     assert (results / "its_record.json").read_text() == "written by the other command"
+
+
+def test_records_of_a_bench_command_that_started_and_ended_between_two_checks_are_kept(tmp_path):
+    # A sweep that finishes while a long evaluation trains: its records are not the entry's doing.
+    results = tmp_path / "results"
+    results.mkdir()
+    protected = containment.ProtectedFiles(results, log=lambda line: None)
+    subprocess.run([sys.executable, "-c", f"""
+from pathlib import Path
+from bench import containment
+with containment.writing({str(results)!r}):
+    Path({str(results / "swept.json")!r}).write_text("a sweep's record")
+"""], check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert protected.restore() == []
+    assert (results / "swept.json").read_text() == "a sweep's record"
+    (results / "swept.json").write_text("changed by an entry afterwards")
+    assert protected.restore() == [str(results / "swept.json")]

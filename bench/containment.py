@@ -272,7 +272,8 @@ def writing(results_dir: str | Path):
 def other_writers(results_dir: str | Path, since: float | None = None) -> list[int]:
     """Processes other than this one marked as writing into `results_dir`: those still running, and
     those that ended at or after `since`. A mark left by a killed process, which could not stamp its
-    end time, counts as ending just before the check that first finds it unlocked. Marks older than MARK_KEPT_SECONDS go."""
+    end time, counts as ending just before the check that first finds it unlocked. Marks that ended
+    more than MARK_KEPT_SECONDS ago are removed."""
     if fcntl is None or not WRITERS.is_dir():
         return []
     found = []

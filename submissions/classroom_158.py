@@ -3,8 +3,19 @@
 Source: seed 004 (an intermediate Q&A of a classroom "fewest parameters" MNIST challenge).
 Layers: avg-pool 2 -> conv 3x3x3 sigmoid -> conv 3x3x1 sigmoid -> avg-pool 3 -> conv 3x3x10 softmax.
 The seed trained it with nadam, batch 1024 and categorical cross-entropy, early-stopped on the
-training loss, and reported 91.12 % MNIST test accuracy at 158 parameters.
-Kept as the seed wrote it: a hard-coded (28, 28) input, compiled by the factory itself.
+training loss, and reported 91.12 % MNIST test accuracy at 158 parameters (one run, chosen after
+"tons of trial and error").
+
+Kept as the seed wrote it, a hard-coded (28, 28) input and a factory that compiles the model itself,
+with one change: Nadam at 0.01 instead of its default 0.001. At 0.001, under this board's protocol
+(55,000 training images, 3 seeds, the 1,000-epoch cap), the seed's compile call reached only 88.95
++- 0.82 % (89.58 / 88.03 / 89.25; the records of commit 34571bd), with the training loss still
+falling at epoch 1,000: it learns more slowly than the seed's own log shows (loss 0.555-0.603 at
+epoch 140 against the seed's 0.44, which seed 0 reached only at epoch 300). Keras 3's Nadam is not
+the cause: a copy of tf.keras 2's momentum schedule (0.96 ** (0.004 t), which Keras 3 dropped) gave
+loss 0.567 at epoch 140, seed 0, against 0.555 for Keras 3's. The seed's slides say to tune the
+learning rate; at 0.01 the same model reaches, by epoch 100, the loss it had after 1,000 epochs at
+0.001.
 """
 
 import keras
@@ -13,7 +24,7 @@ AUTHOR = "seed 004"
 TRAINING = {"batch_size": 1024}
 
 
-def build_model():
+def build_model(learning_rate=0.01):
     inputs = keras.layers.Input((28, 28))
     x = keras.layers.Reshape((28, 28, 1))(inputs)
     x = keras.layers.AvgPool2D((2, 2))(x)
@@ -24,5 +35,5 @@ def build_model():
     outputs = keras.layers.Reshape((-1,))(x)
     model = keras.Model(inputs, outputs)
     # metrics by keyword: Keras 3 reads a third positional argument as loss_weights.
-    model.compile("nadam", "categorical_crossentropy", metrics=["accuracy"])
+    model.compile(keras.optimizers.Nadam(learning_rate), "categorical_crossentropy", metrics=["accuracy"])
     return model

@@ -90,14 +90,14 @@ def main():
     tf.config.threading.set_inter_op_parallelism_threads(1)
     dataset = data.load("mnist", args.data_dir)
     split = data.split_validation(dataset.x_train, dataset.y_train, VALIDATION_SIZE)
-    shown = [e for e in (1, 10, 50, 100, 140, args.epochs) if e <= args.epochs]
-    print(f"submissions/classroom_158.py, Nadam({SEED_LEARNING_RATE}), seed {args.seed}, {len(split[0][0]):,} training images")
-    print(f"{'schedule':<28}" + "".join(f"{'epoch ' + str(e):>22}" for e in sorted(set(shown))))
-    for label, optimizer_class in (("Keras 3 (0.96 ** t)", keras.optimizers.Nadam),
-                                   ("tf.keras 2 (0.96 ** 0.004t)", TfKeras2Nadam)):
-        history = train(optimizer_class, args, split)
-        cells = [f"loss {history['loss'][e - 1]:.4f} val {history['val_accuracy'][e - 1]:.4f}" for e in sorted(set(shown))]
-        print(f"{label:<28}" + "".join(f"{c:>22}" for c in cells), flush=True)
+    schedules = {"Keras 3, 0.96 ** t": keras.optimizers.Nadam, "tf.keras 2, 0.96 ** (0.004 t)": TfKeras2Nadam}
+    histories = {label: train(optimizer_class, args, split) for label, optimizer_class in schedules.items()}
+    print(f"submissions/classroom_158.py, Nadam({SEED_LEARNING_RATE}), seed {args.seed}, "
+          f"{len(split[0][0]):,} training images; training loss / validation accuracy")
+    print(f"{'epoch':>6}" + "".join(f"{label:>32}" for label in histories))
+    for epoch in sorted({e for e in (1, 10, 50, 100, 140, args.epochs) if e <= args.epochs}):
+        cells = [f"{h['loss'][epoch - 1]:.4f} / {h['val_accuracy'][epoch - 1]:.4f}" for h in histories.values()]
+        print(f"{epoch:>6}" + "".join(f"{cell:>32}" for cell in cells))
 
 
 if __name__ == "__main__":

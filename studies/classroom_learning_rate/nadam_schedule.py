@@ -12,7 +12,6 @@ prints the training loss and validation accuracy at a few epochs. The seed's log
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import keras  # noqa: E402
 from keras import ops  # noqa: E402
 
 from bench import data  # noqa: E402
+from bench.train import import_submission  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SEED_LEARNING_RATE = 0.001  # Nadam's default, which the seed's compile("nadam", ...) used
@@ -61,10 +61,8 @@ class TfKeras2Nadam(keras.optimizers.Nadam):
 
 
 def seed_model():
-    spec = importlib.util.spec_from_file_location("classroom_158", REPO / "submissions" / "classroom_158.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_model(), module.TRAINING["batch_size"]
+    entry = import_submission(REPO / "submissions" / "classroom_158.py")
+    return entry.build_model(), entry.TRAINING["batch_size"]
 
 
 def train(optimizer_class, args, split):

@@ -269,7 +269,7 @@ def writing(results_dir: str | Path):
             handle.write(repr(time.time()))
 
 
-def other_writers(results_dir: str | Path, since: float | None = None) -> list[int]:
+def other_writers(results_dir: str | Path, since: float) -> list[int]:
     """Processes other than this one marked as writing into `results_dir`: those still running, and
     those that ended at or after `since`. A mark left by a killed process, which could not stamp its
     end time, counts as ending just before the check that first finds it unlocked. Marks that ended
@@ -286,14 +286,14 @@ def other_writers(results_dir: str | Path, since: float | None = None) -> list[i
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 ended = _end_time(handle.read())
                 if ended is None:  # killed at some unknown time: counted by this check, not by later ones
-                    ended = since if since is not None else time.time()
+                    ended = since
                     handle.write(repr(ended))
         except BlockingIOError:
             found.append(pid)
             continue
         except OSError:
             continue
-        if since is not None and ended >= since:
+        if ended >= since:
             found.append(pid)
         elif ended < time.time() - MARK_KEPT_SECONDS:
             marker.unlink(missing_ok=True)

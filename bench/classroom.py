@@ -3,8 +3,8 @@ out of the repository and out of the entries' reach.
 
 The hidden test set (`test_set` in [tool.bench], or BENCH_TEST_SET) is an .npz holding `x_test` and
 `y_test` in the dataset's own format (uint8 pixels 0-255 for MNIST and Fashion-MNIST, 0-16 for digits).
-The runner reads it; each worker gets the images alone, after training, and returns its predictions,
-which the runner scores. The board says which test set its records were scored on.
+The runner reads it; training never sees it, the audit (bench.audit) gets the images alone and returns
+predictions, and the runner scores them. The board says which test set its records were scored on.
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from bench import config, discover
-from bench.cli import load_challenge
 
 STARTER = '''"""{name}: replace this line with a one-line summary of your model (the leaderboard shows it).
 
 Below the first line, say where the idea comes from. Try the file in seconds with
     python -m bench check {path}
-then train it the way the leaderboard will with
-    python -m bench evaluate {path}
+then train it for a few epochs (a try-out: its records go to .bench/try/, never onto the board) with
+    python -m bench evaluate {path} --epochs 5
 """
 
 import keras
@@ -68,7 +67,7 @@ def register(subparsers) -> None:
 
 
 def cmd_new(args) -> int:
-    challenge = load_challenge(args)
+    challenge = config.load_challenge(args)
     name = args.name[:-3] if args.name.endswith(".py") else args.name
     problem = name_problem(name)
     if problem:
@@ -128,6 +127,11 @@ def _read(path: str, mtime_ns: int, size: int, dataset: str, test_limit: int | N
         raise config.ConfigError(f"hidden test set {path}: y_test must hold one integer label per image of x_test "
                                  f"({len(images)} images, y_test has shape {labels.shape} and type {labels.dtype})")
     scale = np.float32(16.0 if dataset == "digits" else 255.0)  # as data.load scales each dataset
+    if not np.issubdtype(images.dtype, np.integer) or (images.size and not 0 <= images.min() <= images.max() <= scale):
+        seen = f"{images.dtype} values from {images.min()} to {images.max()}" if images.size else str(images.dtype)
+        raise config.ConfigError(
+            f"hidden test set {path}: x_test must hold the raw pixels as {dataset} stores them, whole numbers from 0 to {scale:.0f} "
+            f"(e.g. uint8), not {seen}: save the images before any scaling (the harness scales them as it scales the dataset)")
     digest = hashlib.sha256()
     for array in (images, labels):
         digest.update(str(array.shape).encode())
@@ -144,16 +148,3 @@ def check_test_set(challenge: config.Challenge, input_shape: tuple, num_classes:
                                  f"but {challenge.dataset}'s images have shape {tuple(input_shape)}")
     if len(hidden.labels) and not 0 <= hidden.labels.min() <= hidden.labels.max() < num_classes:
         raise config.ConfigError(f"hidden test set {challenge.test_set}: labels must lie in 0..{num_classes - 1}")
-
-
-def score(partial: dict, hidden: HiddenTestSet) -> dict:
-    """The worker's record with its predictions on the hidden images replaced by their accuracy."""
-    predictions = partial.pop("test_predictions", None)
-    partial.pop("test_accuracy", None)  # only the runner scores a hidden test set: a worker's own claim is dropped
-    if partial.get("status") != "OK":
-        return partial
-    if not isinstance(predictions, list) or len(predictions) != len(hidden.labels) or not all(type(p) is int for p in predictions):
-        return {**partial, "status": "FAILED", "message": f"the worker did not return one class per hidden test image ({len(hidden.labels):,}): "
-                "an entry must not write the harness's files"}
-    accuracy = float(np.mean(np.asarray(predictions) == hidden.labels))
-    return {**partial, "test_accuracy": accuracy, "test_set": hidden.description}

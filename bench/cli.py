@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import sys
+from pathlib import Path
 
 from bench import config, containment, discover, results
 
@@ -41,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser = _with_parent(sub.add_parser, common)
 
     evaluate = sub.add_parser("evaluate", help="train and score entries, then regenerate the leaderboard")
-    add_run_flags(evaluate)
+    config.add_run_flags(evaluate)
     evaluate.add_argument("--force", action="store_true", help="retrain even when an OK record with the same cache key exists")
     evaluate.add_argument("--strict", action="store_true", help="exit non-zero when any entry is not OK")
     evaluate.add_argument("--shard", type=parse_shard, metavar="I/N",
@@ -57,11 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=cmd_evaluate)
 
     check = sub.add_parser("check", help="import, build, count, check the output shape and take one training step")
-    add_run_flags(check)
+    config.add_run_flags(check)
     check.set_defaults(handler=cmd_check)
 
     board = sub.add_parser("leaderboard", help="re-render leaderboard.md from results/ (no training, no TensorFlow)")
-    add_run_flags(board, with_paths=False)
+    config.add_run_flags(board, with_paths=False)
     board.add_argument("--format", choices=["markdown", "json", "csv"], default="markdown",
                        help="json/csv print the board to stdout instead of writing markdown")
     board.add_argument("--check", action="store_true", help="exit 1 if the committed leaderboard differs from what the records render")
@@ -90,49 +92,27 @@ def _with_parent(add_parser, common):
     return add
 
 
-def add_run_flags(parser: argparse.ArgumentParser, with_paths: bool = True) -> None:
-    """Flags that override [tool.bench] for one run. The leaderboard takes them too: it shows the
-    records made under the settings it is given, so render with the flags you evaluated with."""
-    if with_paths:
-        parser.add_argument("paths", nargs="*", help="submission files or folders (default: the submissions folder)")
-    parser.add_argument("--dataset", help="mnist, fashion_mnist or digits")
-    parser.add_argument("--data-dir", help="folder with mnist.npz or the four IDX files (or set BENCH_DATA_DIR)")
-    parser.add_argument("--seeds", type=int)
-    parser.add_argument("--epochs", type=int, dest="max_epochs", help="epoch cap for every entry")
-    parser.add_argument("--time-limit", type=float, help="seconds per entry and seed")
-    parser.add_argument("--max-params", type=int)
-    parser.add_argument("--validation-size", type=int)
-    parser.add_argument("--train-limit", type=int, help="train on the first N training images only (smoke runs)")
-    parser.add_argument("--test-limit", type=int, help="score on the first N test images only (smoke runs)")
-    parser.add_argument("--test-set", help="hidden test set: an .npz with x_test, y_test kept out of the repository (or BENCH_TEST_SET)")
-    parser.add_argument("--memory-limit", type=int, dest="memory_limit_mb", metavar="MB",
-                        help="memory of each run's processes together (default: half of this machine's)")
-    parser.add_argument("--results", help="folder of run records (default: results)")
-    parser.add_argument("--leaderboard", help="markdown file to write (default: leaderboard.md)")
-
-
-def load_challenge(args) -> config.Challenge:
-    names = ("dataset", "data_dir", "seeds", "max_epochs", "time_limit", "max_params", "validation_size",
-             "train_limit", "test_limit", "results", "leaderboard", "test_set", "memory_limit_mb")
-    return config.load(args.config, **{n: getattr(args, n, None) for n in names})
-
-
 def prepare(args, challenge: config.Challenge):
-    """Submissions and the dataset's fingerprint, or a message saying what to fix."""
-    from bench import data
+    """Submissions and the dataset's fingerprint, or a message saying what to fix.
+
+    Everything that does not depend on an entry is checked here, once, before any worker starts:
+    the sandbox mode, the dataset, the validation size, the hidden test set."""
+    from bench import data, runner, sandbox
 
     submissions = discover.find(args.paths, challenge.submissions)
     for bad in (s for s in submissions if not s.ok):
         print(f"skipped: {bad.problem}", file=sys.stderr)
     try:
+        sandbox.active(challenge.sandbox)
         dataset = data.load(challenge.dataset, challenge.data_dir, challenge.train_limit, challenge.test_limit)
-    except data.DataError as error:
+        if challenge.test_set:
+            from bench import classroom
+
+            classroom.check_test_set(challenge, dataset.input_shape, dataset.num_classes)
+        runner.inputs(challenge, with_test=bool(challenge.test_set) or args.handler is not cmd_check)
+    except (data.DataError, sandbox.SandboxUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return None, None
-    if challenge.test_set:
-        from bench import classroom
-
-        classroom.check_test_set(challenge, dataset.input_shape, dataset.num_classes)
     return submissions, dataset.fingerprint()
 
 
@@ -148,10 +128,29 @@ def in_shard(submissions: list, index: int, count: int) -> list:
     return sorted(submissions, key=lambda s: (s.name, str(s.path)))[index - 1::count]
 
 
+# Flags that make a run a try-out: its records are not the challenge's, so they stay off the committed board.
+TRYOUT_FLAGS = ("dataset", "seeds", "max_epochs", "max_params", "validation_size", "train_limit", "test_limit", "test_set")
+TRYOUT_FOLDER = Path(".bench") / "try"
+
+
+def tryout_destination(args, challenge: config.Challenge) -> config.Challenge:
+    """`challenge`, with its records and board moved to TRYOUT_FOLDER (git-ignored) when a flag changes what
+    the runs produce and no --results/--leaderboard says where they go: a student's `evaluate FILE --epochs 5`
+    leaves results/ and leaderboard.md as committed."""
+    own = config.load(args.config)
+    changed = [name for name in TRYOUT_FLAGS if getattr(args, name, None) is not None and getattr(challenge, name) != getattr(own, name)]
+    if not changed or args.results or args.leaderboard:
+        return challenge
+    shown = ", ".join(f"{name}={getattr(challenge, name)}" for name in changed)
+    print(f"try-out ({shown} differ from [tool.bench]): records and board go to {TRYOUT_FOLDER}/, the committed board "
+          "is not touched; evaluate without these flags to train as the leaderboard does", file=sys.stderr)
+    return dataclasses.replace(challenge, results=str(TRYOUT_FOLDER / "results"), leaderboard=str(TRYOUT_FOLDER / "leaderboard.md"))
+
+
 def cmd_evaluate(args) -> int:
     from bench import executors, leaderboard, monitor, runner, studies
 
-    challenge = load_challenge(args)
+    challenge = tryout_destination(args, config.load_challenge(args))
     executor = executors.create(args.executor, args.jobs, args.gpus_per_run)  # a missing extra is reported before any work
     eval_kwargs = studies.parse_kwargs(args.eval_kwargs) if args.eval_kwargs else None
     if args.monitor is not None and args.monitor < 1:
@@ -188,20 +187,22 @@ def tuned_hyperparameters(challenge: config.Challenge):
 
 
 def cmd_check(args) -> int:
-    from bench import containment, runner
+    from bench import containment, runner, sandbox
 
-    challenge = load_challenge(args)
+    # `check` never scores, so it never needs the hidden test set (only the trusted run has it).
+    challenge = dataclasses.replace(config.load_challenge(args), test_set=None)
     submissions, fingerprint = prepare(args, challenge)
     if submissions is None:
         return 2
     failures = sum(1 for s in submissions if not s.ok)
     protected = runner.protected_files(challenge)
-    for run in runner.plan(challenge, [s for s in submissions if s.ok], fingerprint, [0]):
+    for run in runner.plan(challenge, [s for s in submissions if s.ok], fingerprint, [0], hyperparameters_for=tuned_hyperparameters(challenge)):
         record = runner.run_worker(challenge, run, threads=None, log=lambda line: None, extra_job={"mode": "check"})
-        changed = protected.restore()
+        changed = protected.restore(undo=not sandbox.active(challenge.sandbox))
         record = containment.tampering(changed) if changed else record
-        params = f"{record['total_params']:,} params" if "total_params" in record else ""
-        print(f"{record['status']:<11} {run.submission.name:<28} {params:>14}  {record['message']}")
+        params = f"{record['total_params']:,} params" if record.get("total_params") is not None else ""
+        macs = f"{record['macs']:,} MACs" if record.get("macs") is not None else ""
+        print(f"{record['status']:<11} {run.submission.name:<28} {params:>14} {macs:>16}  {record['message']}")
         failures += record["status"] != "OK"
     return 1 if failures else 0
 
@@ -209,13 +210,11 @@ def cmd_check(args) -> int:
 def cmd_leaderboard(args) -> int:
     from bench import leaderboard
 
-    challenge = load_challenge(args)
+    challenge = config.load_challenge(args)
     if args.format != "markdown":
         print(leaderboard.export(challenge, args.format))
         return 0
     if args.check:
-        from pathlib import Path
-
         expected = leaderboard.render_markdown_text(challenge)
         committed = Path(challenge.leaderboard).read_text() if Path(challenge.leaderboard).exists() else ""
         if committed != expected:

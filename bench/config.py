@@ -34,7 +34,8 @@ class Challenge:
     max_epochs: int = 1000
     time_limit: float = 3600.0
     max_params: int = 1_000_000
-    validation_size: int = 5000
+    # Images carved out of the training split: a count, or a fraction of them (0.1 fits every dataset).
+    validation_size: int | float = 5000
     batch_size: int = 128
     optimizer: str = "adam"
     learning_rate: float = 1e-3
@@ -54,6 +55,9 @@ class Challenge:
     # dataset's test split, by the runner, so the worker never holds its labels. Its content, not its
     # path, joins the cache key (runner.plan), and the board renders without it.
     test_set: str | None = None
+    # Where entries' code runs: "auto" (bubblewrap when it works here, else unsandboxed with a warning),
+    # "required" (refuse to run without it) or "off" (a trusted machine). See bench.sandbox.
+    sandbox: str = "auto"
 
     def protocol(self) -> dict:
         """The settings that change what a training run produces: these make up the cache key.
@@ -63,7 +67,7 @@ class Challenge:
         """
         fields = dataclasses.asdict(self)
         for name in ("data_dir", "submissions", "results", "leaderboard", "seeds", "one_seed_above", "time_limit", "tiers",
-                     "memory_limit_mb", "test_set"):
+                     "memory_limit_mb", "test_set", "sandbox"):
             fields.pop(name)
         return fields
 
@@ -76,6 +80,7 @@ class ConfigError(ValueError):
 
 
 TEST_SET_ENV = "BENCH_TEST_SET"
+SANDBOX_MODES = ("auto", "required", "off")
 MIN_MEMORY_MB = 1024
 
 
@@ -131,6 +136,15 @@ def from_dict(table: dict, source: str = "config") -> Challenge:
     for name in ("seeds", "max_epochs", "max_params", "batch_size"):
         if getattr(challenge, name) < 1:
             raise ConfigError(f"{source}: {name} must be at least 1, got {getattr(challenge, name)}")
+    size = challenge.validation_size
+    if isinstance(size, bool) or not isinstance(size, (int, float)) or not (size >= 1 and float(size).is_integer() or 0 < size < 0.5):
+        raise ConfigError(f"{source}: validation_size must be a whole number of images (e.g. 5000) or a fraction below 0.5 "
+                          f"(e.g. 0.1), got {size!r}")
+    if isinstance(size, float) and size >= 1:
+        challenge = dataclasses.replace(challenge, validation_size=int(size))
+    if challenge.sandbox not in SANDBOX_MODES:
+        raise ConfigError(f"{source}: sandbox = {challenge.sandbox!r}; choose one of {', '.join(repr(m) for m in SANDBOX_MODES)} "
+                          "(auto: bubblewrap when installed; required: refuse to run without it; off: a trusted machine)")
     memory = challenge.memory_limit_mb
     if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int) or memory < MIN_MEMORY_MB):
         raise ConfigError(f"{source}: memory_limit_mb must be a whole number of megabytes, at least {MIN_MEMORY_MB} "
@@ -140,3 +154,44 @@ def from_dict(table: dict, source: str = "config") -> Challenge:
 
 def to_dict(challenge: Challenge) -> dict:
     return dataclasses.asdict(challenge)
+
+
+# Settings a command-line flag may override for one run, by their [tool.bench] names.
+RUN_FLAGS = ("dataset", "data_dir", "seeds", "max_epochs", "time_limit", "max_params", "validation_size",
+             "train_limit", "test_limit", "results", "leaderboard", "test_set", "memory_limit_mb", "sandbox")
+
+
+def add_run_flags(parser, with_paths: bool = True) -> None:
+    """Flags that override [tool.bench] for one run (argparse). The leaderboard takes them too: it shows
+    the records made under the settings it is given, so render with the flags you evaluated with."""
+    if with_paths:
+        parser.add_argument("paths", nargs="*", help="submission files or folders (default: the submissions folder)")
+    parser.add_argument("--dataset", help="mnist, fashion_mnist or digits")
+    parser.add_argument("--data-dir", help="folder with mnist.npz or the four IDX files (or set BENCH_DATA_DIR)")
+    parser.add_argument("--seeds", type=int)
+    parser.add_argument("--epochs", type=int, dest="max_epochs", help="epoch cap for every entry")
+    parser.add_argument("--time-limit", type=float, help="seconds per entry and seed")
+    parser.add_argument("--max-params", type=int)
+    parser.add_argument("--validation-size", type=_count_or_fraction, metavar="N|F",
+                        help="validation images carved out of the training split: a count (5000) or a fraction (0.1)")
+    parser.add_argument("--train-limit", type=int, help="train on the first N training images only (smoke runs)")
+    parser.add_argument("--test-limit", type=int, help="score on the first N test images only (smoke runs)")
+    parser.add_argument("--test-set", help="hidden test set: an .npz with x_test, y_test kept out of the repository (or BENCH_TEST_SET)")
+    parser.add_argument("--memory-limit", type=int, dest="memory_limit_mb", metavar="MB",
+                        help="memory of each run's processes together (default: half of this machine's)")
+    parser.add_argument("--sandbox", choices=SANDBOX_MODES,
+                        help="run entries in bubblewrap: auto (when installed), required, or off (a trusted machine)")
+    parser.add_argument("--results", help="folder of run records (default: results)")
+    parser.add_argument("--leaderboard", help="markdown file to write (default: leaderboard.md)")
+
+
+def _count_or_fraction(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)  # argparse turns a ValueError into "invalid _count_or_fraction value"
+
+
+def load_challenge(args) -> Challenge:
+    """The challenge of `args.config`'s [tool.bench], with the run flags given in `args` applied."""
+    return load(args.config, **{name: getattr(args, name, None) for name in RUN_FLAGS})

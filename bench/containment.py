@@ -233,8 +233,8 @@ class ProtectedFiles:
     def accept(self, path: Path) -> None:
         self.expected[Path(path)] = _content(Path(path))
 
-    def restore(self) -> list[str]:
-        """Undo every change since the last check; the changed paths, sorted."""
+    def restore(self, undo: bool = True) -> list[str]:
+        """Undo every change since the last check (with `undo`; else only take it as the new state); the changed paths, sorted."""
         since, self.checked_at = self.checked_at, time.time()
         current = self._read()
         changed = sorted({p for p in current.keys() | self.expected.keys() if current.get(p) != self.expected.get(p)})
@@ -243,6 +243,9 @@ class ProtectedFiles:
             self.log(f"not checked: {len(changed)} file(s) changed while bench process(es) {others} also wrote into {self.results_dir}")
             self.expected = current
             return []
+        if not undo:
+            self.expected = current
+            return [str(p) for p in changed]
         for path in changed:
             path.unlink(missing_ok=True)  # a symlink is replaced, never written through
             if path in self.expected:

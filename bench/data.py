@@ -79,14 +79,23 @@ def load(name: str, data_dir: str | None = None, train_limit: int | None = None,
     )
 
 
-def split_validation(x: np.ndarray, y: np.ndarray, size: int):
-    """A stratified validation split carved out of the training images."""
+def validation_count(size: int | float, images: int) -> int:
+    """Validation images for `validation_size`: a count, or a fraction (0 < f < 1) of the training images."""
+    return int(round(size * images)) if isinstance(size, float) and 0 < size < 1 else int(size)
+
+
+def split_validation(x: np.ndarray, y: np.ndarray, size: int | float):
+    """A stratified validation split carved out of the training images (`size`: a count or a fraction).
+
+    Raises DataError when the split does not leave at least half of the images for training."""
     from sklearn.model_selection import train_test_split
 
+    given, size = size, validation_count(size, len(x))
     if not 0 < size < len(x) // 2:
         raise DataError(
-            f"validation_size={size} does not fit {len(x)} training images: "
-            f"choose a value between 1 and {len(x) // 2 - 1} (--validation-size or [tool.bench] validation_size)"
+            f"validation_size={given} does not fit {len(x)} training images: "
+            f"choose a count between 1 and {len(x) // 2 - 1}, or a fraction such as 0.1 "
+            "(--validation-size or [tool.bench] validation_size)"
         )
     x_fit, x_val, y_fit, y_val = train_test_split(x, y, test_size=size, stratify=y, random_state=VALIDATION_SPLIT_SEED)
     return (x_fit, y_fit), (x_val, y_val)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import bench
 from bench import config, runner
-from bench.train import FAILED
+from bench.status import FAILED
 
 EXECUTORS = ("local", "ray")
 
@@ -56,7 +56,7 @@ class RayExecutor:
         self.ray = ray
         self.gpus_per_run = gpus_per_run
 
-    def train(self, challenge: config.Challenge, runs: dict[int, runner.Run], threads: int, log, extra_job: dict):
+    def train(self, challenge: config.Challenge, runs: dict[int, runner.Run], threads: int, log, extra_job: dict, on_start=None):
         ray = self.ray
         if not runs:
             return
@@ -67,13 +67,15 @@ class RayExecutor:
         try:
             task = ray.remote(train_remotely).options(num_cpus=threads, num_gpus=self.gpus_per_run)
             # Relative data paths mean nothing on another node: send the one this machine resolves.
-            shipped = runner._absolute_paths(challenge)
+            shipped = runner.absolute_paths(challenge)
             pending = {}
             for index, run in runs.items():
                 # The absolute path names the entry in messages, as in a local run's job.
                 named = dataclasses.replace(run, submission=dataclasses.replace(run.submission, path=run.submission.path.resolve()))
                 pending[task.remote(shipped, named, entry_files(run.submission.path), threads, extra_job)] = index
                 log(f"queued  {run.label}")
+                if on_start is not None:  # Ray does not say when a task starts: count it as in flight from now
+                    on_start(index)
             try:
                 while pending:
                     (done,), _ = ray.wait(list(pending), num_returns=1)

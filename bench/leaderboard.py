@@ -113,7 +113,7 @@ def render_markdown(frame: pd.DataFrame, records: list[dict], challenge: config.
         f"- Dataset: **{challenge.dataset}**; test set: {', '.join(test_sets) or '-'}"
         + (f"; training images limited to {challenge.train_limit}" if challenge.train_limit else "")
         + (f"; test images limited to {challenge.test_limit}" if challenge.test_limit else ""),
-        f"- Protocol: {challenge.validation_size} validation images carved (stratified) out of the training split; "
+        f"- Protocol: {_validation(challenge.validation_size)} carved (stratified) out of the training split; "
         f"model selection and early stopping on validation only; the test split is scored once, after training. "
         f"Up to {challenge.max_epochs} epochs; ReduceLROnPlateau({rl.monitor}, factor {rl.factor}, patience {rl.patience}, "
         f"min_delta {rl.min_delta}); EarlyStopping({es.monitor}, patience {es.patience}, min_delta {es.min_delta}, best weights restored). "
@@ -123,6 +123,7 @@ def render_markdown(frame: pd.DataFrame, records: list[dict], challenge: config.
         + f" (accuracy is the mean +- sample std over the seeds that finished OK); "
         f"parameter budget {challenge.max_params:,}; config hash `{challenge.protocol_hash()[:12]}`.",
         f"- Versions: {'; '.join(versions) or '-'}",
+        sandbox_line(shown),
         "- ★ marks the Pareto front: no other entry has as few parameters and as high an accuracy.",
         "",
     ]
@@ -142,11 +143,28 @@ def render_markdown(frame: pd.DataFrame, records: list[dict], challenge: config.
         bad = bad.sort_values(["order", "entry"])
         lines += ["## Entries that are not OK", ""]
         lines.append(tabulate(
-            [[r.entry, r.status, (r.message or "").replace("|", "\\|")] for r in bad.itertuples()],
+            [[r.entry, r.status, cell(r.message)] for r in bad.itertuples()],
             headers=["entry", "status", "reason"], tablefmt="github",
         ))
         lines.append("")
     return "\n".join(lines)
+
+
+def cell(text) -> str:
+    """Free text (author, summary, message) as one markdown table cell: pipes escaped, lines joined."""
+    if text is None or (not isinstance(text, str) and pd.isna(text)):
+        return ""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def sandbox_line(shown: list[dict]) -> str:
+    """Which sandbox the board's runs trained under (bench.sandbox); names the entries that had none."""
+    unsandboxed = sorted({r["entry"] for r in shown if r.get("sandbox") != "bubblewrap"})
+    if not unsandboxed:
+        return "- Sandbox: every run trained in bubblewrap; its numbers come from the exported model, audited and scored by the harness."
+    listed = ", ".join(unsandboxed[:8]) + (f" and {len(unsandboxed) - 8} more" if len(unsandboxed) > 8 else "")
+    return (f"- Sandbox: **{len(unsandboxed)} of {len({r['entry'] for r in shown})} entries ran without a sandbox** "
+            f"(or before the harness had one), so their code could reach the harness: {listed}.")
 
 
 def _table(rows: pd.DataFrame) -> str:
@@ -161,7 +179,7 @@ def _table(rows: pd.DataFrame) -> str:
         body.append([
             rank, name, accuracy, r.seeds, f"{int(r.total_params):,}", f"{int(r.trainable_params):,}",
             f"{int(r.macs):,}" if pd.notna(r.macs) else "-", f"{r.epochs:g}", f"{r.train_seconds:.0f}",
-            r.author or "-", (r.summary or "").replace("|", "\\|"),
+            cell(r.author) or "-", cell(r.summary),
         ])
     headers = ["#", "entry", "test acc. %", "seeds", "params", "trainable", "MACs/image", "epochs", "train s", "author", "summary"]
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
@@ -201,6 +219,7 @@ def write(challenge: config.Challenge) -> Path:
     records = results.load_all(challenge.results, challenge.dataset)
     frame = board(records, challenge)
     target = Path(challenge.leaderboard)
+    target.parent.mkdir(parents=True, exist_ok=True)
     plot_path = target.with_suffix(".png")
     has_plot = plot(frame, plot_path, f"{challenge.dataset}: test accuracy against parameters")
     text = render_markdown(frame, records, challenge, plot_path.name if has_plot else None)
@@ -220,6 +239,10 @@ def export(challenge: config.Challenge, fmt: str) -> str:
     if fmt == "csv":
         return frame.to_csv(index=False)
     return json.dumps(json.loads(frame.to_json(orient="records")), indent=1)
+
+
+def _validation(size) -> str:
+    return f"{size:.0%} of the training images as validation images" if isinstance(size, float) else f"{size} validation images"
 
 
 def _short(n: int) -> str:

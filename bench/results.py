@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bench import PROTOCOL_VERSION
 from bench.config import sha256_of_json
+from bench.status import CACHED_STATUSES
 
 
 def cache_key(submission_hash: str, protocol_hash: str, dataset_fingerprint: str, seed: int,
@@ -49,7 +50,7 @@ def write(path: Path, record: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=1, sort_keys=True)
+            json.dump(record, f, indent=1, sort_keys=True, allow_nan=False)  # strict JSON: no NaN tokens
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
@@ -77,9 +78,6 @@ def load_all(results_dir: str | Path, dataset: str | None = None) -> list[dict]:
     return records
 
 
-# Statuses decided before or without training come out the same every time for the same key;
-# FAILED and TIMEOUT may depend on the machine's load or memory, so they are retried.
-CACHED_STATUSES = ("OK", "INVALID", "OVER_BUDGET")
 
 
 def is_cached(path: Path, key_hash: str) -> bool:

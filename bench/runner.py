@@ -7,6 +7,7 @@ evaluation keeps everything that finished.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import concurrent.futures
 import dataclasses
@@ -16,6 +17,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,9 +29,10 @@ from pathlib import Path
 import numpy as np
 
 import bench
-from bench import config, containment, data, results
+from bench import audit, config, containment, data, results, sandbox, train
 from bench.discover import Submission
-from bench.train import FAILED, INVALID, OK, OVER_BUDGET, PROGRESS_PREFIX, TIMEOUT
+from bench.status import FAILED, OK, OVER_BUDGET, STATUSES, TIMEOUT
+from bench.train import PROGRESS_PREFIX
 
 # Lines of a worker's own output kept to explain a crash; the rest is drained and dropped, lines are
 # cut at MAX_LINE_CHARS and at most MAX_LOGGED_LINES progress lines are shown per run, so a submission
@@ -121,7 +124,14 @@ def execute(challenge: config.Challenge, runs: list[Run], force: bool = False, j
 
     The executor trains (default: worker subprocesses here, `jobs` at a time; bench.executors has
     Ray's); whichever trained a run, its record is assembled and written here as soon as it finishes.
+
+    After each run the records and the board are compared with what the runner wrote (the second
+    line of defence: a sandboxed entry cannot reach them at all). A change is blamed on a run only
+    when that run was the only one in flight since the last comparison; when several were, the
+    change is undone and each of them is trained again alone afterwards, so the one that made it is
+    found and no neighbour pays for it.
     """
+    sandboxed = sandbox.active(challenge.sandbox)  # `required` without bubblewrap stops here, before any work
     records: dict[int, dict] = {}
     todo = {}
     for index, run in enumerate(runs):
@@ -131,19 +141,50 @@ def execute(challenge: config.Challenge, runs: list[Run], force: bool = False, j
         else:
             todo[index] = run
     threads = worker_threads()
-    executor = executor or LocalExecutor(jobs)
     protected = protected_files(challenge, log)
+    suspects = _train_and_store(challenge, todo, executor or LocalExecutor(jobs), threads, log, extra_job or {},
+                                protected, sandboxed, records)
+    if suspects:
+        log(f"training {len(suspects)} run(s) again one at a time to find which changed the records")
+        _train_and_store(challenge, {i: todo[i] for i in sorted(suspects)}, LocalExecutor(1), threads, log, extra_job or {},
+                         protected, sandboxed, records)
+    return [records[i] for i in sorted(records)]
+
+
+def _train_and_store(challenge, todo: dict[int, Run], executor, threads, log, extra_job, protected, sandboxed, records) -> set[int]:
+    """Train `todo` with `executor`, storing each record as it finishes; the runs to train again alone."""
+    in_window: set[int] = set()  # runs in flight at some time since the last comparison
+    running: set[int] = set()
+    suspects: set[int] = set()
+
+    def started(index):
+        running.add(index)
+        in_window.add(index)
+
     try:
-        for index, partial, seconds in executor.train(challenge, todo, threads, log, extra_job or {}):
-            # With several runs at once, a change shows up on the next run to finish, which may not be
-            # the one that made it: its FAILED record is not cached, so the next evaluation retrains it.
-            changed = protected.restore()
-            records[index] = store(challenge, todo[index], containment.tampering(changed) if changed else partial, seconds, threads, log)
+        for index, partial, seconds in executor.train(challenge, todo, threads, log, extra_job, on_start=started):
+            running.discard(index)
+            window, in_window_now = set(in_window) | {index}, set(running)
+            in_window.clear()
+            in_window.update(in_window_now)
+            changed = protected.restore(undo=not sandboxed)
+            if changed and sandboxed:
+                log(f"note: {len(changed)} file(s) under the records changed while sandboxed runs could not reach them "
+                    f"(another program wrote there): {', '.join(changed[:3])}")
+            elif changed and window != {index}:
+                log(f"{len(changed)} protected file(s) changed while runs {', '.join(todo[i].label for i in sorted(window))} "
+                    "were in flight; undone")
+                suspects |= window
+            elif changed:
+                partial = containment.tampering(changed)
+            if index in suspects:
+                continue
+            records[index] = store(challenge, todo[index], partial, seconds, threads, log)
             protected.accept(todo[index].path)
     except KeyboardInterrupt:
         log(f"interrupted: {len(records)} record(s) finished and kept")
         raise
-    return [records[i] for i in sorted(records)]
+    return suspects
 
 
 def protected_files(challenge: config.Challenge, log=print) -> containment.ProtectedFiles:
@@ -173,19 +214,35 @@ class LocalExecutor:
     def __init__(self, jobs: int | None = None):
         self.jobs = max(1, jobs or default_jobs())
 
-    def train(self, challenge: config.Challenge, runs: dict[int, Run], threads: int, log, extra_job: dict):
-        """Yield (index, partial record, seconds) for each of `runs` as it finishes."""
+    def train(self, challenge: config.Challenge, runs: dict[int, Run], threads: int, log, extra_job: dict, on_start=None):
+        """Yield (index, partial record, seconds) for each of `runs` as it finishes; `on_start(index)` as each starts."""
         with concurrent.futures.ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            futures = {pool.submit(timed_worker, challenge, run, threads, log, extra_job): index for index, run in runs.items()}
+            futures = {pool.submit(timed_worker, challenge, run, threads, log, extra_job, on_start, index): index
+                       for index, run in runs.items()}
             try:
                 for future in concurrent.futures.as_completed(futures):
                     yield (futures[future], *future.result())
-            finally:  # interrupted: runs that have not started never will
+            except BaseException:  # Ctrl-C: say so at once, stop what is in flight (retried next time), start nothing more
                 for future in futures:
                     future.cancel()
+                if any(not future.done() for future in futures):
+                    log("stopping: ending the runs in flight (they are trained again next time)")
+                stop_live_processes()
+                raise
 
 
-def timed_worker(challenge: config.Challenge, run: Run, threads: int, log, extra_job: dict) -> tuple[dict, float]:
+# The contained processes of runs in flight, so an interrupted evaluation can end them at once.
+_live: set = set()
+
+
+def stop_live_processes() -> None:
+    for process in list(_live):
+        containment.end_session(process.pid)
+
+
+def timed_worker(challenge: config.Challenge, run: Run, threads: int, log, extra_job: dict, on_start=None, index=None) -> tuple[dict, float]:
+    if on_start is not None:
+        on_start(index)
     log(f"start   {run.label}")
     started = time.perf_counter()
     partial = run_worker(challenge, run, threads, log, extra_job)
@@ -224,86 +281,234 @@ def store(challenge: config.Challenge, run: Run, partial: dict, seconds: float, 
     return record
 
 
-def run_worker(challenge: config.Challenge, run: Run, threads: int, log, extra_job: dict) -> dict:
-    """One run in a worker subprocess, contained (bench.containment); returns its partial record."""
-    mode = extra_job.get("mode", "train")
-    hidden = None
-    if challenge.test_set and mode == "train":
-        from bench import classroom
+# The audit loads and runs a graph it has already checked; minutes are plenty even for 10,000 images.
+AUDIT_TIME_LIMIT = 600.0
+# What the runner takes from the training process's claims (bench.train's result.json): never a count
+# or an accuracy, which come from the audit and from the runner's own labels.
+CLAIMED_FIELDS = ("status", "message", "notes", "history", "epochs", "train_seconds", "monitor", "train_macs",
+                  "worker_seconds", "export_seconds", "traceback")
 
-        hidden = classroom.hidden_test_set(challenge)
+
+def run_worker(challenge: config.Challenge, run: Run, threads: int | None, log, extra_job: dict) -> dict:
+    """One run: train (untrusted, sandboxed), audit and predict (sandboxed), score here. Returns its partial record.
+
+    Each stage is its own contained subprocess (bench.containment) inside bubblewrap when the
+    challenge's sandbox mode has one (bench.sandbox); only this process holds the labels.
+    """
+    mode = extra_job.get("mode", "train")
+    sandboxed = sandbox.active(challenge.sandbox)
+    prepared = inputs(challenge, with_test=(mode == "train"))
     memory_mb = challenge.memory_limit_mb or containment.default_memory_limit_mb()
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+        work = Path(workdir)
+        job_dir, train_out, audit_out = work / "job", work / "train", work / "audit"
+        for folder in (job_dir / "entry", train_out, audit_out):
+            folder.mkdir(parents=True)
+        for source in (run.submission.path, *sorted(run.submission.path.parent.glob("_*.py"))):
+            shutil.copyfile(source, job_dir / "entry" / source.name)
+        # Inside the sandbox the job folder, the arrays and the output folder sit at fixed paths.
+        at = (lambda inside, outside: inside if sandboxed else str(outside))
         job = {
             "mode": mode,
-            "submission": str(run.submission.path.resolve()),
-            # Messages name the file as the person who ran bench sees it, not by the worker's absolute path.
+            "submission": at(f"{sandbox.INPUT}/entry/{run.submission.path.name}", job_dir / "entry" / run.submission.path.name),
+            # Messages name the file as the person who ran bench sees it, not by the worker's path.
             "shown_as": shown_path(run.submission.path),
             "entry": run.submission.name,
             "seed": run.seed,
-            # The worker is never told where the hidden test set is: it gets the images alone, below.
-            "challenge": config.to_dict(dataclasses.replace(_absolute_paths(challenge), test_set=None)),
+            "challenge": config.to_dict(dataclasses.replace(challenge, data_dir=None, test_set=None)),
+            "num_classes": prepared.num_classes,
+            "input": at(ARRAYS_INSIDE, prepared.folder),
+            "output": at(sandbox.OUTPUT, train_out),
             "build_kwargs": run.build_kwargs,
             "eval_kwargs": run.eval_kwargs,
             "hyperparameters": run.hyperparameters,
             "threads": threads,
-            "output": str(Path(workdir) / "record.json"),
             **{k: v for k, v in extra_job.items() if k != "mode"},
         }
-        if hidden is not None:
-            job["test_images"] = str(Path(workdir) / "test_images.npy")
-            np.save(job["test_images"], hidden.images)
-        job_path = Path(workdir) / "job.json"
-        job_path.write_text(json.dumps(job))
+        (job_dir / "job.json").write_text(json.dumps(job))
+        mounts = {sandbox.INPUT: job_dir, ARRAYS_INSIDE: prepared.folder}
+        started = time.perf_counter()
+        ended = contained(["-m", "bench.train", at(f"{sandbox.INPUT}/job.json", job_dir / "job.json")], mounts, train_out,
+                          train.RESULT_FILE, sandboxed, challenge.time_limit, memory_mb, log)
+        if ended is not None:
+            return {**_ended_early(ended, challenge.time_limit, memory_mb, "training"), "sandbox": _sandbox_name(sandboxed)}
+        claims = read_result(train_out / train.RESULT_FILE)
+        claims = {k: claims[k] for k in CLAIMED_FIELDS if k in claims}
+        # Wall seconds of each contained stage, start-up included (benchmarks/harness_overhead.py reads them).
+        claims["stage_seconds"] = {"train": round(time.perf_counter() - started, 3)}
+        claims["sandbox"] = _sandbox_name(sandboxed)
+        if claims["status"] != OK:
+            return claims
+        if not (train_out / train.MODEL_DIR / "saved_model.pb").is_file():
+            return {**claims, "status": FAILED, "message": "the training process reported success but left no exported model: "
+                    "an entry must not remove or replace the harness's files"}
+        images = {"val": prepared.val_images_file, **({"test": prepared.test_images_file} if mode == "train" else {})}
+        audit_job = {
+            "model": at(f"{sandbox.INPUT}/model", train_out / train.MODEL_DIR),
+            "images": {name: at(f"{ARRAYS_INSIDE}/{Path(path).name}", path) for name, path in images.items()},
+            "output": at(sandbox.OUTPUT, audit_out),
+            "threads": threads,
+        }
+        audit_dir = work / "audit_job"
+        shutil.copytree(train_out / train.MODEL_DIR, audit_dir / "model")  # the audit never sees the entry's other files
+        (audit_dir / "job.json").write_text(json.dumps(audit_job))
+        started = time.perf_counter()
+        ended = contained(["-m", "bench.audit", at(f"{sandbox.INPUT}/job.json", audit_dir / "job.json")],
+                          {sandbox.INPUT: audit_dir, ARRAYS_INSIDE: prepared.folder}, audit_out, audit.RESULT_FILE, sandboxed, AUDIT_TIME_LIMIT, memory_mb, log)
+        if ended is not None:
+            return {**claims, **_ended_early(ended, AUDIT_TIME_LIMIT, memory_mb, "the audit of the exported model")}
+        claims["stage_seconds"]["audit"] = round(time.perf_counter() - started, 3)
+        audited = results.read(audit_out / audit.RESULT_FILE) or {"status": FAILED, "message": "the audit ended without a result"}
+        return score(challenge, claims, audited, prepared, audit_out, mode)
+
+
+def contained(module_argv: list[str], read_only: dict, output: Path, result_file: str, sandboxed: bool,
+              time_limit: float, memory_mb: int | None, log) -> dict | None:
+    """Run `python MODULE_ARGV` contained, in the sandbox when `sandboxed`, with `read_only` {inside: outside}
+    folders and `output` writable. None when it ended by itself and left `output/result_file`;
+    else {"limit": the limit it broke or None, "tail": its last lines, "returncode"}."""
+    with tempfile.TemporaryDirectory(prefix="bench-home-") as home:
+        env = worker_environment(home, sandboxed)
+        argv = [sys.executable, *module_argv]
+        if sandboxed:
+            argv = sandbox.command(argv, read_only, output, env=env)
+            env = containment.environment(os.environ, home)
         process = subprocess.Popen(
-            containment.command([sys.executable, "-m", "bench.train", str(job_path)], memory_mb),
-            cwd=workdir,
-            env=worker_environment(workdir),
+            containment.command(argv, memory_mb),
+            cwd=home,
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # every process the entry starts is found, and ended, through its session
         )
+        _live.add(process)
         tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         reader = threading.Thread(target=_drain, args=(process.stdout, tail, log), daemon=True)
         reader.start()
         try:
-            broken = containment.watch(process, challenge.time_limit, memory_mb)
+            broken = containment.watch(process, time_limit, memory_mb)
         finally:  # however the run ends (Ctrl-C included), nothing it started outlives it
             containment.end_session(process.pid)
             if process.poll() is None:  # no sessions to end (Windows)
                 process.kill()
             process.wait()
+            _live.discard(process)
         reader.join(timeout=5)
-        if broken == containment.TIME:
-            last = next((line for line in reversed(tail) if line.startswith(PROGRESS_PREFIX)), "")
-            return {"status": TIMEOUT, "message": f"ran longer than the time limit of {challenge.time_limit:.0f} s"
-                    + (f" (last progress: {last[len(PROGRESS_PREFIX):].strip()})" if last else "")
-                    + "; train fewer epochs (TRAINING['epochs']) or a smaller model"}
-        if broken:
-            return {"status": FAILED, "message": containment.explain(broken, memory_mb)}
-        output = Path(job["output"])
-        if output.exists():
-            partial = read_result(output)
-            if any(word in partial.get("message", "") for word in MEMORY_ERRORS):
-                partial["message"] += f"; it ran out of memory: {containment.memory_hint(memory_mb)}"
-            return classroom.score(partial, hidden) if hidden is not None else partial
-        own_lines = [line for line in tail if not line.startswith(PROGRESS_PREFIX)]
-        said = [line for line in own_lines if line.strip() and not TENSORFLOW_LOG.match(line)]
-        code = process.returncode
-        ended = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-        out_of_memory = any(word in line for line in own_lines for word in MEMORY_ERRORS)
-        return {"status": FAILED, "message": f"the training process ended without a result ({ended})"
-                + (f": {said[-1]}" if said else "")
-                + (f"; it ran out of memory: {containment.memory_hint(memory_mb)}" if out_of_memory else
-                   "; something ended it before it wrote its result: an exit() or os._exit() in the entry, or a crash in native code"),
-                "output_tail": own_lines}
+    if broken is None and (output / result_file).exists():
+        return None
+    return {"limit": broken, "tail": list(tail), "returncode": process.returncode}
+
+
+def _ended_early(ended: dict, time_limit: float, memory_mb: int | None, stage: str) -> dict:
+    """The partial record of a stage that a limit stopped or that died before writing its result."""
+    tail = ended["tail"]
+    if ended["limit"] == containment.TIME:
+        last = next((line for line in reversed(tail) if line.startswith(PROGRESS_PREFIX)), "")
+        return {"status": TIMEOUT, "message": f"{stage} ran longer than the time limit of {time_limit:.0f} s"
+                + (f" (last progress: {last[len(PROGRESS_PREFIX):].strip()})" if last else "")
+                + "; train fewer epochs (TRAINING['epochs']) or a smaller model"}
+    if ended["limit"]:
+        return {"status": FAILED, "message": containment.explain(ended["limit"], memory_mb)}
+    own_lines = [line for line in tail if not line.startswith(PROGRESS_PREFIX)]
+    said = [line for line in own_lines if line.strip() and not TENSORFLOW_LOG.match(line)]
+    code = ended["returncode"]
+    how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    out_of_memory = any(word in line for line in own_lines for word in MEMORY_ERRORS)
+    return {"status": FAILED, "message": f"{stage} ended without a result ({how})"
+            + (f": {said[-1]}" if said else "")
+            + (f"; it ran out of memory: {containment.memory_hint(memory_mb)}" if out_of_memory else
+               "; something ended it before it wrote its result: an exit() or os._exit() in the entry, or a crash in native code"),
+            "output_tail": own_lines}
+
+
+def score(challenge: config.Challenge, claims: dict, audited: dict, prepared: "Inputs", audit_out: Path, mode: str) -> dict:
+    """The run's partial record: the training claims, the audit's counts, and accuracies from the labels held here."""
+    if audited.get("status") != OK:
+        return {**claims, "status": audited.get("status", FAILED), "message": audited.get("message", "")}
+    record = {**claims, "notes": [*claims.get("notes", []), *audited.get("notes", [])]}
+    for name in ("total_params", "trainable_params", "embedded_constants", "macs"):
+        record[name] = audited.get(name)
+    if record["total_params"] > challenge.max_params:
+        return {**record, "status": OVER_BUDGET, "message": train.over_budget_message(record["total_params"], challenge.max_params)}
+    labels = {"val": prepared.y_val, **({"test": prepared.y_test} if mode == "train" else {})}
+    for name, truth in labels.items():
+        predictions = np.load(audit_out / f"{name}_predictions.npy", allow_pickle=False)
+        if predictions.shape != truth.shape:
+            return {**record, "status": FAILED, "message": f"the audit returned {predictions.shape} predictions for {truth.shape} {name} images"}
+        record[f"{name}_accuracy"] = float(np.mean(predictions == truth))
+    if mode == "check":
+        record["message"] = "check passed: imports, builds, output shape, one training step, export and audit"
+    elif prepared.test_set:
+        record["test_set"] = prepared.test_set
+    return record
+
+
+def _sandbox_name(sandboxed: bool) -> str:
+    return "bubblewrap" if sandboxed else "none"
+
+
+# The shared arrays sit here inside the sandbox.
+ARRAYS_INSIDE = "/data"
+
+
+@dataclasses.dataclass
+class Inputs:
+    """What one evaluation gives its runs: arrays on disk, in a folder every sandbox sees read-only, and
+    the labels, which stay in this process. `x_fit/y_fit/x_val/y_val.npy` go to training; `val_images.npy`
+    and `test_images.npy` (images only) to the audit."""
+
+    folder: Path
+    num_classes: int
+    y_val: np.ndarray
+    y_test: np.ndarray | None
+    test_set: str | None  # the hidden test set's description, None for the dataset's own split
+
+    @property
+    def val_images_file(self) -> Path:
+        return self.folder / "val_images.npy"
+
+    @property
+    def test_images_file(self) -> Path:
+        return self.folder / "test_images.npy"
+
+
+_INPUTS: dict = {}
+
+
+def inputs(challenge: config.Challenge, with_test: bool = True) -> Inputs:
+    """The arrays of `challenge`'s dataset and validation split, written once per process and reused by every run.
+
+    Raises data.DataError (no dataset, a validation size that does not fit) and config.ConfigError (a bad hidden test set).
+    """
+    key = (challenge.dataset, absolute_paths(challenge).data_dir, challenge.train_limit, challenge.test_limit,
+           challenge.validation_size, challenge.test_set if with_test else None, with_test)
+    if key in _INPUTS:
+        return _INPUTS[key]
+    dataset = data.load(challenge.dataset, challenge.data_dir, challenge.train_limit, challenge.test_limit)
+    (x_fit, y_fit), (x_val, y_val) = data.split_validation(dataset.x_train, dataset.y_train, challenge.validation_size)
+    hidden = None
+    if with_test and challenge.test_set:
+        from bench import classroom
+
+        hidden = classroom.hidden_test_set(challenge)
+    folder = Path(tempfile.mkdtemp(prefix="bench-arrays-"))
+    atexit.register(shutil.rmtree, folder, True)
+    for name, array in (("x_fit", x_fit), ("y_fit", y_fit), ("x_val", x_val), ("y_val", y_val), ("val_images", x_val)):
+        np.save(folder / f"{name}.npy", array)
+    if with_test:
+        np.save(folder / "test_images.npy", hidden.images if hidden else dataset.x_test)
+    # Readable by the account a sandbox runs as (the same one), and by nobody else.
+    folder.chmod(0o700)
+    _INPUTS[key] = prepared = Inputs(folder, dataset.num_classes, y_val,
+                                     (hidden.labels if hidden else dataset.y_test) if with_test else None,
+                                     hidden.description if hidden else None)
+    return prepared
 
 
 # The worker's result file holds a few numbers and a short history; anything far larger is not one.
 MAX_RESULT_BYTES = 64 * 2**20
-STATUSES = {OK, FAILED, TIMEOUT, OVER_BUDGET, INVALID}
-NUMBER_FIELDS = ("total_params", "trainable_params", "test_accuracy", "val_accuracy", "epochs", "train_seconds", "macs")
+NUMBER_FIELDS = ("epochs", "train_seconds", "train_macs")
 
 
 def read_result(path: Path) -> dict:
@@ -345,9 +550,12 @@ def _drain(stream, tail, log):
     stream.close()
 
 
-def worker_environment(workdir: str | Path) -> dict:
-    """The allowed variables only (bench.containment.ALLOWED_ENV), HOME and TMPDIR inside `workdir`."""
+def worker_environment(workdir: str | Path, sandboxed: bool = False) -> dict:
+    """The allowed variables only (bench.containment.ALLOWED_ENV), HOME and TMPDIR inside `workdir`
+    (inside the sandbox's private /tmp when `sandboxed`)."""
     env = containment.environment(os.environ, workdir)
+    if sandboxed:
+        env.update(HOME=sandbox.HOME, TMPDIR="/tmp", KERAS_HOME=f"{sandbox.HOME}/.keras")
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     env["PYTHONUNBUFFERED"] = "1"
     # The worker runs in a temporary folder: make this copy of bench importable from there.
@@ -356,7 +564,7 @@ def worker_environment(workdir: str | Path) -> dict:
     return env
 
 
-def _absolute_paths(challenge: config.Challenge) -> config.Challenge:
+def absolute_paths(challenge: config.Challenge) -> config.Challenge:
     data_dir = challenge.data_dir or os.environ.get(data.DATA_DIR_ENV)
     return dataclasses.replace(challenge, data_dir=str(Path(data_dir).resolve()) if data_dir else None)
 

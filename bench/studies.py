@@ -29,7 +29,6 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench import config, discover, monitor, results
-from bench.cli import add_run_flags, load_challenge
 
 DEFAULT_STUDIES = "studies"
 SPEC_FILE = "study.json"
@@ -63,7 +62,7 @@ def register(subparsers) -> None:
     sweep.add_argument("--studies", default=DEFAULT_STUDIES, help=f"folder of study reports (default: {DEFAULT_STUDIES})")
     sweep.add_argument("--force", action="store_true", help="retrain even when an OK record with the same cache key exists")
     sweep.add_argument("--jobs", type=positive_int, help="runs trained at once, one TensorFlow thread each (default: the number of cores)")
-    add_run_flags(sweep, with_paths=False)
+    config.add_run_flags(sweep, with_paths=False)
     sweep.set_defaults(handler=cmd_sweep)
 
     study = subparsers.add_parser("study", help="rewrite study reports from the records (no training, no TensorFlow)")
@@ -201,7 +200,7 @@ def _format_grid(flag: str, grid: dict) -> list[str]:
 def cmd_sweep(args) -> int:
     from bench import data, runner
 
-    challenge = load_challenge(args)
+    challenge = config.load_challenge(args)
     entry = Path(args.entry)
     submission = discover.read(entry)
     if not submission.ok:

@@ -1,9 +1,17 @@
-"""Train and score one entry with one seed. Runs in its own subprocess: `python -m bench.train JOB.json`.
+"""Train one entry with one seed and export the trained model: the untrusted stage.
 
-The runner writes the job (submission, seed, challenge settings, output path); this module
-imports the submission, builds, checks and trains the model, scores it on the test split once,
-and writes a partial record (status, message, metrics, history) to the job's output path.
-The runner adds the cache key and versions and stores it.
+Runs as `python -m bench.train JOB.json`, inside the sandbox (bench.sandbox) when there is one. The
+job names the entry's file, the seed, the challenge's settings and two folders: `input`, holding the
+training and validation arrays (`x_fit.npy`, `y_fit.npy`, `x_val.npy`, `y_val.npy`, float32 images
+in [0, 1] and int64 labels), and `output`, where this process leaves:
+
+- `model/`: the trained model as a TensorFlow SavedModel (`model.export(..., format="tf_saved_model")`),
+  which bench.audit counts and runs on the test images: the only thing of this run that is scored;
+- `model.keras`: a copy for people to load (not scored);
+- `result.json`: status, message, notes, history and timings. The entry runs in this process and may
+  rewrite the file, so the runner reads it as a claim: it can fail its own run, never raise a score.
+
+This process never holds the test split, its labels or the hidden test set, and reports no accuracy.
 """
 
 from __future__ import annotations
@@ -11,7 +19,9 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import math
 import os
+import re
 import sys
 import time
 import traceback
@@ -19,22 +29,19 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import config, data, macs, monitor
+from bench import config, macs, monitor
+from bench.status import FAILED, INVALID, OK, OVER_BUDGET, EntryProblem
 
-OK, FAILED, TIMEOUT, OVER_BUDGET, INVALID = "OK", "FAILED", "TIMEOUT", "OVER_BUDGET", "INVALID"
 TRAINING_KEYS = {"optimizer": str, "learning_rate": (int, float), "batch_size": int, "epochs": int, "loss": str}
 # A sample this small builds subclassed models and checks output shapes in milliseconds.
 SAMPLE_BATCH = 8
 CHECK_STEP_IMAGES = 64
 PROGRESS_PREFIX = "[bench]"
-
-
-class EntryProblem(Exception):
-    """Something in the submission the person must change; carries the status to report."""
-
-    def __init__(self, status: str, message: str):
-        super().__init__(message)
-        self.status = status
+# How close a row of outputs must sum to 1 to be read as probabilities (float32 softmax is within 1e-6).
+PROBABILITY_TOLERANCE = 1e-3
+STANDARD_ARGUMENTS = ("input_shape", "num_classes")
+INPUT_ARRAYS = ("x_fit", "y_fit", "x_val", "y_val")
+RESULT_FILE, MODEL_DIR, KERAS_COPY = "result.json", "model", "model.keras"
 
 
 def main(job_path: str) -> int:
@@ -45,62 +52,57 @@ def main(job_path: str) -> int:
     record = run_job(job)
     # What the harness costs beyond TensorFlow's own start-up (benchmarks/harness_overhead.py reads these).
     record["worker_seconds"] = {"tensorflow_import": round(imported - started, 3), "after_import": round(time.perf_counter() - imported, 3)}
-    tmp = Path(job["output"] + ".tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, job["output"])
+    output = Path(job["output"])
+    tmp = output / (RESULT_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, allow_nan=False))
+    os.replace(tmp, output / RESULT_FILE)
     return 0
 
 
+def load_arrays(folder: str | Path) -> dict[str, np.ndarray]:
+    return {name: np.load(Path(folder) / f"{name}.npy", allow_pickle=False) for name in INPUT_ARRAYS}
+
+
 def run_job(job: dict) -> dict:
+    """Import, build, check, train (or take one step, in check mode) and export; returns the claims."""
     challenge = config.from_dict(job["challenge"])
     path = Path(job["submission"])
     shown = job.get("shown_as", str(path))
+    output = Path(job["output"])
     record = {"status": OK, "message": "", "notes": []}
     try:
         module = import_submission(path, shown)
         training = validated_training(module, challenge)
-        dataset = data.load(challenge.dataset, challenge.data_dir, challenge.train_limit, challenge.test_limit)
-        x_test, y_test = dataset.x_test, dataset.y_test
-        # The test split stays out of reach of the submission until training is over.
-        dataset.x_test = dataset.y_test = None
-        model = build(module, dataset, job.get("build_kwargs") or {}, job.get("hyperparameters"))
+        arrays = load_arrays(job["input"])
+        x_fit, y_fit, x_val, y_val = (arrays[name] for name in INPUT_ARRAYS)
+        num_classes = int(job["num_classes"])
+        model = build(module, x_fit, num_classes, job.get("build_kwargs") or {}, job.get("hyperparameters"))
+        # The harness's own count stops an oversized entry before training; bench.audit counts again, from the export.
         record.update(count_params(model))
-        record.update(macs.record_fields(model, record["notes"]))
         if record["total_params"] > challenge.max_params:
-            raise EntryProblem(
-                OVER_BUDGET,
-                f"{record['total_params']:,} parameters is over this challenge's budget of {challenge.max_params:,}: "
-                "make the model smaller (fewer filters or units, pooling before dense layers)",
-            )
-        check_output_shape(model, dataset)
+            raise EntryProblem(OVER_BUDGET, over_budget_message(record["total_params"], challenge.max_params))
+        check_output(model, x_fit, num_classes, module)
         label_kind = compile_if_needed(model, module, training, challenge, record["notes"])
         if job["mode"] == "check":
-            one_training_step(model, dataset, label_kind)
-            record["message"] = "check passed: imports, builds, output shape and one training step"
-            return record
-        (x_fit, y_fit), (x_val, y_val) = data.split_validation(dataset.x_train, dataset.y_train, challenge.validation_size)
-        # A fixed probe batch of training images, measured every N steps (`--monitor N`).
-        probe = slice(0, monitor.PROBE_IMAGES)
-        monitors = [monitor.callback(job["monitor"], x_fit[probe], encode(y_fit[probe], label_kind, dataset.num_classes))] if job.get("monitor") else []
-        started = time.perf_counter()
-        history = fit(model, module, training, challenge, job, label_kind, x_fit, y_fit, x_val, y_val, monitors)
-        record["train_seconds"] = round(time.perf_counter() - started, 3)
-        record["history"] = history
-        record["epochs"] = len(history.get("loss", []))
-        record["val_accuracy"] = accuracy(model, x_val, y_val, training["batch_size"])
-        if monitors:
-            record["monitor"] = monitors[0].result()
-        eval_model = model
-        if job.get("eval_kwargs"):
-            eval_model = rebuild_for_evaluation(module, model, dataset, job["build_kwargs"] or {}, job["eval_kwargs"])
-            # `macs` is the cost of the model that was scored; deploying longer costs more than training did.
-            record["train_macs"] = record["macs"]
-            record.update(macs.record_fields(eval_model, record["notes"]))
-        if job.get("test_images"):  # a hidden test set: the runner holds its labels and scores these predictions
-            images = np.load(job["test_images"], allow_pickle=False)
-            record["test_predictions"] = np.argmax(eval_model.predict(images, batch_size=max(training["batch_size"], 256), verbose=0), axis=-1).tolist()
+            one_training_step(model, x_fit, y_fit, label_kind, num_classes)
         else:
-            record["test_accuracy"] = accuracy(eval_model, x_test, y_test, training["batch_size"])
+            probe = slice(0, monitor.PROBE_IMAGES)  # a fixed batch of training images, measured every N steps
+            monitors = [monitor.callback(job["monitor"], x_fit[probe], encode(y_fit[probe], label_kind, num_classes))] if job.get("monitor") else []
+            started = time.perf_counter()
+            history = fit(model, module, training, challenge, job, label_kind, num_classes, x_fit, y_fit, x_val, y_val,
+                          record["notes"], monitors)
+            record["train_seconds"] = round(time.perf_counter() - started, 3)
+            record["history"] = history
+            record["epochs"] = len(history.get("loss", []))
+            if monitors:
+                record["monitor"] = monitors[0].result()
+            if job.get("eval_kwargs"):
+                # MACs of the model as trained; bench.audit counts those of the exported (deployed) one.
+                record["train_macs"] = macs.record_fields(model, record["notes"])["macs"]
+                model = rebuild_for_evaluation(module, model, x_fit, num_classes, job["build_kwargs"] or {}, job["eval_kwargs"])
+        exporting = time.perf_counter()
+        export(model, output)
+        record["export_seconds"] = round(time.perf_counter() - exporting, 3)
     except EntryProblem as problem:
         record.update(status=problem.status, message=str(problem))
     except Exception as error:  # anything the submission's code raised
@@ -118,8 +120,30 @@ def import_submission(path: Path, shown: str | None = None):
     return module
 
 
+def over_budget_message(total: int, budget: int) -> str:
+    return (f"{total:,} parameters is over this challenge's budget of {budget:,}: "
+            "make the model smaller (fewer filters or units, pooling before dense layers)")
+
+
+def optimizer_names() -> list[str]:
+    import keras
+
+    return sorted(name.lower() for name in dir(keras.optimizers)
+                  if isinstance(getattr(keras.optimizers, name), type) and issubclass(getattr(keras.optimizers, name), keras.optimizers.Optimizer)
+                  and name not in ("Optimizer", "LossScaleOptimizer", "MultiOptimizer"))
+
+
+def loss_names() -> list[str]:
+    import keras
+
+    return sorted(name for name in dir(keras.losses)
+                  if name[0].islower() and callable(getattr(keras.losses, name)) and name not in ("get", "serialize", "deserialize"))
+
+
 def validated_training(module, challenge: config.Challenge) -> dict:
     """The entry's TRAINING dict, checked, with the challenge's defaults filled in and epochs capped."""
+    import keras
+
     given = getattr(module, "TRAINING", None) or {}
     if not isinstance(given, dict):
         raise EntryProblem(INVALID, f"TRAINING must be a dict such as {{'batch_size': 256}}, got {type(given).__name__}")
@@ -130,6 +154,15 @@ def validated_training(module, challenge: config.Challenge) -> dict:
             raise EntryProblem(INVALID, f"TRAINING[{key!r}] = {value!r} has the wrong type; expected {_type_name(TRAINING_KEYS[key])}")
         if key in ("learning_rate", "batch_size", "epochs") and value <= 0:
             raise EntryProblem(INVALID, f"TRAINING[{key!r}] = {value!r} must be positive")
+    if "optimizer" in given:
+        try:
+            keras.optimizers.get(given["optimizer"])
+        except ValueError:
+            raise EntryProblem(INVALID, f"TRAINING['optimizer'] = {given['optimizer']!r} is not a Keras optimizer; "
+                                        f"use one of {', '.join(optimizer_names())}") from None
+    if "loss" in given and given["loss"] not in loss_names():
+        raise EntryProblem(INVALID, f"TRAINING['loss'] = {given['loss']!r} is not a Keras loss; use one of {', '.join(loss_names())} "
+                                    "(sparse_categorical_crossentropy for integer labels)")
     training = {
         "optimizer": challenge.optimizer,
         "learning_rate": challenge.learning_rate,
@@ -142,17 +175,26 @@ def validated_training(module, challenge: config.Challenge) -> dict:
     return training
 
 
-def build(module, dataset: data.Dataset, build_kwargs: dict, hyperparameters: dict | None):
+def build(module, x_train: np.ndarray, num_classes: int, build_kwargs: dict, hyperparameters: dict | None):
     import keras
 
+    input_shape = tuple(x_train.shape[1:])
     if hyperparameters is not None:
-        model = _build_from_hyperparameters(module, dataset, hyperparameters)
+        model = _build_from_hyperparameters(module, input_shape, num_classes, hyperparameters)
     else:
-        model = call_factory(module.build_model, {"input_shape": dataset.input_shape, "num_classes": dataset.num_classes}, build_kwargs)
+        model = call_factory(module.build_model, {"input_shape": input_shape, "num_classes": num_classes}, build_kwargs)
     if not isinstance(model, keras.Model):
         raise EntryProblem(INVALID, f"build_model() returned {type(model).__name__}, not a keras.Model: return the model object itself")
-    if not model.weights:
-        model(dataset.x_train[:SAMPLE_BATCH])  # subclassed models create their weights on first call
+    # Always one call before counting: a subclassed model may create some of its weights in __init__
+    # and the rest on its first call, and every weight it will train must be counted.
+    try:
+        model(x_train[:SAMPLE_BATCH], training=False)
+    except Exception as error:
+        raise EntryProblem(
+            INVALID,
+            f"the model does not accept this dataset's images, shape {input_shape}: "
+            f"{str(error).strip().splitlines()[0]} -- take input_shape as an argument of build_model and use it for keras.Input",
+        ) from None
     if not model.weights:
         raise EntryProblem(INVALID, "the model has no weights even after running it on a sample batch: add at least one layer with weights")
     return model
@@ -166,10 +208,17 @@ def call_factory(factory, standard: dict, extra: dict):
     unknown = [k for k in extra if not takes_any and k not in parameters]
     if unknown:
         raise EntryProblem(INVALID, f"{factory.__name__}() has no parameter(s) {', '.join(unknown)}: add them to its signature")
+    required = [name for name, p in parameters.items()
+                if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                and name not in standard and name not in extra]
+    if required:
+        raise EntryProblem(INVALID, f"{factory.__name__}({', '.join(parameters)}) has parameter(s) the harness does not pass: "
+                                    f"{', '.join(required)}. Name them {' and '.join(STANDARD_ARGUMENTS)} "
+                                    f"(def {factory.__name__}(input_shape, num_classes):), or give them defaults")
     return factory(**kwargs, **extra)
 
 
-def _build_from_hyperparameters(module, dataset, values: dict):
+def _build_from_hyperparameters(module, input_shape, num_classes, values: dict):
     import keras_tuner
 
     if not callable(getattr(module, "build_hypermodel", None)):
@@ -177,7 +226,7 @@ def _build_from_hyperparameters(module, dataset, values: dict):
     hp = keras_tuner.HyperParameters()
     for name, value in values.items():
         hp.Fixed(name, value)
-    return module.build_hypermodel(hp, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+    return module.build_hypermodel(hp, input_shape=input_shape, num_classes=num_classes)
 
 
 def count_params(model) -> dict:
@@ -191,40 +240,70 @@ def count_params(model) -> dict:
     }
 
 
-def check_output_shape(model, dataset: data.Dataset):
-    sample = dataset.x_train[:SAMPLE_BATCH]
-    try:
-        output = model(sample, training=False)
-    except Exception as error:
+def check_output(model, x_train: np.ndarray, num_classes: int, module) -> None:
+    """One output row of `num_classes` per image, and probabilities unless FROM_LOGITS says logits."""
+    sample = x_train[:SAMPLE_BATCH]
+    output = np.asarray(model(sample, training=False))
+    shape = tuple(output.shape)
+    if shape != (len(sample), num_classes):
         raise EntryProblem(
             INVALID,
-            f"the model does not accept this dataset's images, shape {dataset.input_shape}: "
-            f"{str(error).strip().splitlines()[0]} -- take input_shape as an argument of build_model and use it for keras.Input",
-        ) from None
-    shape = tuple(getattr(output, "shape", ()))
-    if shape != (len(sample), dataset.num_classes):
-        raise EntryProblem(
-            INVALID,
-            f"the model's output has shape {shape[1:]} per batch, expected ({dataset.num_classes},): "
-            f"end with a layer of {dataset.num_classes} units (and Flatten/Reshape away any spatial axes)",
+            f"the model's output has shape {shape[1:]} per batch, expected ({num_classes},): "
+            f"end with a layer of {num_classes} units (and Flatten/Reshape away any spatial axes)",
         )
+    from_logits = declared_logits(model, module)
+    in_unit_range = bool(np.all((output >= -PROBABILITY_TOLERANCE) & (output <= 1 + PROBABILITY_TOLERANCE)))
+    sums_to_one = bool(np.all(np.abs(output.sum(axis=-1) - 1) <= PROBABILITY_TOLERANCE))
+    if not from_logits and not in_unit_range:
+        raise EntryProblem(INVALID, f"the model outputs logits (values from {output.min():.3g} to {output.max():.3g}, not probabilities) "
+                                    "but the loss expects probabilities: set FROM_LOGITS = True in your file, "
+                                    "or end the model with activation=\"softmax\"")
+    if from_logits and in_unit_range and sums_to_one:
+        raise EntryProblem(INVALID, "FROM_LOGITS = True but the model outputs probabilities (each row sums to 1): "
+                                    "remove FROM_LOGITS, or drop the final softmax so the model outputs logits")
+
+
+def declared_logits(model, module) -> bool:
+    """Whether the loss will read the outputs as logits: a self-compiled loss's own flag, else FROM_LOGITS."""
+    if getattr(model, "compiled", False) and getattr(model, "optimizer", None) is not None:
+        loss = model.loss
+        return bool(getattr(loss, "from_logits", None) or (getattr(loss, "_fn_kwargs", None) or {}).get("from_logits"))
+    return bool(getattr(module, "FROM_LOGITS", False))
 
 
 def compile_if_needed(model, module, training: dict, challenge: config.Challenge, notes: list) -> str:
     """Compile uncompiled models; keep a submitter's own optimizer and loss. Returns 'sparse' or 'one_hot'."""
     import keras
 
-    from_logits = bool(getattr(module, "FROM_LOGITS", False))
     if getattr(model, "compiled", False) and getattr(model, "optimizer", None) is not None:
         optimizer, loss = model.optimizer, model.loss
         if any(k in (getattr(module, "TRAINING", None) or {}) for k in ("optimizer", "learning_rate", "loss")):
             notes.append("the model was compiled by its factory: TRAINING's optimizer/learning_rate/loss were not used")
     else:
+        from_logits = bool(getattr(module, "FROM_LOGITS", False))
         optimizer = keras.optimizers.get({"class_name": training["optimizer"], "config": {"learning_rate": training["learning_rate"]}})
-        loss = training["loss"] or keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+        loss = named_loss(training["loss"], from_logits) if training["loss"] else keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
     # Recompiling with the same optimizer and loss adds the accuracy metric the callbacks and history need.
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     return label_kind_for(loss)
+
+
+def named_loss(name: str, from_logits: bool):
+    """TRAINING's loss by name, reading the outputs as logits when FROM_LOGITS is set."""
+    import keras
+
+    function = keras.losses.get(name)
+    if not from_logits:
+        return name
+    if "from_logits" not in inspect.signature(function).parameters:
+        raise EntryProblem(INVALID, f"FROM_LOGITS = True but TRAINING's loss {name!r} has no logits form: "
+                                    "use a crossentropy loss, or output probabilities and remove FROM_LOGITS")
+
+    def loss(y_true, y_pred):
+        return function(y_true, y_pred, from_logits=True)
+
+    loss.__name__ = name
+    return loss
 
 
 def label_kind_for(loss) -> str:
@@ -237,28 +316,39 @@ def encode(labels: np.ndarray, kind: str, num_classes: int) -> np.ndarray:
     return labels if kind == "sparse" else np.eye(num_classes, dtype="float32")[labels]
 
 
-def one_training_step(model, dataset: data.Dataset, label_kind: str):
-    x = dataset.x_train[:CHECK_STEP_IMAGES]
-    y = encode(dataset.y_train[:CHECK_STEP_IMAGES], label_kind, dataset.num_classes)
-    loss = model.train_on_batch(x, y)
+def one_training_step(model, x: np.ndarray, y: np.ndarray, label_kind: str, num_classes: int):
+    loss = model.train_on_batch(x[:CHECK_STEP_IMAGES], encode(y[:CHECK_STEP_IMAGES], label_kind, num_classes))
     loss = loss[0] if isinstance(loss, (list, tuple)) else loss
     if not np.isfinite(float(loss)):
         raise EntryProblem(INVALID, f"one training step gave a non-finite loss ({loss}): check the loss, the output activation and FROM_LOGITS")
 
 
-def training_callbacks(module, challenge: config.Challenge):
+def uses_schedule(model) -> bool:
+    """A learning-rate schedule owns the rate: ReduceLROnPlateau cannot set it (Keras raises mid-training)."""
+    import keras
+
+    return isinstance(getattr(model.optimizer, "_learning_rate", None), keras.optimizers.schedules.LearningRateSchedule)
+
+
+def training_callbacks(module, challenge: config.Challenge, model=None, notes: list | None = None):
     """Fresh callbacks for one training run: the challenge's ReduceLROnPlateau and EarlyStopping,
-    then the entry's own callbacks(). Returns (callbacks, the EarlyStopping among them)."""
+    then the entry's own callbacks(). Returns (callbacks, the EarlyStopping among them).
+
+    An optimizer driven by a learning-rate schedule keeps it: ReduceLROnPlateau is left out, and
+    `notes` says so."""
     import keras
 
     rl, es = challenge.reduce_lr, challenge.early_stopping
     early_stopping = keras.callbacks.EarlyStopping(
         monitor=es.monitor, patience=es.patience, min_delta=es.min_delta, restore_best_weights=True
     )
-    callbacks = [
-        keras.callbacks.ReduceLROnPlateau(monitor=rl.monitor, factor=rl.factor, patience=rl.patience, min_delta=rl.min_delta, min_lr=rl.min_lr or 0.0),
-        early_stopping,
-    ]
+    callbacks = [early_stopping, keras.callbacks.TerminateOnNaN()]
+    if model is not None and uses_schedule(model):
+        if notes is not None:
+            notes.append("the optimizer follows a learning-rate schedule, so ReduceLROnPlateau was left out")
+    else:
+        callbacks.insert(0, keras.callbacks.ReduceLROnPlateau(monitor=rl.monitor, factor=rl.factor, patience=rl.patience,
+                                                              min_delta=rl.min_delta, min_lr=rl.min_lr or 0.0))
     extra = getattr(module, "callbacks", None)
     if callable(extra):
         own = list(extra())
@@ -268,11 +358,13 @@ def training_callbacks(module, challenge: config.Challenge):
     return callbacks, early_stopping
 
 
-def fit(model, module, training, challenge, job, label_kind, x_fit, y_fit, x_val, y_val, extra_callbacks=()) -> dict:
-    callbacks, early_stopping = training_callbacks(module, challenge)
+def fit(model, module, training, challenge, job, label_kind, num_classes, x_fit, y_fit, x_val, y_val, notes, extra_callbacks=()) -> dict:
+    """Train with the standard callbacks; the history, with a non-finite value written as null (strict JSON).
+
+    Raises EntryProblem(FAILED) when the loss goes non-finite: such a model is not scored."""
+    callbacks, early_stopping = training_callbacks(module, challenge, model, notes)
     callbacks.append(Progress(job["entry"], job["seed"], training["epochs"]))
     callbacks += list(extra_callbacks)
-    num_classes = 10
     fitted = model.fit(
         x_fit,
         encode(y_fit, label_kind, num_classes),
@@ -282,37 +374,75 @@ def fit(model, module, training, challenge, job, label_kind, x_fit, y_fit, x_val
         callbacks=callbacks,
         verbose=0,
     )
+    history = {k: [float(v) if math.isfinite(float(v)) else None for v in values] for k, values in fitted.history.items()}
+    diverged = next((epoch for epoch, value in enumerate(history.get("loss", []), 1) if value is None), None)
+    if diverged is not None:
+        raise EntryProblem(FAILED, f"training diverged at epoch {diverged}: the loss became NaN or infinite. "
+                                   "Lower the learning rate, check the loss and FROM_LOGITS, or add normalisation")
     # EarlyStopping restores the best weights only when it stops the run; do the same at the epoch cap,
     # so the scored model is always the one validation picked.
     if early_stopping.best_weights is not None and early_stopping.stopped_epoch == 0:
         model.set_weights(early_stopping.best_weights)
-    return {k: [float(v) for v in values] for k, values in fitted.history.items()}
+    return history
 
 
-def rebuild_for_evaluation(module, trained, dataset, build_kwargs, eval_kwargs):
+def rebuild_for_evaluation(module, trained, x_train, num_classes, build_kwargs, eval_kwargs):
     """The same weights in a model built with other factory arguments (train short, deploy long)."""
-    model = build(module, dataset, {**build_kwargs, **eval_kwargs}, None)
+    model = build(module, x_train, num_classes, {**build_kwargs, **eval_kwargs}, None)
     if len(model.weights) != len(trained.weights):
         raise EntryProblem(INVALID, f"building with {eval_kwargs} changes the weights, so trained weights cannot be reused")
     model.set_weights(trained.get_weights())
     return model
 
 
-def accuracy(model, x, y, batch_size: int) -> float:
-    predictions = model.predict(x, batch_size=max(batch_size, 256), verbose=0)
-    return float(np.mean(np.argmax(predictions, axis=-1) == y))
+def export(model, output: Path) -> None:
+    """The SavedModel the audit scores, and a .keras copy for people (best effort: not every model saves)."""
+    try:
+        model.export(str(output / MODEL_DIR), format="tf_saved_model", verbose=False)
+    except Exception as error:
+        raise EntryProblem(INVALID, "the trained model could not be exported as a TensorFlow graph, which is what the harness scores: "
+                                    f"{_first_line(error)}. Write the model's call() with keras.ops (no Python-only logic "
+                                    "on tensor values, no numpy calls on tensors)") from None
+    try:
+        model.save(output / KERAS_COPY)
+    except Exception:  # a custom layer without get_config: the SavedModel is enough to score
+        pass
+
+
+# Keras wraps an error raised in a layer's call() as "Exception encountered when calling X.call()".
+KERAS_WRAPPED = "Exception encountered when calling"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def explain(error: BaseException, path: Path, shown: str | None = None) -> str:
-    """The submitter's own lines of the traceback first (their file named as `shown`), then the error."""
+    """The submitter's own lines of the traceback first (their file named as `shown`), then the error
+    and, when Keras or Python wrapped it, the error that caused it."""
     shown = shown or str(path)
     if isinstance(error, SyntaxError) and error.filename and Path(error.filename).resolve() == path.resolve():
         return f"{shown}, line {error.lineno}: SyntaxError: {error.msg}: {(error.text or '').strip()}"
     frames = traceback.extract_tb(error.__traceback__)
     own = [f for f in frames if Path(f.filename).resolve() == path.resolve()]
     where = "; ".join(f"{shown}, line {f.lineno}, in {f.name}: {f.line}" for f in own[-3:])
-    text = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+    text = f"{type(error).__name__}: {_first_line(error)}"
+    causes, cause, seen = [], error.__cause__ or error.__context__, {id(error)}
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        line = f"{type(cause).__name__}: {_first_line(cause)}"
+        if line not in text and line not in causes:
+            causes.append(line)
+        cause = cause.__cause__ or cause.__context__
+    if causes:
+        text += " (caused by " + "; caused by ".join(causes) + ")"
     return f"{where} -> {text}" if where else text
+
+
+def _first_line(error: BaseException) -> str:
+    """The error's message; for an error Keras wrapped, the wrapped message instead of the wrapper's."""
+    lines = [ANSI.sub("", line).strip() for line in str(error).strip().splitlines()]
+    lines = [line for line in lines if line]
+    if lines and lines[0].startswith(KERAS_WRAPPED) and len(lines) > 1:
+        return lines[1]
+    return lines[0] if lines else ""
 
 
 def _type_name(kind) -> str:

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from bench import config, data, discover, results, train
-from bench.cli import add_run_flags, load_challenge
+from bench.status import EntryProblem
 
 TUNERS = ("random", "bayesian", "hyperband")
 DEFAULT_TRIALS = 10
@@ -43,13 +43,13 @@ DEFAULT_PORT = 8000
 # keras-tuner stops a search after 3 FAILED trials in a row; under a tight budget many candidates
 # in a row are rejected, which is the search working, not crashing.
 NEVER_STOP_ON_FAILURES = sys.maxsize
-OVER_BUDGET = "is over the budget"
+OVER_BUDGET_REASON = "is over the budget"
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("tune", help="search an entry's build_hypermodel() within the parameter budget")
     parser.add_argument("entry", help="the submission file, e.g. submissions/tunable_convnet.py")
-    add_run_flags(parser, with_paths=False)
+    config.add_run_flags(parser, with_paths=False)
     parser.add_argument("--tuner", choices=TUNERS, default="random", help="keras-tuner's search algorithm (default: random)")
     parser.add_argument("--trials", type=int,
                         help=f"candidates to try in all, rejected ones included (default {DEFAULT_TRIALS}); "
@@ -104,7 +104,7 @@ def _read_saved(challenge: config.Challenge, entry: str) -> dict | None:
 
 
 def cmd_tune(args) -> int:
-    challenge = load_challenge(args)
+    challenge = config.load_challenge(args)
     submission = discover.read(Path(args.entry))
     problem = _problem_with(args, submission)
     if problem:
@@ -129,7 +129,7 @@ def cmd_tune(args) -> int:
     try:
         module = train.import_submission(submission.path)
         training = train.validated_training(module, challenge)
-    except train.EntryProblem as problem:
+    except EntryProblem as problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     except Exception as error:  # anything the entry's module raised on import
@@ -298,21 +298,20 @@ def budgeted_hypermodel(module, challenge: config.Challenge, training: dict, dat
                 return self._checked_fit(model, x, y, validation_data, list(callbacks), kwargs)
             except keras_tuner.errors.FailedTrialError:
                 raise
-            except train.EntryProblem as problem:
+            except EntryProblem as problem:
                 raise keras_tuner.errors.FailedTrialError(str(problem)) from None
             except Exception as error:
                 raise keras_tuner.errors.FailedTrialError(train.explain(error, path)) from error
 
         def _checked_fit(self, model, x, y, validation_data, tuner_callbacks, kwargs):
-            if not model.weights:
-                model(x[: train.SAMPLE_BATCH])  # subclassed models create their weights on first call
+            model(x[: train.SAMPLE_BATCH], training=False)  # subclassed models create (some of) their weights on first call
             size = train.count_params(model)["total_params"]
             if size > challenge.max_params:
                 raise keras_tuner.errors.FailedTrialError(
-                    f"{size:,} parameters {OVER_BUDGET} of {challenge.max_params:,}: rejected before training")
-            train.check_output_shape(model, dataset)
+                    f"{size:,} parameters {OVER_BUDGET_REASON} of {challenge.max_params:,}: rejected before training")
+            train.check_output(model, x, dataset.num_classes, module)
             label_kind = train.compile_if_needed(model, module, training, challenge, notes=[])
-            standard, _ = train.training_callbacks(module, challenge)
+            standard, _ = train.training_callbacks(module, challenge, model)
             x_val, y_val = validation_data
             return model.fit(
                 x,
@@ -335,7 +334,7 @@ def save_best(tuner, args, challenge, submission, module, dataset, search_dir: P
     trained = [t for t in trials if t.status == "COMPLETED"]
     untrained = [t for t in trials if t.status == "FAILED"]
     reasons = {t.trial_id: _recorded_reason(search_dir, t) for t in untrained}
-    over_budget = sum(OVER_BUDGET in reason for reason in reasons.values())
+    over_budget = sum(OVER_BUDGET_REASON in reason for reason in reasons.values())
     if not trained:
         advice = ("every candidate was over the budget: make the smallest choices of build_hypermodel's search space "
                   "smaller, or raise --max-params") if over_budget == len(trials) else "fix the errors above in the entry"
@@ -345,7 +344,7 @@ def save_best(tuner, args, challenge, submission, module, dataset, search_dir: P
         return 1
     best = tuner.oracle.get_best_trials(1)[0]
     values = {k: v for k, v in best.hyperparameters.values.items() if not k.startswith("tuner/")}
-    size = train.count_params(train.build(module, dataset, {}, values))["total_params"]
+    size = train.count_params(train.build(module, dataset.x_train, dataset.num_classes, {}, values))["total_params"]
     saved = {
         "entry": submission.name,
         "values": values,

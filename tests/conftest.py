@@ -55,3 +55,31 @@ DENSE_ENTRY = '''
             keras.layers.Dense(num_classes, activation="softmax"),
         ])
 '''
+
+
+# digits: 1,437 training images of 8x8; 300 of them validate.
+TINY = {"dataset": "digits", "validation_size": 300, "max_epochs": 2, "max_params": 50_000}
+
+
+def run_in_process(path, mode="train", **settings):
+    """The partial record of one run of the entry at `path`, every stage in this process."""
+    import numpy as np
+
+    from bench import audit, config, runner, train
+
+    challenge = config.from_dict({**TINY, **settings})
+    prepared = runner.inputs(challenge, with_test=(mode == "train"))
+    work = path.parent.parent / f"run_{path.stem}"
+    (work / "train").mkdir(parents=True, exist_ok=True)
+    (work / "audit").mkdir(parents=True, exist_ok=True)
+    job = {"mode": mode, "submission": str(path), "entry": path.stem, "seed": 0, "num_classes": prepared.num_classes,
+           "challenge": config.to_dict(challenge), "build_kwargs": {}, "eval_kwargs": {},
+           "input": str(prepared.folder), "output": str(work / "train")}
+    claims = train.run_job(job)
+    if claims["status"] != "OK":
+        return claims
+    images = {"val": np.load(prepared.val_images_file)}
+    if mode == "train":
+        images["test"] = np.load(prepared.test_images_file)
+    audited = audit.audit(work / "train" / train.MODEL_DIR, images, work / "audit")
+    return runner.score(challenge, claims, audited, prepared, work / "audit", mode)

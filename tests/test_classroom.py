@@ -16,7 +16,7 @@ def test_new_writes_a_starter_that_passes_check(tmp_path, capsys):
     assert f"python -m bench check {path.as_posix()}" in capsys.readouterr().out
     entry = discover.read(path)
     assert entry.ok and entry.author == "Ada Lovelace" and entry.summary.startswith("ada_first_try: replace this line")
-    assert cli.main(["check", str(path), "--dataset", "digits"]) == 0
+    assert cli.main(["check", str(path), "--dataset", "digits", "--validation-size", "0.2"]) == 0
     # The starter's comments count its parameters: the count `check` reports must agree.
     assert "426 params" in capsys.readouterr().out
 
@@ -67,7 +67,7 @@ def test_evaluate_shard_plans_only_its_share(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "execute", lambda challenge, runs, **kwargs: planned.extend(r.submission.name for r in runs) or [])
     for index in (1, 2):
         assert cli.main(["evaluate", str(tmp_path / "submissions"), "--shard", f"{index}/2", "--dataset", "digits", "--seeds", "1",
-                         "--results", str(tmp_path / "results"), "--leaderboard", str(tmp_path / "board.md")]) == 0
+                         "--validation-size", "300", "--results", str(tmp_path / "results"), "--leaderboard", str(tmp_path / "board.md")]) == 0
     assert planned == ["a", "c", "e", "b", "d"]
 
 
@@ -89,10 +89,12 @@ def test_hidden_test_set_comes_from_the_environment_and_the_flag_wins(tmp_path, 
 
 @pytest.mark.parametrize("arrays, message", [
     (None, "no such file"),
-    ({"x_test": np.zeros((4, 8, 8))}, "lacks ['y_test']: save it with np.savez(path, x_test=..., y_test=...)"),
-    ({"x_test": np.zeros((4, 28, 28)), "y_test": np.zeros(4, dtype="int64")}, "images of shape (28, 28), but digits's images have shape (8, 8)"),
-    ({"x_test": np.zeros((4, 8, 8)), "y_test": np.zeros(3, dtype="int64")}, "y_test must hold one integer label per image"),
-    ({"x_test": np.zeros((4, 8, 8)), "y_test": np.full(4, 10)}, "labels must lie in 0..9"),
+    ({"x_test": np.zeros((4, 8, 8), "uint8")}, "lacks ['y_test']: save it with np.savez(path, x_test=..., y_test=...)"),
+    ({"x_test": np.zeros((4, 28, 28), "uint8"), "y_test": np.zeros(4, dtype="int64")}, "images of shape (28, 28), but digits's images have shape (8, 8)"),
+    ({"x_test": np.zeros((4, 8, 8), "uint8"), "y_test": np.zeros(3, dtype="int64")}, "y_test must hold one integer label per image"),
+    ({"x_test": np.zeros((4, 8, 8), "uint8"), "y_test": np.full(4, 10)}, "labels must lie in 0..9"),
+    # Saved after scaling to [0, 1]: scaling again would divide by 16 (or 255) twice.
+    ({"x_test": np.full((4, 8, 8), 0.5), "y_test": np.zeros(4, "int64")}, "whole numbers from 0 to 16 (e.g. uint8), not float64 values from 0.5 to 0.5"),
 ])
 def test_a_bad_hidden_test_set_is_refused_before_any_training(tmp_path, write_entry, capsys, arrays, message):
     hidden = tmp_path / "hidden.npz"

@@ -2,6 +2,9 @@
 
 The limits are checked twice: on small plain-Python children (fast, no TensorFlow), and through the
 real runner, one worker subprocess per hostile entry, on digits with a 1,500 MB memory limit.
+These runs use `sandbox = "off"`: the limits hold in every mode, and without the sandbox the entries
+can write down what they saw and the processes they started where this test reads them. What the
+sandbox adds (nothing of the machine to see or write) is tested in test_integrity.py.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pytest
 from bench import config, containment, data, discover, runner
 
 MEMORY_MB = 1500
-TINY = {"dataset": "digits", "validation_size": 300, "max_epochs": 1, "seeds": 1, "memory_limit_mb": MEMORY_MB}
+TINY = {"dataset": "digits", "validation_size": 300, "max_epochs": 1, "seeds": 1, "memory_limit_mb": MEMORY_MB, "sandbox": "off"}
 SECRETS = {"GITHUB_TOKEN": "ghp_secret", "AWS_SECRET_ACCESS_KEY": "aws_secret", "TF_TOKEN_app_terraform_io": "tf_secret",
            "OPENAI_API_KEY": "sk_secret", "DB_PASSWORD": "pw_secret"}
 
@@ -70,7 +73,7 @@ HOSTILE = {
         import keras
         from pathlib import Path
         # submissions/ lies beside results/ and the board, as in the repository
-        ROOT = Path(__file__).resolve().parents[1]
+        ROOT = Path(CHECKOUT)
         def build_model(input_shape, num_classes):
             rival = ROOT / "results" / "digits" / "rival" / "seed0.json"
             rival.write_text(rival.read_text().replace("0.97", "0.01"))
@@ -83,21 +86,21 @@ HOSTILE = {
     """) + textwrap.dedent(SMALL_MODEL),
     # Writes the worker's result itself, claiming a perfect score, and leaves before the harness can.
     "forger": """
-        import json, os
+        import json, os, sys
         def build_model():
-            output = json.load(open("job.json"))["output"]
-            with open(output, "w") as f:
+            output = json.load(open(sys.argv[1]))["output"]
+            with open(os.path.join(output, "result.json"), "w") as f:
                 json.dump({"status": "OK", "message": "", "total_params": 1, "trainable_params": 1, "test_accuracy": 1.0}, f)
             os._exit(0)
     """,
     # Sees what a worker sees, writes it down, and always predicts class 3.
     "spy": """
-        import gc, json, os, keras, numpy as np
+        import gc, json, os, sys, keras, numpy as np
         TRAINING = {"learning_rate": 1e-9, "batch_size": 64}
         def build_model(input_shape, num_classes):
             arrays = [o for o in gc.get_objects() if isinstance(o, np.ndarray)]
             seen = {
-                "env": dict(os.environ), "cwd": os.getcwd(), "job": open("job.json").read(),
+                "env": dict(os.environ), "cwd": os.getcwd(), "job": open(sys.argv[1]).read(),
                 "holds_hidden_labels": any(a.shape == HIDDEN_LABELS.shape and (a == HIDDEN_LABELS).all() for a in arrays),
             }
             with open(SEEN, "w") as f:
@@ -153,9 +156,9 @@ def hostile(tmp_path_factory):
     hidden_labels = np.array([3] * 30 + [0, 1, 2, 4, 5, 6, 7, 8, 9, 0])
     hidden = tmp / "outside_the_repo" / "hidden.npz"
     hidden.parent.mkdir()
-    np.savez(hidden, x_test=(data.load("digits").x_test[:40] * 16).round(), y_test=hidden_labels)
+    np.savez(hidden, x_test=(data.load("digits").x_test[:40] * 16).round().astype("uint8"), y_test=hidden_labels)
     before = files_under(tmp)
-    sources = {name: f"PIDS = {str(tmp / (name + '.pids'))!r}\nSEEN = {str(tmp / 'seen.json')!r}\n"
+    sources = {name: f"PIDS = {str(tmp / (name + '.pids'))!r}\nSEEN = {str(tmp / 'seen.json')!r}\nCHECKOUT = {str(tmp)!r}\n"
                f"import numpy\nHIDDEN_LABELS = numpy.array({hidden_labels.tolist()})\n" + textwrap.dedent(source)
                for name, source in HOSTILE.items()}
     with pytest.MonkeyPatch.context() as patch:
@@ -217,18 +220,19 @@ def test_printing_gigabytes_is_drained_within_bounds(hostile):
     assert "[bench] (further output of this run is not shown)" in hostile["logged"]
 
 
-def test_a_forged_result_does_not_survive_the_hidden_test_set(hostile):
+def test_a_forged_result_file_is_not_a_score(hostile):
+    """The training process's result file is a claim: its counts and accuracy are never read, and a run without an export fails."""
     record = hostile["records"]["forger"]
-    assert record["status"] == "FAILED" and "test_accuracy" not in record
-    assert "did not return one class per hidden test image (40)" in record["message"]
+    assert record["status"] == "FAILED" and "test_accuracy" not in record and record.get("total_params") is None
+    assert "reported success but left no exported model" in record["message"]
 
 
 @pytest.mark.parametrize("content, reason", [
     ("[1, 2", "Expecting"),
     ("[1, 2]", "no status and message"),
     ('{"status": "GREAT", "message": ""}', "no status and message"),
-    ('{"status": "OK", "message": "", "test_accuracy": "1.0"}', "test_accuracy not numbers"),
-    ('{"status": "OK", "message": "", "total_params": true}', "total_params not numbers"),
+    ('{"status": "OK", "message": "", "epochs": "10"}', "epochs not numbers"),
+    ('{"status": "OK", "message": "", "train_seconds": true}', "train_seconds not numbers"),
 ])
 def test_a_result_file_that_is_not_a_record_fails_its_run(tmp_path, content, reason):
     path = tmp_path / "record.json"
@@ -296,7 +300,7 @@ def test_an_endless_loop_times_out_and_its_looping_child_is_killed(tmp_path):
 
 def test_the_hidden_test_set_changes_the_cache_key_and_the_memory_limit_does_not(tmp_path):
     hidden = tmp_path / "hidden.npz"
-    np.savez(hidden, x_test=np.zeros((5, 8, 8)), y_test=np.zeros(5, dtype="int64"))
+    np.savez(hidden, x_test=np.zeros((5, 8, 8), "uint8"), y_test=np.zeros(5, dtype="int64"))
     entry = tmp_path / "entry.py"
     entry.write_text("def build_model():\n    pass\n")
     key = lambda **s: runner.plan(config.from_dict({**TINY, **s}), [discover.read(entry)], "data", [0])[0].key["hash"]
@@ -305,7 +309,7 @@ def test_the_hidden_test_set_changes_the_cache_key_and_the_memory_limit_does_not
     assert with_hidden != key()
     moved = hidden.rename(tmp_path / "moved.npz")
     assert key(test_set=str(moved)) == with_hidden  # its content decides, not where it lies
-    np.savez(moved, x_test=np.zeros((5, 8, 8)), y_test=np.ones(5, dtype="int64"))
+    np.savez(moved, x_test=np.zeros((5, 8, 8), "uint8"), y_test=np.ones(5, dtype="int64"))
     assert key(test_set=str(moved)) != with_hidden
 
 

@@ -1,21 +1,15 @@
-"""The submission contract, run in-process through the worker's run_job() on the digits set."""
+"""The submission contract, run in-process on the digits set: the worker's run_job() trains and exports,
+bench.audit counts and predicts from the export, and the runner's score() turns predictions into accuracy.
+(The same stages in their sandboxed subprocesses are tested in test_integrity.py and test_evaluate.py.)"""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from bench import config, train
-from conftest import DENSE_ENTRY
+from bench import audit, config, runner, train
+from conftest import DENSE_ENTRY, TINY, run_in_process as run
 
-# digits: 1,437 training images of 8x8; 300 of them validate.
-TINY = {"dataset": "digits", "validation_size": 300, "max_epochs": 2, "max_params": 50_000}
-
-
-def run(path, mode="train", **settings):
-    challenge = config.from_dict({**TINY, **settings})
-    job = {"mode": mode, "submission": str(path), "entry": path.stem, "seed": 0,
-           "challenge": config.to_dict(challenge), "build_kwargs": {}, "eval_kwargs": {}}
-    return train.run_job(job)
 
 
 def test_factory_taking_shape_and_classes_trains_and_scores(write_entry):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import keras
@@ -24,8 +25,9 @@ def test_every_submission_passes_bench_check(mnist_dir, tmp_path, capsys):
     # The entries are MNIST-shaped (some pool 28x28 down to 3x3), so the check runs on MNIST, cut short.
     code = cli.main([
         "check", str(SUBMISSIONS), "--config", str(REPO / "pyproject.toml"), "--data-dir", mnist_dir,
-        "--train-limit", "256", "--test-limit", "256",
-        "--results", str(tmp_path / "results"), "--leaderboard", str(tmp_path / "leaderboard.md"),
+        "--train-limit", "256", "--test-limit", "256", "--validation-size", "64",
+        # The committed results folder: `check` only reads it (for the tuned hyperparameters the records used).
+        "--results", str(REPO / "results"), "--leaderboard", str(tmp_path / "leaderboard.md"),
     ])
     printed = capsys.readouterr()
     statuses = {words[1]: words[0] for words in (line.split() for line in printed.out.splitlines()) if len(words) > 1}
@@ -33,6 +35,17 @@ def test_every_submission_passes_bench_check(mnist_dir, tmp_path, capsys):
     assert names, f"no entries found in {SUBMISSIONS}"
     assert {n: statuses.get(n) for n in names} == {n: "OK" for n in names}, printed.out + printed.err
     assert code == 0
+    # The audit counts parameters and MACs from the exported graph; the committed records counted them from the
+    # Keras model (layer by layer). Both ways must agree on every committed entry.
+    counted = {words[1]: (int(words[2].replace(",", "")), int(words[4].replace(",", "")))
+               for words in (line.split() for line in printed.out.splitlines()) if len(words) > 5 and words[3] == "params"}
+    recorded = {}
+    for submission in discover.find(None, str(SUBMISSIONS)):
+        record = REPO / "results" / "mnist" / submission.name / "seed0.json"
+        saved = json.loads(record.read_text()) if record.is_file() else {}
+        if saved.get("status") == "OK" and saved["key"]["submission"] == submission.file_hash:  # a record of this very file
+            recorded[submission.name] = (saved["total_params"], saved["macs"])
+    assert {n: counted.get(n) for n in recorded} == recorded
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"iterations": 0}, {"iterations": 1, "channels": 1}, {"iterations": 3, "channels": 2, "skip": False}])

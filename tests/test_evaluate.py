@@ -94,7 +94,7 @@ def test_check_command_reports_each_entry(tmp_path, write_entry, capsys):
     write_entry("dense", DENSE_ENTRY)
     write_entry("seven", "import keras\ndef build_model(input_shape, num_classes):\n"
                 "    return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(), keras.layers.Dense(7)])\n")
-    code = cli.main(["check", str(tmp_path / "submissions"), "--dataset", "digits"])
+    code = cli.main(["check", str(tmp_path / "submissions"), "--dataset", "digits", "--validation-size", "0.2"])
     out = capsys.readouterr().out
     assert code == 1
     assert "OK" in out and "dense" in out and "910 params" in out

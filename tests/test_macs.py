@@ -10,7 +10,7 @@ import pytest
 
 from bench import config, macs, train
 from bench.train import import_submission
-from conftest import DENSE_ENTRY
+from conftest import DENSE_ENTRY, run_in_process
 
 SUBMISSIONS = Path(__file__).resolve().parent.parent / "submissions"
 
@@ -125,8 +125,6 @@ def test_iterated_entries_unrolled_graph_and_loop_hook_agree(kwargs):
 
 def test_the_run_record_carries_macs_per_image(write_entry):
     path = write_entry("dense", DENSE_ENTRY)
-    challenge = config.from_dict({"dataset": "digits", "validation_size": 300})
-    record = train.run_job({"mode": "check", "submission": str(path), "entry": "dense", "seed": 0,
-                            "challenge": config.to_dict(challenge), "build_kwargs": {}, "eval_kwargs": {}})
+    record = run_in_process(path, mode="check")
     assert record["status"] == "OK", record["message"]
     assert record["macs"] == 64 * 12 + 12 * 10  # digits are 8x8: 64 -> 12 -> 10

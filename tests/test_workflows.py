@@ -105,7 +105,7 @@ def test_main_is_evaluated_in_shards_and_only_the_publish_job_may_write():
     assert evaluate["strategy"]["matrix"]["shard"] and evaluate["env"]["SHARDS"] == "${{ strategy.job-total }}"
 
     evaluate_scripts = "\n".join(step["run"] for step in evaluate["steps"] if "run" in step)
-    assert 'python -m bench evaluate --shard "$SHARD/$SHARDS"' in evaluate_scripts
+    assert 'python -m bench evaluate --shard "$SHARD/$SHARDS" --sandbox required' in evaluate_scripts
     checkout = next(step for step in evaluate["steps"] if step.get("uses", "").startswith("actions/checkout"))
     assert checkout["with"]["persist-credentials"] is False
     assert any(step.get("uses", "").startswith("actions/upload-artifact") for step in evaluate["steps"])
@@ -124,3 +124,12 @@ def test_shard_commands_cover_every_shard_of_the_matrix():
     assert shards == list(range(1, len(shards) + 1))
     for shard in shards:
         assert cli.parse_shard(f"{shard}/{len(shards)}") == (shard, len(shards))
+
+
+@pytest.mark.parametrize("name", ["pull-request.yml", "leaderboard.yml"])
+def test_every_job_that_runs_entries_installs_bubblewrap_before_it_does(name):
+    for job in load(name)["jobs"].values():
+        scripts = [step.get("run", "") for step in job["steps"]]
+        runs_entries = [i for i, script in enumerate(scripts) if "bench evaluate" in script or "bench check" in script]
+        installs = [i for i, script in enumerate(scripts) if "apt-get install -y bubblewrap" in script]
+        assert not runs_entries or (installs and installs[0] < runs_entries[0])

@@ -1,0 +1,225 @@
+"""Audit and predict: count what an exported model holds and run it on images, without the entry's code.
+
+Runs as `python -m bench.audit JOB.json`, in its own sandboxed process, after training has ended.
+It never imports the entry's module: it reads the TensorFlow SavedModel that bench.train exported
+(`model.export(..., format="tf_saved_model")`) and its `serve` signature, and writes to the job's
+output folder `audit.json` (status, message, parameter counts, MACs, notes) and one
+`<name>_predictions.npy` (int64 class indices, one per image) for each image file it was given.
+No labels ever reach this process: the runner scores the predictions.
+
+What it refuses (INVALID): a graph with any operation that reads or writes files, calls back into
+Python, talks to other processes or prints (the patterns in REFUSED_OPS, names as in
+`tf.raw_ops`), and an export without a serving signature taking one batch of images.
+
+What it counts, from the graph the serving function runs:
+- `total_params`: every variable the function reads, each once however often it is used (shared
+  weights), and `trainable_params` those of them marked trainable;
+- `embedded_constants`: numbers baked into the graph as constants, so a table fitted on the training
+  images counts as the parameters it is. A constant counts in full when it is floating point and not
+  a scalar, or when it has more than FREE_INTEGER_CONSTANT elements: the scalars (epsilons, 0.5, 1)
+  and small integer vectors (shapes, axes, paddings) every Keras graph holds are free. These join
+  `total_params`.
+- `macs`: multiply-accumulates of one image, counted while the frozen graph runs on one image, so an
+  operation inside a loop counts once per iteration: Conv2D/Conv3D (output values x window x input
+  channels), DepthwiseConv2dNative (output values x window), Conv2DBackpropInput (input values x
+  window x output channels), MatMul and BatchMatMul (output values x the summed axis). Other ops
+  (pooling, activations, additions, normalisation) cost none, as in bench.macs. The count needs the
+  graph as written: Grappler's remapper and oneDNN's fusions are off in this process (a fused
+  Conv2D + BiasAdd runs under the BiasAdd's name).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.status import INVALID, OK
+
+RESULT_FILE = "audit.json"
+SIGNATURE = "serving_default"
+# Scalars, and integer constants up to this many elements (shapes, axes, perms, paddings), are free.
+FREE_INTEGER_CONSTANT = 8
+# Operation names (tf.raw_ops) a scored model has no use for: files, Python, processes, output, the network.
+REFUSED_OPS = re.compile(
+    r"File|Reader|Save|Restore|Checkpoint|PyFunc|Dataset|Iterator|Summary|Print|Debug|Remote|Rpc|Collective|"
+    r"ImmutableConst|LoadAndRemap|GenerateVocab|InitializeTableFromText|Socket|Send$|Recv$"
+)
+PREDICT_BATCH = 1000
+
+
+def main(job_path: str) -> int:
+    started = time.perf_counter()
+    job = json.loads(Path(job_path).read_text())
+    import tensorflow as tf
+
+    if job.get("threads"):
+        tf.config.threading.set_intra_op_parallelism_threads(job["threads"])
+        tf.config.threading.set_inter_op_parallelism_threads(min(job["threads"], 2))
+    output = Path(job["output"])
+    images = {name: np.load(path, allow_pickle=False) for name, path in job["images"].items()}
+    record = audit(job["model"], images, output)
+    record["audit_seconds"] = round(time.perf_counter() - started, 3)
+    tmp = output / (RESULT_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, allow_nan=False))
+    os.replace(tmp, output / RESULT_FILE)
+    return 0
+
+
+def audit(model_dir: str | Path, images: dict[str, np.ndarray], output: str | Path) -> dict:
+    """Check, count and run the SavedModel in `model_dir`; predictions for each of `images` go to `output`.
+
+    Returns the audit's record: status OK or INVALID, message, and (when OK) total_params,
+    trainable_params, embedded_constants, macs, notes.
+    """
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(model_dir))
+    except Exception as error:
+        return _invalid(f"the exported model could not be loaded: {_first_line(error)}")
+    function = getattr(loaded, "signatures", {}).get(SIGNATURE)
+    if function is None or len(function.structured_input_signature[1]) != 1:
+        return _invalid("the export has no serving signature taking one batch of images: export with model.export(path)")
+    graph_def = function.graph.as_graph_def()
+    nodes = [*graph_def.node, *(node for f in graph_def.library.function for node in f.node_def)]
+    refused = sorted({node.op for node in nodes if REFUSED_OPS.search(node.op)})
+    if refused:
+        return _invalid(f"the model's graph uses operation(s) {', '.join(refused)}, which read or write files, call Python "
+                        "or reach outside the model: a scored model may only compute on its input")
+    variables = {id(v): v for v in function.variables}
+    total = sum(int(np.prod(v.shape)) for v in variables.values())
+    trainable = sum(int(np.prod(v.shape)) for v in variables.values() if v.trainable)
+    constants = sum(_counted_constant(node) for node in nodes if node.op == "Const")
+    notes = []
+    if constants:
+        notes.append(f"{constants:,} numbers are embedded in the graph as constants and count as parameters")
+    macs, uncounted = count_macs(function, images)
+    if uncounted:
+        notes.append(f"MACs leave out operation(s) {', '.join(uncounted)} (their shapes were not known)")
+    (input_name, spec), = function.structured_input_signature[1].items()
+    output_dir = Path(output)
+    for name, array in images.items():
+        predictions = [np.argmax(_as_array(function(**{input_name: tf.constant(array[i:i + PREDICT_BATCH], dtype=spec.dtype)})), axis=-1)
+                       for i in range(0, len(array), PREDICT_BATCH)]
+        np.save(output_dir / f"{name}_predictions.npy", np.concatenate(predictions).astype("int64") if predictions else np.zeros(0, "int64"))
+    return {"status": OK, "message": "", "total_params": int(total + constants), "trainable_params": int(trainable),
+            "embedded_constants": int(constants), "macs": macs, "notes": notes}
+
+
+def _counted_constant(node) -> int:
+    from tensorflow.python.framework import tensor_util
+
+    value = tensor_util.MakeNdarray(node.attr["value"].tensor)
+    if value.ndim == 0:
+        return 0
+    if np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.complexfloating) or value.size > FREE_INTEGER_CONSTANT:
+        return int(value.size)
+    return 0
+
+
+def count_macs(function, images: dict[str, np.ndarray]) -> tuple[int | None, list[str]]:
+    """(MACs of one image, op types whose cost could not be read) from one traced run of the frozen graph."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import rewriter_config_pb2
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    sample = next((array[:1] for array in images.values() if len(array)), None)
+    if sample is None:
+        return None, []
+    frozen = convert_variables_to_constants_v2(function)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(frozen.graph.as_graph_def(), name="")
+    metadata = tf.compat.v1.RunMetadata()
+    # Grappler would fuse ops (MatMul + BiasAdd into _FusedMatMul) under other names; count the graph as written.
+    session_config = tf.compat.v1.ConfigProto()
+    session_config.graph_options.rewrite_options.remapping = rewriter_config_pb2.RewriterConfig.OFF
+    with tf.compat.v1.Session(graph=graph, config=session_config) as session:
+        session.run([t.name for t in frozen.outputs], {frozen.inputs[0].name: sample.astype(frozen.inputs[0].dtype.as_numpy_dtype)},
+                    options=tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE), run_metadata=metadata)
+    runs, shapes = collections.Counter(), {}
+    for device in metadata.step_stats.dev_stats:
+        for stats in device.node_stats:
+            runs[stats.node_name] += 1
+            if stats.output:
+                shapes[stats.node_name] = [d.size for d in stats.output[0].tensor_description.shape.dim]
+    total, uncounted = 0, set()
+    for op in graph.get_operations():
+        if runs[op.name] and op.type in MAC_OPS:
+            macs = MAC_OPS[op.type](op, shapes.get(op.name))
+            if macs is None:
+                uncounted.add(op.type)
+            else:
+                total += macs * runs[op.name]
+    return int(total), sorted(uncounted)
+
+
+def _static(tensor) -> list[int] | None:
+    shape = tensor.shape
+    return None if shape.rank is None or any(d is None for d in shape.as_list()) else shape.as_list()
+
+
+def _window_macs(op, out, kernel_axes_used) -> int | None:
+    kernel = _static(op.inputs[1])
+    if out is None or kernel is None:
+        return None
+    return math.prod(out) * math.prod(kernel[:kernel_axes_used])
+
+
+def _conv_transpose_macs(op, out) -> int | None:
+    kernel, values = _static(op.inputs[1]), _static(op.inputs[2])  # inputs: output shape, filter, the layer's input
+    if kernel is None or values is None:
+        return None
+    return math.prod(values) * math.prod(kernel[:-1])  # each input value spreads over window x output channels
+
+
+def _matmul_macs(op, out) -> int | None:
+    """Output values x the summed axis (the batch axis of `out` is 1: one image)."""
+    a = op.inputs[0].shape
+    transposed = any(op.node_def.attr[k].b for k in ("transpose_a", "adj_x") if k in op.node_def.attr)
+    summed = a.as_list()[-2 if transposed else -1] if a.rank else None
+    if out is None or summed is None:
+        return None
+    return math.prod(out) * summed
+
+
+MAC_OPS = {
+    "Conv2D": lambda op, out: _window_macs(op, out, 3),  # kernel (h, w, in, out): window x input channels
+    "Conv3D": lambda op, out: _window_macs(op, out, 4),
+    "DepthwiseConv2dNative": lambda op, out: _window_macs(op, out, 2),  # kernel (h, w, in, multiplier)
+    "Conv2DBackpropInput": _conv_transpose_macs,
+    "MatMul": _matmul_macs,
+    "BatchMatMul": _matmul_macs,
+    "BatchMatMulV2": _matmul_macs,
+    "BatchMatMulV3": _matmul_macs,
+}
+
+
+def _as_array(outputs) -> np.ndarray:
+    if isinstance(outputs, dict):
+        outputs = next(iter(outputs.values()))
+    return np.asarray(outputs)
+
+
+def _invalid(message: str) -> dict:
+    return {"status": INVALID, "message": message}
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # oneDNN's graph pass fuses Conv2D + BiasAdd into one node named after the BiasAdd, which hides the
+    # convolution from count_macs; it is read once, when TensorFlow loads, so it is set before the import.
+    os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    raise SystemExit(main(sys.argv[1]))

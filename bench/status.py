@@ -1,0 +1,23 @@
+"""A run's outcome, in one place: every stage reports one of these, with a message saying what to change.
+
+- OK: trained, exported, audited and scored.
+- FAILED: the entry's code raised, training diverged, or a limit stopped it (memory, processes);
+  retried by the next evaluation, since it may depend on the machine.
+- TIMEOUT: the run passed the challenge's `time_limit`; retried too.
+- OVER_BUDGET: more parameters than `max_params` (counted before training, and again from the export).
+- INVALID: the file breaks the contract (no factory, wrong shapes, bad TRAINING, a model that cannot be
+  exported or whose graph uses file or system operations); the same file always gets the same verdict.
+"""
+
+OK, FAILED, TIMEOUT, OVER_BUDGET, INVALID = "OK", "FAILED", "TIMEOUT", "OVER_BUDGET", "INVALID"
+STATUSES = (OK, FAILED, TIMEOUT, OVER_BUDGET, INVALID)
+# Decided by the file alone, so the same cache key gets the same verdict: kept by the cache.
+CACHED_STATUSES = (OK, INVALID, OVER_BUDGET)
+
+
+class EntryProblem(Exception):
+    """Something in the submission the person must change; carries the status to report."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status

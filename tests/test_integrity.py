@@ -1,0 +1,273 @@
+"""Scores nobody can forge: entries that try, as a student after a better grade would, each end with the
+score their model earns (or a clear status), and nothing they can reach decides a number on the board.
+
+The cases in tests/cases/ are the files that broke the harness before it trained in a sandbox and
+scored the exported model (issue 13); each has an honest twin here that must score exactly the same.
+All entries are evaluated once, on digits, with one seed and two epochs, two at a time, in bubblewrap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bench
+from bench import cli, config, data, sandbox
+
+CASES = Path(__file__).parent / "cases"
+BENCH_DIR = Path(bench.__file__).resolve().parent
+FLAGS = ["--dataset", "digits", "--validation-size", "300", "--seeds", "1", "--epochs", "2", "--sandbox", "required"]
+
+SOFTMAX_REGRESSION = '''
+import keras
+
+def build_model(input_shape, num_classes):
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Flatten()(inputs)
+    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs)
+'''
+
+# Each looks for a way out of the sandbox and raises, naming what it found, when there is one:
+# so an OK status means it found nothing. {paths} are filled in with this test's real paths.
+PROBES = {
+    "harness_rewriter": '''
+        import os, bench
+        from pathlib import Path
+        def build_model(input_shape, num_classes):
+            found = []
+            for target in [Path(bench.__file__).parent / "train.py", Path({bench_dir!r}) / "audit.py", Path({rival!r})]:
+                try:
+                    with open(target, "a"):  # opening to append changes nothing, but proves the file is writable
+                        found.append(f"{{target}} is writable")
+                except OSError:
+                    pass
+            if found:
+                raise RuntimeError("; ".join(found))
+            return small(input_shape, num_classes)
+    ''',
+    "proc_hunter": '''
+        import os
+        from pathlib import Path
+        def build_model(input_shape, num_classes):
+            found = []
+            for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+                for part in ("cmdline", "environ"):
+                    try:
+                        text = Path(f"/proc/{{pid}}/{{part}}").read_bytes().decode(errors="replace")
+                    except OSError:
+                        continue
+                    if "test-set" in text or "BENCH_TEST_SET" in text or "hidden" in text:
+                        found.append(f"/proc/{{pid}}/{{part}} names the hidden test set")
+            for secret in ({hidden!r}, {dataset!r}, {submissions!r}, {results!r}):
+                if os.path.exists(secret):
+                    found.append(f"{{secret}} is visible")
+            if len([p for p in os.listdir("/proc") if p.isdigit()]) > 8:
+                found.append("sees the machine's processes")
+            if found:
+                raise RuntimeError("; ".join(found))
+            return small(input_shape, num_classes)
+    ''',
+    "network_caller": '''
+        import socket
+        def build_model(input_shape, num_classes):
+            try:
+                socket.create_connection(("127.0.0.1", 22), timeout=2).close()
+                reachable = True
+            except OSError:
+                reachable = False
+            interfaces = [name for _, name in socket.if_nameindex()]
+            if reachable or any(name != "lo" for name in interfaces):
+                raise RuntimeError(f"network reachable: {{interfaces}}")
+            return small(input_shape, num_classes)
+    ''',
+    # A graph that reads a file when it runs: the audit refuses it before running it.
+    "file_reader": '''
+        import keras, tensorflow as tf
+        def build_model(input_shape, num_classes):
+            inputs = keras.Input(input_shape)
+            peek = keras.layers.Lambda(lambda x: x + 0.0 * tf.cast(tf.strings.length(tf.io.read_file("/etc/hostname")), "float32"))
+            x = keras.layers.Flatten()(peek(inputs))
+            return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
+    ''',
+}
+SMALL = '''
+import keras
+def small(input_shape, num_classes):
+    return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(), keras.layers.Dense(num_classes, activation="softmax")])
+'''
+
+
+def sha256_tree(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*.py")) if "__pycache__" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, mnist_dir):
+    """Every case and probe evaluated once with a hidden test set; (folder, records by entry, exit code, harness hashes)."""
+    tmp = tmp_path_factory.mktemp("integrity")
+    folder = tmp / "submissions"
+    folder.mkdir()
+    for name in ("fc_07_frame_walker", "fc_10_partly_built", "fc_11_constant_templates", "fc_22_forged_record"):
+        shutil.copy(CASES / f"{name}.py", folder)
+    (folder / "honest_twin.py").write_text('"""The softmax regression of fc_07 and fc_22, without the tricks."""\n' + SOFTMAX_REGRESSION)
+    (folder / "rival.py").write_text('"""Another student\'s file."""\n' + SOFTMAX_REGRESSION)
+    digits = data.load("digits")
+    hidden = tmp / "outside_the_repo" / "hidden.npz"
+    hidden.parent.mkdir()
+    np.savez(hidden, x_test=(digits.x_test * 16).round().astype("uint8"), y_test=digits.y_test)
+    paths = {"bench_dir": str(BENCH_DIR), "rival": str(folder / "rival.py"), "hidden": str(hidden),
+             "dataset": str(Path(mnist_dir) / "mnist.npz"), "submissions": str(folder), "results": str(tmp / "results")}
+    for name, source in PROBES.items():
+        (folder / f"{name}.py").write_text(f'"""Probe: {name}."""\n' + SMALL + textwrap.dedent(source.format(**paths)))
+    harness_before, rival_before = sha256_tree(BENCH_DIR), (folder / "rival.py").read_bytes()
+    os.environ[config.TEST_SET_ENV] = str(hidden)
+    try:
+        code = cli.main(["evaluate", str(folder), *FLAGS, "--jobs", "2", "--test-set", str(hidden), "--max-params", "5000",
+                         "--results", str(tmp / "results"), "--leaderboard", str(tmp / "board.md")])
+    finally:
+        del os.environ[config.TEST_SET_ENV]
+    records = {p.parent.name: json.loads(p.read_text()) for p in (tmp / "results" / "digits").glob("*/seed0.json")}
+    assert sha256_tree(BENCH_DIR) == harness_before and (folder / "rival.py").read_bytes() == rival_before
+    return {"tmp": tmp, "records": records, "code": code}
+
+
+def test_every_run_trained_in_bubblewrap(evaluated):
+    assert evaluated["code"] == 0
+    assert {r["sandbox"] for r in evaluated["records"].values()} == {"bubblewrap"}
+
+
+def test_a_forged_result_file_scores_what_its_model_earns(evaluated):
+    """fc_22 rewrites its result file at exit: the harness takes no number from that file."""
+    forged, twin = evaluated["records"]["fc_22_forged_record"], evaluated["records"]["honest_twin"]
+    assert forged["status"] == twin["status"] == "OK"
+    assert forged["test_accuracy"] == twin["test_accuracy"] < 0.99
+
+
+def test_the_frame_walker_finds_no_test_split_and_scores_as_its_twin(evaluated):
+    """fc_07 walks the stack for x_test/y_test and patches predict(): training never holds them, and predict() is not what scores."""
+    walker, twin = evaluated["records"]["fc_07_frame_walker"], evaluated["records"]["honest_twin"]
+    assert walker["status"] == "OK"
+    assert walker["test_accuracy"] == twin["test_accuracy"]
+
+
+def test_the_harness_and_other_entries_cannot_be_rewritten(evaluated):
+    record = evaluated["records"]["harness_rewriter"]
+    assert record["status"] == "OK", record["message"]
+
+
+def test_no_process_outside_the_sandbox_no_hidden_set_no_dataset_and_no_checkout_is_visible(evaluated):
+    record = evaluated["records"]["proc_hunter"]
+    assert record["status"] == "OK", record["message"]
+
+
+def test_there_is_no_network(evaluated):
+    record = evaluated["records"]["network_caller"]
+    assert record["status"] == "OK", record["message"]
+
+
+def test_a_graph_that_reads_files_is_invalid(evaluated):
+    record = evaluated["records"]["file_reader"]
+    assert record["status"] == "INVALID"
+    assert "ReadFile" in record["message"] and "files" in record["message"]
+
+
+def test_a_partly_built_subclassed_model_counts_every_weight(evaluated):
+    """fc_10 builds its head in __init__ and its body on first call: 19,210 weights, over a 5,000 budget."""
+    record = evaluated["records"]["fc_10_partly_built"]
+    assert record["status"] == "OVER_BUDGET"
+    assert "19,210 parameters" in record["message"] and "5,000" in record["message"]
+
+
+def test_a_fitted_table_kept_as_a_constant_counts_as_parameters(evaluated):
+    """fc_11 keeps 640 class means and 10 biases as graph constants, beside one trainable weight."""
+    record = evaluated["records"]["fc_11_constant_templates"]
+    assert record["status"] == "OK"
+    assert record["embedded_constants"] == 650 and record["total_params"] == 651 and record["trainable_params"] == 1
+
+
+def test_the_hidden_test_set_is_scored(evaluated):
+    records = evaluated["records"]
+    assert all("hidden.npz" in r["test_set"] for r in records.values() if r["status"] == "OK")
+
+
+VANDAL = '''"""Writes into the records of the run beside it, then trains as usual."""
+import time
+from pathlib import Path
+import keras
+RESULTS = Path({results!r})
+
+def build_model(input_shape, num_classes):
+    time.sleep(2)  # the honest run beside it is in flight by now
+    for record in RESULTS.rglob("*.json"):
+        record.write_text("{{}}")
+    (RESULTS / "planted.json").write_text("{{}}")
+    return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(), keras.layers.Dense(num_classes, activation="softmax")])
+'''
+
+
+@pytest.mark.parametrize("mode", ["required", "off"])
+def test_a_vandal_beside_an_honest_run_is_the_one_that_fails(tmp_path, mode, capsys):
+    """Two runs at once: the vandal writes into results/ while the honest run trains. In the sandbox it
+    cannot reach them; without one its change is undone and the two train again one at a time."""
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    results_dir = tmp_path / "results"
+    (results_dir / "digits" / "earlier" / "").mkdir(parents=True)
+    earlier = results_dir / "digits" / "earlier" / "seed0.json"
+    earlier.write_text(json.dumps({"entry": "earlier", "status": "OK", "test_accuracy": 0.5, "seed": 0}))
+    (folder / "honest.py").write_text('"""Honest."""\n' + SOFTMAX_REGRESSION.replace("import keras", "import keras, time"))
+    (folder / "vandal.py").write_text(VANDAL.format(results=str(results_dir)))
+    cli.main(["evaluate", str(folder), *FLAGS[:-1], mode, "--jobs", "2",
+              "--results", str(results_dir), "--leaderboard", str(tmp_path / "board.md")])
+    records = {name: json.loads((results_dir / "digits" / name / "seed0.json").read_text()) for name in ("honest", "vandal")}
+    assert records["honest"]["status"] == "OK"
+    assert records["vandal"]["status"] == "FAILED"
+    assert json.loads(earlier.read_text())["test_accuracy"] == 0.5
+    assert not (results_dir / "planted.json").exists()
+
+
+def test_required_without_bubblewrap_stops_before_any_work(tmp_path, write_entry, monkeypatch, capsys):
+    path = write_entry("honest", SOFTMAX_REGRESSION)
+    monkeypatch.setenv("PATH", str(tmp_path / "no_bwrap_here"))
+    sandbox.unavailable.cache_clear()
+    try:
+        code = cli.main(["evaluate", str(path), *FLAGS, "--results", str(tmp_path / "results"), "--leaderboard", str(tmp_path / "board.md")])
+    finally:
+        sandbox.unavailable.cache_clear()
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "bubblewrap (bwrap) is not installed" in err and "apt-get install bubblewrap" in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_an_unprivileged_user_trains_in_the_sandbox(tmp_path):
+    """Most users are not root: the sandbox must work for them too (as root, the run drops to `nobody`)."""
+    work = Path(tempfile.mkdtemp(prefix="bench-unprivileged-"))
+    try:
+        (work / "submissions").mkdir()
+        (work / "submissions" / "honest.py").write_text('"""Honest."""\n' + SOFTMAX_REGRESSION)
+        for path in [work, *work.rglob("*")]:
+            path.chmod(path.stat().st_mode | stat.S_IRWXO | stat.S_IRWXG | stat.S_IRWXU)
+        command = [sys.executable, "-m", "bench", "evaluate", "submissions", *FLAGS, "--results", "results", "--leaderboard", "board.md"]
+        if os.geteuid() == 0:
+            command = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *command]
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(BENCH_DIR.parent), "HOME": str(work)}
+        done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        record = json.loads((work / "results" / "digits" / "honest" / "seed0.json").read_text())
+        assert record["status"] == "OK" and record["sandbox"] == "bubblewrap", record["message"]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

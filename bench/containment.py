@@ -312,7 +312,8 @@ def _end_time(text: str) -> float | None:
 
 # Longer than any one run between two checks (the time limit is per run), so no end is missed.
 MARK_KEPT_SECONDS = 7 * 24 * 3600
-WRITERS = Path(tempfile.gettempdir()) / "bench-writers"
+# One folder per user: a folder another account created is not writable here.
+WRITERS = Path(tempfile.gettempdir()) / f"bench-writers-{os.getuid()}"
 
 
 def _folder_key(results_dir: str | Path) -> str:

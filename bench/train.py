@@ -190,6 +190,8 @@ def build(module, x_train: np.ndarray, num_classes: int, build_kwargs: dict, hyp
     try:
         model(x_train[:SAMPLE_BATCH], training=False)
     except Exception as error:
+        if "shape" not in str(error).lower():
+            raise  # the entry's own error, reported as FAILED with its traceback (explain)
         raise EntryProblem(
             INVALID,
             f"the model does not accept this dataset's images, shape {input_shape}: "

@@ -61,20 +61,24 @@ DENSE_ENTRY = '''
 TINY = {"dataset": "digits", "validation_size": 300, "max_epochs": 2, "max_params": 50_000}
 
 
-def run_in_process(path, mode="train", **settings):
-    """The partial record of one run of the entry at `path`, every stage in this process."""
+def run_in_process(path, mode="train", build_kwargs=None, job_extra=None, **settings):
+    """The partial record of one run of the entry at `path`, every stage in this process.
+
+    `settings` override TINY's challenge settings; `job_extra` adds keys to the training job (e.g. monitor)."""
+    import tempfile
+
     import numpy as np
 
     from bench import audit, config, runner, train
 
     challenge = config.from_dict({**TINY, **settings})
     prepared = runner.inputs(challenge, with_test=(mode == "train"))
-    work = path.parent.parent / f"run_{path.stem}"
-    (work / "train").mkdir(parents=True, exist_ok=True)
-    (work / "audit").mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"run_{path.stem}_", dir=path.parent.parent))
+    (work / "train").mkdir()
+    (work / "audit").mkdir()
     job = {"mode": mode, "submission": str(path), "entry": path.stem, "seed": 0, "num_classes": prepared.num_classes,
-           "challenge": config.to_dict(challenge), "build_kwargs": {}, "eval_kwargs": {},
-           "input": str(prepared.folder), "output": str(work / "train")}
+           "challenge": config.to_dict(challenge), "build_kwargs": build_kwargs or {}, "eval_kwargs": {},
+           "input": str(prepared.folder), "output": str(work / "train"), **(job_extra or {})}
     claims = train.run_job(job)
     if claims["status"] != "OK":
         return claims

@@ -4,12 +4,9 @@ bench.audit counts and predicts from the export, and the runner's score() turns 
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from bench import audit, config, runner, train
-from conftest import DENSE_ENTRY, TINY, run_in_process as run
-
+from conftest import DENSE_ENTRY, run_in_process as run
 
 
 def test_factory_taking_shape_and_classes_trains_and_scores(write_entry):

@@ -159,3 +159,49 @@ def test_entries_above_one_seed_above_train_seed_0_only_and_a_rerun_trains_nothi
     assert cli.main(command) == 0
     out = capsys.readouterr().out
     assert "start" not in out and out.count("cached") == 3
+
+
+SLEEPER = '''
+    import os, time, keras
+    def build_model(input_shape, num_classes):
+        with open({pid_file!r}, "w") as handle:  # sandbox off in this test: the entry may write here
+            handle.write(str(os.getpid()))
+        time.sleep(600)
+'''
+
+
+def test_ctrl_c_stops_the_runs_in_flight_at_once_and_keeps_finished_records(tmp_path, write_entry):
+    """Ctrl-C while a quick entry has finished and a slow one trains: 'stopping' at once, the slow worker
+    ended, the quick record kept, the slow run left for next time (no record), exit status 130."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    pid_file = tmp_path / "sleeper.pid"
+    quick = write_entry("quick", TINY_ENTRY)
+    slow = write_entry("slow", SLEEPER.format(pid_file=str(pid_file)))
+    command = [sys.executable, "-m", "bench", "evaluate", str(quick), str(slow), "--jobs", "2", "--sandbox", "off",
+               "--dataset", "digits", "--validation-size", "300", "--seeds", "1", "--epochs", "1",
+               "--results", str(tmp_path / "results"), "--leaderboard", str(tmp_path / "board.md")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               cwd=Path(__file__).resolve().parent.parent)
+    quick_record = tmp_path / "results" / "digits" / "quick" / "seed0.json"
+    deadline = time.monotonic() + 240
+    while not (quick_record.exists() and pid_file.exists()) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+    assert quick_record.exists() and pid_file.exists(), "the quick run should finish while the slow one sleeps"
+    sleeper = int(pid_file.read_text())
+
+    process.send_signal(signal.SIGINT)  # a terminal's Ctrl-C reaches the evaluate process
+    interrupted = time.monotonic()
+    output, _ = process.communicate(timeout=60)
+    ended_after = time.monotonic() - interrupted
+    assert process.returncode == 130, output
+    assert "stopping" in output and "interrupted" in output
+    assert ended_after < 30, f"took {ended_after:.0f} s to stop"  # generous: the slow run would sleep 600 s
+    status = Path(f"/proc/{sleeper}/status")
+    assert not status.exists() or "State:\tZ" in status.read_text(), "the slow entry's worker is still running"
+    assert json.loads(quick_record.read_text())["status"] == "OK"
+    assert not (tmp_path / "results" / "digits" / "slow").exists() or not list((tmp_path / "results" / "digits" / "slow").glob("seed*.json"))

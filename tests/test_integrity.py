@@ -97,7 +97,7 @@ PROBES = {
         import keras, tensorflow as tf
         def build_model(input_shape, num_classes):
             inputs = keras.Input(input_shape)
-            peek = keras.layers.Lambda(lambda x: x + 0.0 * tf.cast(tf.strings.length(tf.io.read_file("/etc/hostname")), "float32"))
+            peek = keras.layers.Lambda(lambda x: x + 0.0 * tf.cast(tf.strings.length(tf.io.read_file(__file__)), "float32"))
             x = keras.layers.Flatten()(peek(inputs))
             return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
     ''',

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from bench import config, macs, train
+from bench import macs
 from bench.train import import_submission
 from conftest import DENSE_ENTRY, run_in_process
 

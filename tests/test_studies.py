@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import textwrap
 
 import keras
 import pytest
 
-from bench import cli, config, discover, results, studies, train
+from bench import cli, config, discover, results, studies
+from conftest import run_in_process
 
 SHARED_DENSE = '''
     """A dense layer applied `repeats` times with shared weights."""
@@ -170,22 +170,18 @@ def test_a_second_sweep_under_the_same_name_adds_a_part_and_a_repeated_one_repla
 
 # ---- training: records, the monitor, deploy-time arguments ---------------------------------------------
 
-def run_in_process(path, tmp_path, build_kwargs=None, monitor=None):
-    challenge = config.from_dict({"dataset": "digits", "validation_size": 300, "max_epochs": 1, "results": str(tmp_path)})
-    job = {"mode": "train", "submission": str(path), "entry": path.stem, "seed": 0, "challenge": config.to_dict(challenge),
-           "build_kwargs": build_kwargs or {}, "eval_kwargs": {}, "output": str(tmp_path / "out.json")}
-    if monitor:
-        job["monitor"] = monitor
+def run_once(path, build_kwargs, monitor=None):
+    """One seed-0 epoch of the entry on digits, every stage in this process."""
     keras.utils.set_random_seed(0)
-    return train.run_job(job)
+    return run_in_process(path, build_kwargs=build_kwargs, job_extra={"monitor": monitor} if monitor else None, max_epochs=1)
 
 
 def test_monitor_records_layers_every_n_steps_and_shows_vanishing_gradients(write_entry, tmp_path):
     entry = write_entry("deep", DEEP_DENSE)
     small = {"init": "random_uniform"}  # keras' default range, +-0.05: far too small for 8 layers of 16 units
-    plain = run_in_process(entry, tmp_path, small)
-    uniform = run_in_process(entry, tmp_path, small, monitor=10)
-    he = run_in_process(entry, tmp_path, {"init": "he_normal"}, monitor=10)
+    plain = run_once(entry, small)
+    uniform = run_once(entry, small, monitor=10)
+    he = run_once(entry, {"init": "he_normal"}, monitor=10)
     assert uniform["status"] == he["status"] == "OK", (uniform["message"], he["message"])
 
     data = uniform["monitor"]

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_run_flags(evaluate)
     evaluate.add_argument("--force", action="store_true", help="retrain even when an OK record with the same cache key exists")
     evaluate.add_argument("--strict", action="store_true", help="exit non-zero when any entry is not OK")
+    evaluate.add_argument("--smoke", action="store_true",
+                          help="a short run that shows each entry learns, with [tool.bench.smoke]'s settings (default: 1 seed, "
+                               "2 epochs, 5,000 training and 2,000 test images, a 0.2 validation split); other flags still apply")
     evaluate.add_argument("--shard", type=parse_shard, metavar="I/N",
                           help="evaluate only the I-th of N equal shares of the entries (name order), e.g. one CI job each")
     evaluate.add_argument("--jobs", type=int, help="entries trained at once, one TensorFlow thread each (default: the number of cores)")
@@ -138,7 +141,7 @@ def tryout_destination(args, challenge: config.Challenge) -> config.Challenge:
     the runs produce and no --results/--leaderboard says where they go: a student's `evaluate FILE --epochs 5`
     leaves results/ and leaderboard.md as committed."""
     own = config.load(args.config)
-    changed = [name for name in TRYOUT_FLAGS if getattr(args, name, None) is not None and getattr(challenge, name) != getattr(own, name)]
+    changed = [name for name in TRYOUT_FLAGS if getattr(challenge, name) != getattr(own, name)]
     if not changed or args.results or args.leaderboard:
         return challenge
     shown = ", ".join(f"{name}={getattr(challenge, name)}" for name in changed)
@@ -212,7 +215,7 @@ def cmd_leaderboard(args) -> int:
 
     challenge = config.load_challenge(args)
     if args.format != "markdown":
-        print(leaderboard.export(challenge, args.format))
+        print(leaderboard.export(challenge, args.format).rstrip("\n"))  # to_csv ends its text with a newline already
         return 0
     if args.check:
         expected = leaderboard.render_markdown_text(challenge)

@@ -8,6 +8,8 @@ import json
 import os
 from pathlib import Path
 
+from bench.data import DATASETS
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -21,6 +23,20 @@ class Callback:
     patience: int
     min_delta: float
     min_lr: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Smoke:
+    """`evaluate --smoke`: a short run that shows an entry learns (pull-request checks, try-outs).
+
+    Set in [tool.bench.smoke]; a limit above the dataset's size takes the whole split, and a fractional
+    validation size fits any dataset, so the defaults suit digits (1,437 training images) and MNIST alike."""
+    seeds: int = 1
+    max_epochs: int = 2
+    train_limit: int | None = 5000
+    test_limit: int | None = 2000
+    validation_size: int | float = 0.2
+    time_limit: float = 900.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +74,7 @@ class Challenge:
     # Where entries' code runs: "auto" (bubblewrap when it works here, else unsandboxed with a warning),
     # "required" (refuse to run without it) or "off" (a trusted machine). See bench.sandbox.
     sandbox: str = "auto"
+    smoke: Smoke = Smoke()
 
     def protocol(self) -> dict:
         """The settings that change what a training run produces: these make up the cache key.
@@ -67,7 +84,7 @@ class Challenge:
         """
         fields = dataclasses.asdict(self)
         for name in ("data_dir", "submissions", "results", "leaderboard", "seeds", "one_seed_above", "time_limit", "tiers",
-                     "memory_limit_mb", "test_set", "sandbox"):
+                     "memory_limit_mb", "test_set", "sandbox", "smoke"):
             fields.pop(name)
         return fields
 
@@ -89,6 +106,7 @@ def sha256_of_json(value) -> str:
 
 
 _CALLBACK_KEYS = {f.name for f in dataclasses.fields(Callback)}
+_SMOKE_KEYS = {f.name for f in dataclasses.fields(Smoke)}
 _TOP_KEYS = {f.name for f in dataclasses.fields(Challenge)}
 
 
@@ -120,6 +138,11 @@ def from_dict(table: dict, source: str = "config") -> Challenge:
             if extra:
                 raise ConfigError(f"{source}: [tool.bench.{name}] has unknown key(s) {sorted(extra)}")
             value = dataclasses.replace(default, **value)
+        elif name == "smoke":
+            extra = set(value) - _SMOKE_KEYS
+            if extra:
+                raise ConfigError(f"{source}: [tool.bench.smoke] has unknown key(s) {sorted(extra)}; known keys are {sorted(_SMOKE_KEYS)}")
+            value = dataclasses.replace(default, **value)
         elif name == "tiers":
             value = tuple(sorted(int(t) for t in value))
         elif isinstance(default, bool) or value is None:
@@ -149,7 +172,13 @@ def from_dict(table: dict, source: str = "config") -> Challenge:
     if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int) or memory < MIN_MEMORY_MB):
         raise ConfigError(f"{source}: memory_limit_mb must be a whole number of megabytes, at least {MIN_MEMORY_MB} "
                           f"(TensorFlow alone takes about 600 MB), got {memory!r}")
+    if challenge.smoke != defaults.smoke:  # its values must make a valid challenge too: checked here, once
+        from_dict({**{k: v for k, v in table.items() if k != "smoke"}, **_smoke_values(challenge.smoke)}, f"{source} [tool.bench.smoke]")
     return challenge
+
+
+def _smoke_values(smoke: Smoke) -> dict:
+    return {k: v for k, v in dataclasses.asdict(smoke).items() if v is not None}
 
 
 def to_dict(challenge: Challenge) -> dict:
@@ -166,14 +195,15 @@ def add_run_flags(parser, with_paths: bool = True) -> None:
     the records made under the settings it is given, so render with the flags you evaluated with."""
     if with_paths:
         parser.add_argument("paths", nargs="*", help="submission files or folders (default: the submissions folder)")
-    parser.add_argument("--dataset", help="mnist, fashion_mnist or digits")
+    parser.add_argument("--dataset", choices=DATASETS, help="the dataset (default: [tool.bench] dataset, mnist)")
     parser.add_argument("--data-dir", help="folder with mnist.npz or the four IDX files (or set BENCH_DATA_DIR)")
-    parser.add_argument("--seeds", type=int)
-    parser.add_argument("--epochs", type=int, dest="max_epochs", help="epoch cap for every entry")
-    parser.add_argument("--time-limit", type=float, help="seconds per entry and seed")
-    parser.add_argument("--max-params", type=int)
+    parser.add_argument("--seeds", type=int, help="seeds per entry, 0..N-1 (default: [tool.bench] seeds, 3)")
+    parser.add_argument("--epochs", type=int, dest="max_epochs", help="epoch cap for every entry (default: [tool.bench] max_epochs, 1000)")
+    parser.add_argument("--time-limit", type=float, help="seconds per entry and seed (default: [tool.bench] time_limit, 3600)")
+    parser.add_argument("--max-params", type=int, help="parameter budget; larger entries are OVER_BUDGET (default: [tool.bench] max_params)")
     parser.add_argument("--validation-size", type=_count_or_fraction, metavar="N|F",
-                        help="validation images carved out of the training split: a count (5000) or a fraction (0.1)")
+                        help="validation images carved out of the training split: a count (5000) or a fraction (0.1) "
+                             "(default: [tool.bench] validation_size, 5000)")
     parser.add_argument("--train-limit", type=int, help="train on the first N training images only (smoke runs)")
     parser.add_argument("--test-limit", type=int, help="score on the first N test images only (smoke runs)")
     parser.add_argument("--test-set", help="hidden test set: an .npz with x_test, y_test kept out of the repository (or BENCH_TEST_SET)")
@@ -193,5 +223,9 @@ def _count_or_fraction(text: str) -> int | float:
 
 
 def load_challenge(args) -> Challenge:
-    """The challenge of `args.config`'s [tool.bench], with the run flags given in `args` applied."""
-    return load(args.config, **{name: getattr(args, name, None) for name in RUN_FLAGS})
+    """The challenge of `args.config`'s [tool.bench], with the run flags given in `args` applied
+    (after [tool.bench.smoke]'s values when `args.smoke` is set)."""
+    flags = {name: getattr(args, name, None) for name in RUN_FLAGS}
+    if getattr(args, "smoke", False):
+        flags = {**_smoke_values(load(args.config).smoke), **{k: v for k, v in flags.items() if v is not None}}
+    return load(args.config, **flags)

@@ -142,3 +142,18 @@ def test_leaderboard_check_fails_on_a_stale_or_missing_board(tmp_path, capsys):
     assert cli.main([*board_args(tmp_path), "--check"]) == 1
     err = capsys.readouterr().err
     assert "differs from what the records in" in err and "run `python -m bench leaderboard` and commit the result" in err
+
+
+@pytest.mark.parametrize("flags", [["--dataset", "digits"], ["--train-limit", "5000"]])
+def test_a_validation_size_that_does_not_fit_is_one_error_before_any_worker(tmp_path, write_entry, capsys, flags, mnist_dir):
+    """The default 5,000 validation images do not fit digits' 1,437 (or 5,000) training images: one message,
+    exit status 2, no worker, no record, no board (it once started 33 workers and wrote an empty board)."""
+    write_entry("dense", DENSE_ENTRY)
+    code = cli.main(["evaluate", str(tmp_path / "submissions"), *flags, "--data-dir", mnist_dir,
+                     "--results", str(tmp_path / "results"), "--leaderboard", str(tmp_path / "board.md")])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.count("error: validation_size=5000 does not fit") == 1
+    assert "or a fraction such as 0.1" in captured.err
+    assert "start" not in captured.out
+    assert not (tmp_path / "results").exists() and not (tmp_path / "board.md").exists()

@@ -86,7 +86,7 @@ def test_pull_requests_are_checked_read_only_without_secrets():
     checkout = next(step for _, step in steps(workflow) if step.get("uses", "").startswith("actions/checkout"))
     assert checkout["with"]["persist-credentials"] is False
     text = "\n".join(scripts(workflow))
-    for command in ("python -m bench check", "python -m bench evaluate --strict", "python -m bench leaderboard --check",
+    for command in ("python -m bench check", "python -m bench evaluate --smoke --strict", "python -m bench leaderboard --check",
                     "GITHUB_STEP_SUMMARY"):
         assert command in text
     # The changed file names travel NUL-separated through a file, never through an expression.
@@ -133,3 +133,23 @@ def test_every_job_that_runs_entries_installs_bubblewrap_before_it_does(name):
         runs_entries = [i for i, script in enumerate(scripts) if "bench evaluate" in script or "bench check" in script]
         installs = [i for i, script in enumerate(scripts) if "apt-get install -y bubblewrap" in script]
         assert not runs_entries or (installs and installs[0] < runs_entries[0])
+
+
+def test_the_pull_request_smoke_command_works_on_a_digits_challenge(tmp_path, monkeypatch, write_entry):
+    """The workflow's own smoke command, run on a course whose [tool.bench] is digits (1,437 training images):
+    its settings come from the challenge, so a student's pull request passes there as on MNIST."""
+    smoke = next(step["run"] for _, step in steps(load("pull-request.yml")) if step.get("name") == "Smoke evaluation")
+    (command,) = bench_commands(smoke)
+    entry = write_entry("student", """
+        import keras
+        def build_model(input_shape, num_classes):
+            return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
+                                     keras.layers.Dense(num_classes, activation="softmax")])
+    """)
+    (tmp_path / "pyproject.toml").write_text('[tool.bench]\ndataset = "digits"\nvalidation_size = 300\n')
+    monkeypatch.chdir(tmp_path)
+    command = [part.replace(SAMPLE_ENV["RUNNER_TEMP"], str(tmp_path / "runner")) for part in command]
+    assert cli.main([*command, str(entry)]) == 0  # --strict: non-zero unless the entry is OK
+    board = (tmp_path / "runner" / "smoke" / "board.md").read_text()
+    assert "student" in board and "digits" in board
+    assert not (tmp_path / "results").exists() and not (tmp_path / "leaderboard.md").exists()

@@ -25,6 +25,10 @@ EXPECTED_STATUS = {
     "hard_coded_shape": "INVALID",
     "misspelt_training": "INVALID",
     "too_big": "OVER_BUDGET",
+    "other_argument_names": "INVALID",
+    "logits_without_flag": "INVALID",
+    "misspelt_optimizer": "INVALID",
+    "keras2_backend": "FAILED",
 }
 LINE = re.compile(r"^(?P<status>[A-Z_]+)\s+(?P<entry>\w+)\s+(?:[\d,]+ params)?\s+(?:[\d,]+ MACs)?\s+(?P<message>.+)$")
 

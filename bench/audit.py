@@ -15,16 +15,18 @@ What it counts, from the graph the serving function runs:
 - `total_params`: every variable the function reads, each once however often it is used (shared
   weights), and `trainable_params` those of them marked trainable;
 - `embedded_constants`: numbers baked into the graph as constants, so a table fitted on the training
-  images counts as the parameters it is. A constant counts in full when it is floating point and not
-  a scalar, or when it has more than FREE_INTEGER_CONSTANT elements: the scalars (epsilons, 0.5, 1)
-  and small integer vectors (shapes, axes, paddings) every Keras graph holds are free. These join
-  `total_params`.
-- `macs`: multiply-accumulates of one image, counted while the frozen graph runs on one image, so an
-  operation inside a loop counts once per iteration: Conv2D/Conv3D (output values x window x input
-  channels), DepthwiseConv2dNative (output values x window), Conv2DBackpropInput (input values x
-  window x output channels), MatMul and BatchMatMul (output values x the summed axis). Other ops
-  (pooling, activations, additions, normalisation) cost none, as in bench.macs. The count needs the
-  graph as written: Grappler's remapper and oneDNN's fusions are off in this process (a fused
+  images counts as the parameters it is: every element of a non-scalar floating-point constant or of an
+  integer constant of more than FREE_INTEGER_CONSTANT elements, a string constant's bytes / 4, and, of the
+  small constants every Keras graph holds (scalars such as epsilons, 0.5 and 1; shapes, axes, paddings),
+  every distinct element past the first FREE_SMALL_ELEMENTS. These join `total_params`. Ops that decode
+  strings into numbers are refused (REFUSED_OPS).
+- `macs`: multiply-accumulates per image, the mean over every image predicted: the frozen graph is
+  traced while it predicts, so what is counted is what produced the scored predictions (a branch chosen
+  by the input or the batch size, a loop's iterations, each once per run): Conv2D/Conv3D (output values x
+  window x input channels), DepthwiseConv2dNative (output values x window), Conv2DBackpropInput (input
+  values x window x output channels), MatMul and BatchMatMul (output values x the summed axis). Other ops
+  (pooling, activations, element-wise arithmetic, normalisation) cost none, as in bench.macs. The count
+  needs the graph as written: Grappler's remapper and oneDNN's fusions are off in this process (a fused
   Conv2D + BiasAdd runs under the BiasAdd's name).
 """
 
@@ -45,12 +47,17 @@ from bench.status import INVALID, OK
 
 RESULT_FILE = "audit.json"
 SIGNATURE = "serving_default"
-# Scalars, and integer constants up to this many elements (shapes, axes, perms, paddings), are free.
+# Scalars, and integer constants up to this many elements (shapes, axes, perms, paddings), are "small".
 FREE_INTEGER_CONSTANT = 8
+# Distinct small constants are free up to this many elements in all; each element past it counts.
+# The 15 committed board entries hold 4 to 44 (separable_697); a table cut into scalars does not fit.
+FREE_SMALL_ELEMENTS = 64
 # Operation names (tf.raw_ops) a scored model has no use for: files, Python, processes, output, the network.
 REFUSED_OPS = re.compile(
     r"File|Reader|Save|Restore|Checkpoint|PyFunc|Dataset|Iterator|Summary|Print|Debug|Remote|Rpc|Collective|"
-    r"ImmutableConst|LoadAndRemap|GenerateVocab|InitializeTableFromText|Socket|Send$|Recv$"
+    r"ImmutableConst|LoadAndRemap|GenerateVocab|InitializeTableFromText|Socket|Send$|Recv$|"
+    # Decoders turn a string constant (counted by its bytes, but easy to miss) back into numbers.
+    r"Decode|Parse|StringToNumber|Deserialize|Unbatch|Compress"
 )
 PREDICT_BATCH = 1000
 
@@ -97,54 +104,75 @@ def audit(model_dir: str | Path, images: dict[str, np.ndarray], output: str | Pa
     variables = {id(v): v for v in function.variables}
     total = sum(int(np.prod(v.shape)) for v in variables.values())
     trainable = sum(int(np.prod(v.shape)) for v in variables.values() if v.trainable)
-    constants = sum(_counted_constant(node) for node in nodes if node.op == "Const")
+    constants = counted_constants(node for node in nodes if node.op == "Const")
     notes = []
     if constants:
         notes.append(f"{constants:,} numbers are embedded in the graph as constants and count as parameters")
-    macs, uncounted = count_macs(function, images)
+    predictions, macs, uncounted = predict_and_count_macs(function, images)
     if uncounted:
         notes.append(f"MACs leave out operation(s) {', '.join(uncounted)} (their shapes were not known)")
-    (input_name, spec), = function.structured_input_signature[1].items()
     output_dir = Path(output)
-    for name, array in images.items():
-        predictions = [np.argmax(_as_array(function(**{input_name: tf.constant(array[i:i + PREDICT_BATCH], dtype=spec.dtype)})), axis=-1)
-                       for i in range(0, len(array), PREDICT_BATCH)]
-        np.save(output_dir / f"{name}_predictions.npy", np.concatenate(predictions).astype("int64") if predictions else np.zeros(0, "int64"))
+    for name, predicted in predictions.items():
+        np.save(output_dir / f"{name}_predictions.npy", predicted)
     return {"status": OK, "message": "", "total_params": int(total + constants), "trainable_params": int(trainable),
             "embedded_constants": int(constants), "macs": macs, "notes": notes}
 
 
-def _counted_constant(node) -> int:
+def counted_constants(nodes) -> int:
+    """Numbers held as graph constants that count as parameters (the rule in this module's docstring)."""
     from tensorflow.python.framework import tensor_util
 
-    value = tensor_util.MakeNdarray(node.attr["value"].tensor)
-    if value.ndim == 0:
-        return 0
-    if np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.complexfloating) or value.size > FREE_INTEGER_CONSTANT:
-        return int(value.size)
-    return 0
+    counted, small = 0, set()
+    for node in nodes:
+        value = tensor_util.MakeNdarray(node.attr["value"].tensor)
+        if value.dtype.kind in "OSU":  # strings: their bytes, as 32-bit numbers
+            counted += sum(-(-len(item if isinstance(item, bytes) else str(item).encode()) // 4) for item in value.reshape(-1))
+        elif value.ndim == 0 or (np.issubdtype(value.dtype, np.integer) and value.size <= FREE_INTEGER_CONSTANT):
+            small.add((value.dtype.str, value.shape, value.tobytes()))
+        else:
+            counted += int(value.size)
+    small_elements = sum(int(np.prod(shape)) for _, shape, _ in small)
+    return counted + max(0, small_elements - FREE_SMALL_ELEMENTS)
 
 
-def count_macs(function, images: dict[str, np.ndarray]) -> tuple[int | None, list[str]]:
-    """(MACs of one image, op types whose cost could not be read) from one traced run of the frozen graph."""
+def predict_and_count_macs(function, images: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int | None, list[str]]:
+    """(class predictions for each image set, MACs per image, op types whose cost could not be read).
+
+    Every image is predicted by the frozen graph while it is traced, and the MACs are the mean over all
+    of them: what is counted is exactly what produced the scored predictions, whatever branch or loop
+    count an input (or a batch size) selects."""
     import tensorflow as tf
     from tensorflow.core.protobuf import rewriter_config_pb2
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    sample = next((array[:1] for array in images.values() if len(array)), None)
-    if sample is None:
-        return None, []
     frozen = convert_variables_to_constants_v2(function)
     graph = tf.Graph()
     with graph.as_default():
         tf.compat.v1.import_graph_def(frozen.graph.as_graph_def(), name="")
-    metadata = tf.compat.v1.RunMetadata()
+    input_name, input_dtype = frozen.inputs[0].name, frozen.inputs[0].dtype.as_numpy_dtype
+    outputs = [t.name for t in frozen.outputs][:1]
     # Grappler would fuse ops (MatMul + BiasAdd into _FusedMatMul) under other names; count the graph as written.
     session_config = tf.compat.v1.ConfigProto()
     session_config.graph_options.rewrite_options.remapping = rewriter_config_pb2.RewriterConfig.OFF
+    total, counted_images, uncounted, predictions = 0, 0, set(), {}
     with tf.compat.v1.Session(graph=graph, config=session_config) as session:
-        session.run([t.name for t in frozen.outputs], {frozen.inputs[0].name: sample.astype(frozen.inputs[0].dtype.as_numpy_dtype)},
-                    options=tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE), run_metadata=metadata)
+        for name, array in images.items():
+            batches = []
+            for start in range(0, len(array), PREDICT_BATCH):
+                batch = array[start:start + PREDICT_BATCH].astype(input_dtype)
+                metadata = tf.compat.v1.RunMetadata()
+                (scores,) = session.run(outputs, {input_name: batch}, run_metadata=metadata,
+                                        options=tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE))
+                batches.append(np.argmax(np.asarray(scores).reshape(len(batch), -1), axis=-1))
+                macs, missing = _traced_macs(graph, metadata)
+                total, counted_images = total + macs, counted_images + len(batch)
+                uncounted |= missing
+            predictions[name] = np.concatenate(batches).astype("int64") if batches else np.zeros(0, "int64")
+    return predictions, (round(total / counted_images) if counted_images else None), sorted(uncounted)
+
+
+def _traced_macs(graph, metadata) -> tuple[int, set[str]]:
+    """MACs of one traced run (all its images), and the op types whose shapes were unknown."""
     runs, shapes = collections.Counter(), {}
     for device in metadata.step_stats.dev_stats:
         for stats in device.node_stats:
@@ -159,7 +187,7 @@ def count_macs(function, images: dict[str, np.ndarray]) -> tuple[int | None, lis
                 uncounted.add(op.type)
             else:
                 total += macs * runs[op.name]
-    return int(total), sorted(uncounted)
+    return int(total), uncounted
 
 
 def _static(tensor) -> list[int] | None:
@@ -182,7 +210,7 @@ def _conv_transpose_macs(op, out) -> int | None:
 
 
 def _matmul_macs(op, out) -> int | None:
-    """Output values x the summed axis (the batch axis of `out` is 1: one image)."""
+    """Output values (the whole batch's) x the summed axis."""
     a = op.inputs[0].shape
     transposed = any(op.node_def.attr[k].b for k in ("transpose_a", "adj_x") if k in op.node_def.attr)
     summed = a.as_list()[-2 if transposed else -1] if a.rank else None
@@ -201,12 +229,6 @@ MAC_OPS = {
     "BatchMatMulV2": _matmul_macs,
     "BatchMatMulV3": _matmul_macs,
 }
-
-
-def _as_array(outputs) -> np.ndarray:
-    if isinstance(outputs, dict):
-        outputs = next(iter(outputs.values()))
-    return np.asarray(outputs)
 
 
 def _invalid(message: str) -> dict:

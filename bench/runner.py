@@ -19,6 +19,7 @@ import platform
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -332,8 +333,9 @@ def run_worker(challenge: config.Challenge, run: Run, threads: int | None, log, 
                           train.RESULT_FILE, sandboxed, challenge.time_limit, memory_mb, log)
         if ended is not None:
             return {**_ended_early(ended, challenge.time_limit, memory_mb, "training"), "sandbox": _sandbox_name(sandboxed)}
-        claims = read_result(train_out / train.RESULT_FILE)
-        claims = {k: claims[k] for k in CLAIMED_FIELDS if k in claims}
+        problem = untrusted_tree_problem(train_out)
+        claims = read_result(train_out / train.RESULT_FILE) if problem is None else {"status": FAILED, "message": problem}
+        claims = checked_claims({k: claims[k] for k in CLAIMED_FIELDS if k in claims}, challenge, extra_job)
         # Wall seconds of each contained stage, start-up included (benchmarks/harness_overhead.py reads them).
         claims["stage_seconds"] = {"train": round(time.perf_counter() - started, 3)}
         claims["sandbox"] = _sandbox_name(sandboxed)
@@ -350,11 +352,14 @@ def run_worker(challenge: config.Challenge, run: Run, threads: int | None, log, 
             "threads": threads,
         }
         audit_dir = work / "audit_job"
-        shutil.copytree(train_out / train.MODEL_DIR, audit_dir / "model")  # the audit never sees the entry's other files
+        try:
+            shutil.copytree(train_out / train.MODEL_DIR, audit_dir / "model")  # the audit never sees the entry's other files
+        except (OSError, shutil.Error) as error:
+            return {**claims, "status": FAILED, "message": f"the exported model could not be copied for the audit: {error}"}
         (audit_dir / "job.json").write_text(json.dumps(audit_job))
         started = time.perf_counter()
         ended = contained(["-m", "bench.audit", at(f"{sandbox.INPUT}/job.json", audit_dir / "job.json")],
-                          {sandbox.INPUT: audit_dir, ARRAYS_INSIDE: prepared.folder}, audit_out, audit.RESULT_FILE, sandboxed, AUDIT_TIME_LIMIT, memory_mb, log)
+                          {sandbox.INPUT: audit_dir, ARRAYS_INSIDE: prepared.images_folder}, audit_out, audit.RESULT_FILE, sandboxed, AUDIT_TIME_LIMIT, memory_mb, log)
         if ended is not None:
             return {**claims, **_ended_early(ended, AUDIT_TIME_LIMIT, memory_mb, "the audit of the exported model")}
         claims["stage_seconds"]["audit"] = round(time.perf_counter() - started, 3)
@@ -458,7 +463,8 @@ class Inputs:
     the labels, which stay in this process. `x_fit/y_fit/x_val/y_val.npy` go to training; `val_images.npy`
     and `test_images.npy` (images only) to the audit."""
 
-    folder: Path
+    folder: Path  # training's arrays: x_fit, y_fit, x_val, y_val
+    images_folder: Path  # the audit's: val_images, test_images (never mounted where training runs)
     num_classes: int
     y_val: np.ndarray
     y_test: np.ndarray | None
@@ -466,11 +472,11 @@ class Inputs:
 
     @property
     def val_images_file(self) -> Path:
-        return self.folder / "val_images.npy"
+        return self.images_folder / "val_images.npy"
 
     @property
     def test_images_file(self) -> Path:
-        return self.folder / "test_images.npy"
+        return self.images_folder / "test_images.npy"
 
 
 _INPUTS: dict = {}
@@ -492,15 +498,16 @@ def inputs(challenge: config.Challenge, with_test: bool = True) -> Inputs:
         from bench import classroom
 
         hidden = classroom.hidden_test_set(challenge)
-    folder = Path(tempfile.mkdtemp(prefix="bench-arrays-"))
-    atexit.register(shutil.rmtree, folder, True)
-    for name, array in (("x_fit", x_fit), ("y_fit", y_fit), ("x_val", x_val), ("y_val", y_val), ("val_images", x_val)):
+    folder, images_folder = (Path(tempfile.mkdtemp(prefix=prefix)) for prefix in ("bench-arrays-", "bench-images-"))
+    for made in (folder, images_folder):
+        atexit.register(shutil.rmtree, made, True)
+        made.chmod(0o700)  # readable by the account a sandbox runs as (the same one), and by nobody else
+    for name, array in (("x_fit", x_fit), ("y_fit", y_fit), ("x_val", x_val), ("y_val", y_val)):
         np.save(folder / f"{name}.npy", array)
+    np.save(images_folder / "val_images.npy", x_val)
     if with_test:
-        np.save(folder / "test_images.npy", hidden.images if hidden else dataset.x_test)
-    # Readable by the account a sandbox runs as (the same one), and by nobody else.
-    folder.chmod(0o700)
-    _INPUTS[key] = prepared = Inputs(folder, dataset.num_classes, y_val,
+        np.save(images_folder / "test_images.npy", hidden.images if hidden else dataset.x_test)
+    _INPUTS[key] = prepared = Inputs(folder, images_folder, dataset.num_classes, y_val,
                                      (hidden.labels if hidden else dataset.y_test) if with_test else None,
                                      hidden.description if hidden else None)
     return prepared
@@ -508,6 +515,50 @@ def inputs(challenge: config.Challenge, with_test: bool = True) -> Inputs:
 
 # The worker's result file holds a few numbers and a short history; anything far larger is not one.
 MAX_RESULT_BYTES = 64 * 2**20
+# The training stage's whole output folder (the SavedModel, a .keras copy, the result): a model within any
+# budget is far smaller; a bigger folder is an entry filling the disk.
+MAX_OUTPUT_BYTES = 2 * 2**30
+MAX_NOTES, MAX_TEXT = 20, 4000
+
+
+def untrusted_tree_problem(root: Path) -> str | None:
+    """Why the folder an entry could write is not safe to read (None when it is): only plain files and
+    folders (no links, devices or pipes, which a copy or a read would follow), and not too large."""
+    size = 0
+    for folder, folders, files in os.walk(root):
+        for name in [*folders, *files]:
+            info = os.lstat(os.path.join(folder, name))
+            if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+                return (f"the training process left {os.path.relpath(os.path.join(folder, name), root)}, which is not a plain "
+                        "file or folder: an entry must not write links, devices or pipes into the output")
+            size += info.st_size
+    if size > MAX_OUTPUT_BYTES:
+        return f"the training process left {size:,} bytes of output, over {MAX_OUTPUT_BYTES:,}"
+    return None
+
+
+def checked_claims(claims: dict, challenge: config.Challenge, extra_job: dict) -> dict:
+    """The worker's claims cut to what an honest worker writes: the entry runs in that process and may
+    forge its result file, and whatever it claims is shown on the board (never scored from)."""
+    epochs = challenge.max_epochs + 1
+    problems = []
+    history = claims.get("history", {})
+    if not (isinstance(history, dict) and len(history) <= 32 and all(
+            isinstance(values, list) and len(values) <= epochs and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values)
+            for values in history.values())):
+        problems.append("history")
+    notes = claims.get("notes", [])
+    if not (isinstance(notes, list) and len(notes) <= MAX_NOTES and all(isinstance(n, str) and len(n) <= MAX_TEXT for n in notes)):
+        problems.append("notes")
+    for name in ("message", "traceback"):
+        if name in claims and not (isinstance(claims[name], str) and len(claims[name]) <= 5 * MAX_TEXT):
+            problems.append(name)
+    if "monitor" in claims and not extra_job.get("monitor"):
+        problems.append("monitor")
+    if problems:
+        return {"status": FAILED, "message": f"the training process's result has malformed {', '.join(problems)}: "
+                "an entry must not write the harness's files"}
+    return claims
 NUMBER_FIELDS = ("epochs", "train_seconds", "train_macs")
 
 

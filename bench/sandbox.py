@@ -23,6 +23,7 @@ directly (a trusted machine). Bubblewrap needs unprivileged user namespaces when
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -112,6 +113,8 @@ def command(argv: list[str], read_only: dict[str, str | Path], output_dir: str |
     args += [arg for path in ETC_FILES if os.path.exists(path) for arg in ("--ro-bind", path, path)]
     for path in python_paths():
         args += ["--ro-bind", path, path]
+    for path in dataset_paths():
+        args += ["--tmpfs", path] if os.path.isdir(path) else ["--ro-bind", "/dev/null", path]
     for inside, outside in read_only.items():
         args += ["--ro-bind", str(Path(outside).resolve()), inside]
     if output_dir is not None:
@@ -120,6 +123,26 @@ def command(argv: list[str], read_only: dict[str, str | Path], output_dir: str |
         args += ["--setenv", name, value]
     args += ["--chdir", workdir, "--", *argv]
     return args
+
+
+@functools.lru_cache(maxsize=None)
+def dataset_paths() -> tuple[str, ...]:
+    """Labelled data the bound folders would otherwise show an entry, hidden under empty folders: the
+    copies of the datasets that ship inside Python packages (scikit-learn's digits) or the system
+    (Debian's dataset packages), and the folder named by BENCH_DATA_DIR if it lies inside a bound one.
+    An entry gets its training arrays from the runner and nothing else."""
+    from bench import data
+
+    found = []
+    sklearn = importlib.util.find_spec("sklearn")  # found, not imported: scikit-learn is slow to import
+    if sklearn and sklearn.origin:
+        found.append(str(Path(sklearn.origin).resolve().parent / "datasets" / "data"))
+    found += [str(folder) for folders in data.SYSTEM_DIRS.values() for folder in folders]
+    if os.environ.get("BENCH_DATA_DIR"):
+        found.append(str(Path(os.environ["BENCH_DATA_DIR"]).resolve()))
+    bound = [Path(p) for p in (*SYSTEM_PATHS, *python_paths())]
+    return tuple(path for path in dict.fromkeys(found)
+                 if os.path.exists(path) and any(Path(path).is_relative_to(b) for b in bound))
 
 
 def python_paths() -> list[str]:

@@ -22,8 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import sklearn
+
 import bench
 from bench import cli, config, data, sandbox
+from conftest import run_in_process
 
 CASES = Path(__file__).parent / "cases"
 BENCH_DIR = Path(bench.__file__).resolve().parent
@@ -73,6 +76,13 @@ PROBES = {
             for secret in ({hidden!r}, {dataset!r}, {submissions!r}, {results!r}):
                 if os.path.exists(secret):
                     found.append(f"{{secret}} is visible")
+            # Labelled copies of the datasets that ship with packages (scikit-learn's digits) are hidden too.
+            if os.path.isdir({sklearn_data!r}) and os.listdir({sklearn_data!r}):
+                found.append("scikit-learn's dataset files are visible")
+            # Training gets its four arrays and not the images the audit will score.
+            arrays = set(os.listdir("/data"))
+            if arrays != {{"x_fit.npy", "y_fit.npy", "x_val.npy", "y_val.npy"}}:
+                found.append(f"/data holds {{sorted(arrays)}}")
             if len([p for p in os.listdir("/proc") if p.isdigit()]) > 8:
                 found.append("sees the machine's processes")
             if found:
@@ -100,6 +110,26 @@ PROBES = {
             peek = keras.layers.Lambda(lambda x: x + 0.0 * tf.cast(tf.strings.length(tf.io.read_file(__file__)), "float32"))
             x = keras.layers.Flatten()(peek(inputs))
             return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
+    ''',
+    # Links left in the output folder after the export: the runner must not follow them, and must fail
+    # this run alone (it once aborted the whole evaluation).
+    "link_leaver": '''
+        import atexit, os
+        atexit.register(lambda: os.symlink("/", "/out/model/root"))
+        def build_model(input_shape, num_classes):
+            return small(input_shape, num_classes)
+    ''',
+    # A result file rewritten at exit with a history that is not one (data smuggled onto the board).
+    "history_forger": '''
+        import atexit, json, os
+        def forge():
+            path = os.path.join("/out", "result.json")
+            record = json.load(open(path))
+            record["history"] = {{"loss": list(range(100000))}}
+            json.dump(record, open(path, "w"))
+        atexit.register(forge)
+        def build_model(input_shape, num_classes):
+            return small(input_shape, num_classes)
     ''',
 }
 SMALL = '''
@@ -129,7 +159,8 @@ def evaluated(tmp_path_factory, mnist_dir):
     hidden.parent.mkdir()
     np.savez(hidden, x_test=(digits.x_test * 16).round().astype("uint8"), y_test=digits.y_test)
     paths = {"bench_dir": str(BENCH_DIR), "rival": str(folder / "rival.py"), "hidden": str(hidden),
-             "dataset": str(Path(mnist_dir) / "mnist.npz"), "submissions": str(folder), "results": str(tmp / "results")}
+             "dataset": str(Path(mnist_dir) / "mnist.npz"), "submissions": str(folder), "results": str(tmp / "results"),
+             "sklearn_data": str(Path(sklearn.__file__).resolve().parent / "datasets" / "data")}
     for name, source in PROBES.items():
         (folder / f"{name}.py").write_text(f'"""Probe: {name}."""\n' + SMALL + textwrap.dedent(source.format(**paths)))
     harness_before, rival_before = sha256_tree(BENCH_DIR), (folder / "rival.py").read_bytes()
@@ -173,6 +204,18 @@ def test_no_process_outside_the_sandbox_no_hidden_set_no_dataset_and_no_checkout
     assert record["status"] == "OK", record["message"]
 
 
+def test_links_in_the_output_fail_that_run_only(evaluated):
+    record = evaluated["records"]["link_leaver"]
+    assert record["status"] == "FAILED" and "not a plain file or folder" in record["message"]
+    assert evaluated["records"]["rival"]["status"] == "OK"
+
+
+def test_a_forged_history_fails_its_run(evaluated):
+    record = evaluated["records"]["history_forger"]
+    assert record["status"] == "FAILED" and "malformed history" in record["message"]
+    assert len(json.dumps(record)) < 20_000
+
+
 def test_there_is_no_network(evaluated):
     record = evaluated["records"]["network_caller"]
     assert record["status"] == "OK", record["message"]
@@ -191,11 +234,20 @@ def test_a_partly_built_subclassed_model_counts_every_weight(evaluated):
     assert "19,210 parameters" in record["message"] and "5,000" in record["message"]
 
 
-def test_a_fitted_table_kept_as_a_constant_counts_as_parameters(evaluated):
-    """fc_11 keeps 640 class means and 10 biases as graph constants, beside one trainable weight."""
-    record = evaluated["records"]["fc_11_constant_templates"]
+def test_a_fitted_table_kept_as_a_constant_counts_as_parameters(tmp_path):
+    """fc_11 keeps 640 class means and 10 biases as graph constants, beside one trainable weight. It fits
+    them on scikit-learn's copy of digits, which the sandbox hides, so it is counted here, unsandboxed."""
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    record = run_in_process(Path(shutil.copy(CASES / "fc_11_constant_templates.py", folder)), max_params=5000)
     assert record["status"] == "OK"
     assert record["embedded_constants"] == 650 and record["total_params"] == 651 and record["trainable_params"] == 1
+
+
+def test_the_dataset_files_that_ship_with_packages_are_hidden_in_the_sandbox(evaluated):
+    """Sandboxed, fc_11 cannot read scikit-learn's digits (test labels included) to fit its table."""
+    record = evaluated["records"]["fc_11_constant_templates"]
+    assert record["status"] == "FAILED" and "digits.csv.gz" in record["message"]
 
 
 def test_the_hidden_test_set_is_scored(evaluated):
@@ -271,3 +323,72 @@ def test_an_unprivileged_user_trains_in_the_sandbox(tmp_path):
         assert record["status"] == "OK" and record["sandbox"] == "bubblewrap", record["message"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+# The audit alone, on exports made in this process: what a training process could hand it in place of
+# the entry's model (it runs the entry's code, so it can export any graph it likes).
+def audited(model, tmp_path, images=None):
+    from bench import audit
+
+    model_dir, out = tmp_path / "model", tmp_path / "audit"
+    out.mkdir(parents=True)
+    model.export(str(model_dir), format="tf_saved_model", verbose=False)
+    images = images if images is not None else {"val": np.random.default_rng(0).random((5, 8, 8), dtype=np.float32)}
+    return audit.audit(model_dir, images, out)
+
+
+def table_model(build_table):
+    import keras
+
+    inputs = keras.Input((8, 8))
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Lambda(lambda t: t + 0.0 * keras.ops.sum(build_table()))(x)
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+
+
+def test_a_table_cut_into_scalars_counts(tmp_path):
+    import tensorflow as tf
+
+    values = np.random.default_rng(1).random(640).astype("float32")
+    record = audited(table_model(lambda: tf.stack([tf.constant(float(v)) for v in values])), tmp_path)
+    assert record["status"] == "OK"
+    assert record["embedded_constants"] >= 640 - 64 and record["total_params"] >= 650 + 640 - 64
+
+
+def test_a_table_cut_into_small_integer_pieces_counts(tmp_path):
+    import tensorflow as tf
+
+    pieces = np.random.default_rng(2).integers(0, 2**30, size=(80, 8)).astype("int32")
+    record = audited(table_model(lambda: tf.cast(tf.concat([tf.constant(p) for p in pieces], 0), "float32")), tmp_path)
+    assert record["embedded_constants"] >= 640 - 64
+
+
+def test_a_table_in_a_string_constant_counts_and_its_decoder_is_refused(tmp_path):
+    import tensorflow as tf
+
+    blob = np.random.default_rng(3).random(640).astype("float32").tobytes()
+    as_string = audited(table_model(lambda: tf.cast(tf.strings.length(tf.constant(blob)), "float32")), tmp_path / "a")
+    assert as_string["embedded_constants"] >= 640
+    decoded = audited(table_model(lambda: tf.io.decode_raw(tf.constant(blob), tf.float32)), tmp_path / "b")
+    assert decoded["status"] == "INVALID" and "DecodeRaw" in decoded["message"]
+
+
+def test_macs_are_those_of_the_branch_that_predicted(tmp_path):
+    """A model that takes a cheap branch for a batch of one and its real layers otherwise: MACs are counted
+    on the batches that produced the predictions."""
+    import keras
+    import tensorflow as tf
+
+    inputs = keras.Input((8, 8))
+    x = keras.layers.Flatten()(inputs)
+    hidden, head = keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10, activation="softmax")
+    cheap = keras.layers.Dense(10, activation="softmax")
+
+    def either(t):
+        return tf.cond(tf.shape(t)[0] > 1, lambda: head(hidden(t)), lambda: cheap(t))
+
+    model = keras.Model(inputs, keras.layers.Lambda(either, output_shape=(10,))(x))
+    images = {"val": np.random.default_rng(0).random((7, 8, 8), dtype=np.float32)}
+    record = audited(model, tmp_path, images)
+    assert record["status"] == "OK"
+    assert record["macs"] == 64 * 32 + 32 * 10

@@ -119,8 +119,19 @@ def _small_enough(run: Run, one_seed_above: int) -> bool:
     return bool(record) and record.get("total_params") is not None and record["total_params"] <= one_seed_above
 
 
+_PRINTING = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Print one whole line: runs in flight log from several threads, and print() writes the text and
+    its newline separately, so two lines could run together ("start a seed 1start b seed 2")."""
+    with _PRINTING:
+        sys.stdout.write(f"{line}\n")
+        sys.stdout.flush()
+
+
 def execute(challenge: config.Challenge, runs: list[Run], force: bool = False, jobs: int = 1,
-            log=print, extra_job: dict | None = None, executor=None) -> list[dict]:
+            log=say, extra_job: dict | None = None, executor=None) -> list[dict]:
     """Run what is not cached and return every run's record (cached ones included).
 
     The executor trains (default: worker subprocesses here, `jobs` at a time; bench.executors has
@@ -188,7 +199,7 @@ def _train_and_store(challenge, todo: dict[int, Run], executor, threads, log, ex
     return suspects
 
 
-def protected_files(challenge: config.Challenge, log=print) -> containment.ProtectedFiles:
+def protected_files(challenge: config.Challenge, log=say) -> containment.ProtectedFiles:
     """The records and the leaderboard, which only the harness writes."""
     board = Path(challenge.leaderboard)
     return containment.ProtectedFiles(challenge.results, board, board.with_suffix(".png"), log=log)
@@ -250,7 +261,7 @@ def timed_worker(challenge: config.Challenge, run: Run, threads: int, log, extra
     return partial, time.perf_counter() - started
 
 
-def store(challenge: config.Challenge, run: Run, partial: dict, seconds: float, threads: int | None, log=print) -> dict:
+def store(challenge: config.Challenge, run: Run, partial: dict, seconds: float, threads: int | None, log=say) -> dict:
     """The full record of a finished run (the worker's partial record plus what identifies it), written to disk."""
     record = {
         "entry": run.submission.name,

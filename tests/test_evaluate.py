@@ -205,3 +205,23 @@ def test_ctrl_c_stops_the_runs_in_flight_at_once_and_keeps_finished_records(tmp_
     assert not status.exists() or "State:\tZ" in status.read_text(), "the slow entry's worker is still running"
     assert json.loads(quick_record.read_text())["status"] == "OK"
     assert not (tmp_path / "results" / "digits" / "slow").exists() or not list((tmp_path / "results" / "digits" / "slow").glob("seed*.json"))
+
+
+def test_progress_lines_from_runs_in_flight_never_run_together(capfd):
+    """Runs in flight log from several threads; each line must come out whole (print() could split them)."""
+    import threading
+
+    from bench import runner
+
+    def chatter(name):
+        for i in range(300):
+            runner.say(f"start   {name} seed {i}")
+
+    threads = [threading.Thread(target=chatter, args=(f"entry{n}",)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = capfd.readouterr().out.splitlines()
+    assert len(lines) == 6 * 300
+    assert all(line.count("start") == 1 and line.startswith("start   entry") for line in lines)

@@ -87,7 +87,7 @@ def cmd_new(args) -> int:
 
 
 def name_problem(name: str) -> str | None:
-    suggestion = "".join(c if (c.isascii() and c.isalnum()) or c == "_" else "_" for c in name).strip("_") or "my_model"
+    suggestion = discover.suggested_name(name)
     if name.startswith("_"):
         return f"{name!r} starts with '_', which marks helper files, never entries: call it {suggestion!r}"
     if not name or not discover.ENTRY_NAME.fullmatch(name) or not name.isascii():

@@ -175,8 +175,10 @@ def cmd_evaluate(args) -> int:
     for heatmap in monitor.write_heatmaps(records, challenge.results) if args.monitor else []:
         print(f"wrote {heatmap}")
     path = leaderboard.write(challenge)
-    not_ok = [r for r in records if r["status"] != "OK"] + [s for s in submissions if not s.ok]
-    print(f"{len(records)} run(s), {len(not_ok)} not OK; wrote {path}")
+    skipped = [s for s in submissions if not s.ok]
+    not_ok = [r for r in records if r["status"] != "OK"] + skipped
+    print(f"{len(records)} run(s), {len(not_ok) - len(skipped)} not OK"
+          + (f", {len(skipped)} file(s) skipped ({', '.join(s.path.name for s in skipped)})" if skipped else "") + f"; wrote {path}")
     return 1 if args.strict and not_ok else 0
 
 

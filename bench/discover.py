@@ -10,9 +10,16 @@ import ast
 import dataclasses
 import hashlib
 import re
+import unicodedata
 from pathlib import Path
 
 ENTRY_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+
+def suggested_name(name: str) -> str:
+    """An entry name close to `name`: accents dropped (josé -> jose), other characters as '_'."""
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"[^A-Za-z0-9_]", "_", plain).strip("_") or "my_model"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +63,7 @@ def read(path: Path) -> Submission:
     elif not ENTRY_NAME.fullmatch(name):
         problem = (
             f"{path}: the entry name {name!r} may use only letters, digits and '_'; "
-            f"rename the file, e.g. to {re.sub(r'[^A-Za-z0-9_]', '_', name)}.py"
+            f"rename the file, e.g. to {suggested_name(name)}.py"
         )
     summary, author, has_hypermodel = "", "", False
     try:

@@ -157,3 +157,22 @@ def test_a_validation_size_that_does_not_fit_is_one_error_before_any_worker(tmp_
     assert "or a fraction such as 0.1" in captured.err
     assert "start" not in captured.out
     assert not (tmp_path / "results").exists() and not (tmp_path / "board.md").exists()
+
+
+def test_a_name_with_an_accent_gets_the_same_suggestion_from_new_and_from_discovery(tmp_path, capsys):
+    folder = tmp_path / "submissions"
+    assert cli.main(["new", "josé", "--submissions", str(folder)]) == 2
+    assert "e.g. 'jose'" in capsys.readouterr().err
+    folder.mkdir(exist_ok=True)
+    (folder / "josé_model.py").write_text(DENSE_ENTRY)
+    (skipped,) = discover.find(None, str(folder))
+    assert not skipped.ok and "rename the file, e.g. to jose_model.py" in skipped.problem
+
+
+def test_the_summary_line_names_skipped_files(tmp_path, write_entry, capsys):
+    write_entry("josé_model", DENSE_ENTRY)
+    code = cli.main(["evaluate", str(tmp_path / "submissions"), "--dataset", "digits", "--validation-size", "0.2",
+                     "--results", str(tmp_path / "results"), "--leaderboard", str(tmp_path / "board.md")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "0 run(s), 0 not OK, 1 file(s) skipped (josé_model.py)" in out

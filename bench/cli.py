@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=cmd_evaluate)
 
     check = sub.add_parser("check", help="import, build, count, check the output shape and take one training step")
-    config.add_run_flags(check)
+    # check trains one step of one seed, scores nothing and writes no board: these flags would do nothing.
+    config.add_run_flags(check, omit=("seeds", "max_epochs", "test_set", "leaderboard"))
     check.set_defaults(handler=cmd_check)
 
     board = sub.add_parser("leaderboard", help="re-render leaderboard.md from results/ (no training, no TensorFlow)")

@@ -190,29 +190,37 @@ RUN_FLAGS = ("dataset", "data_dir", "seeds", "max_epochs", "time_limit", "max_pa
              "train_limit", "test_limit", "results", "leaderboard", "test_set", "memory_limit_mb", "sandbox")
 
 
-def add_run_flags(parser, with_paths: bool = True) -> None:
-    """Flags that override [tool.bench] for one run (argparse). The leaderboard takes them too: it shows
-    the records made under the settings it is given, so render with the flags you evaluated with."""
+def add_run_flags(parser, with_paths: bool = True, omit: tuple[str, ...] = ()) -> None:
+    """Flags that override [tool.bench] for one run (argparse), less the settings named in `omit` (those a
+    command does not use). The leaderboard takes them too: it shows the records made under the settings
+    it is given, so render with the flags you evaluated with."""
+    add = parser.add_argument
+
+    def flag(*names, **kwargs):
+        setting = kwargs.get("dest") or names[0].lstrip("-").replace("-", "_")
+        if setting not in omit:
+            add(*names, **kwargs)
+
     if with_paths:
         parser.add_argument("paths", nargs="*", help="submission files or folders (default: the submissions folder)")
-    parser.add_argument("--dataset", choices=DATASETS, help="the dataset (default: [tool.bench] dataset, mnist)")
-    parser.add_argument("--data-dir", help="folder with mnist.npz or the four IDX files (or set BENCH_DATA_DIR)")
-    parser.add_argument("--seeds", type=int, help="seeds per entry, 0..N-1 (default: [tool.bench] seeds, 3)")
-    parser.add_argument("--epochs", type=int, dest="max_epochs", help="epoch cap for every entry (default: [tool.bench] max_epochs, 1000)")
-    parser.add_argument("--time-limit", type=float, help="seconds per entry and seed (default: [tool.bench] time_limit, 3600)")
-    parser.add_argument("--max-params", type=int, help="parameter budget; larger entries are OVER_BUDGET (default: [tool.bench] max_params)")
-    parser.add_argument("--validation-size", type=_count_or_fraction, metavar="N|F",
-                        help="validation images carved out of the training split: a count (5000) or a fraction (0.1) "
-                             "(default: [tool.bench] validation_size, 5000)")
-    parser.add_argument("--train-limit", type=int, help="train on the first N training images only (smoke runs)")
-    parser.add_argument("--test-limit", type=int, help="score on the first N test images only (smoke runs)")
-    parser.add_argument("--test-set", help="hidden test set: an .npz with x_test, y_test kept out of the repository (or BENCH_TEST_SET)")
-    parser.add_argument("--memory-limit", type=int, dest="memory_limit_mb", metavar="MB",
-                        help="memory of each run's processes together (default: half of this machine's)")
-    parser.add_argument("--sandbox", choices=SANDBOX_MODES,
-                        help="run entries in bubblewrap: auto (when installed), required, or off (a trusted machine)")
-    parser.add_argument("--results", help="folder of run records (default: results)")
-    parser.add_argument("--leaderboard", help="markdown file to write (default: leaderboard.md)")
+    flag("--dataset", choices=DATASETS, help="the dataset (default: [tool.bench] dataset, mnist)")
+    flag("--data-dir", help="folder with mnist.npz or the four IDX files (or set BENCH_DATA_DIR)")
+    flag("--seeds", type=int, help="seeds per entry, 0..N-1 (default: [tool.bench] seeds, 3)")
+    flag("--epochs", type=int, dest="max_epochs", help="epoch cap for every entry (default: [tool.bench] max_epochs, 1000)")
+    flag("--time-limit", type=float, help="seconds per entry and seed (default: [tool.bench] time_limit, 3600)")
+    flag("--max-params", type=int, help="parameter budget; larger entries are OVER_BUDGET (default: [tool.bench] max_params)")
+    flag("--validation-size", type=_count_or_fraction, metavar="N|F",
+         help="validation images carved out of the training split: a count (5000) or a fraction (0.1) "
+         "(default: [tool.bench] validation_size, 5000)")
+    flag("--train-limit", type=int, help="train on the first N training images only (smoke runs)")
+    flag("--test-limit", type=int, help="score on the first N test images only (smoke runs)")
+    flag("--test-set", help="hidden test set: an .npz with x_test, y_test kept out of the repository (or BENCH_TEST_SET)")
+    flag("--memory-limit", type=int, dest="memory_limit_mb", metavar="MB",
+         help="memory of each run's processes together (default: half of this machine's)")
+    flag("--sandbox", choices=SANDBOX_MODES,
+         help="run entries in bubblewrap: auto (when installed), required, or off (a trusted machine)")
+    flag("--results", help="folder of run records (default: results)")
+    flag("--leaderboard", help="markdown file to write (default: leaderboard.md)")
 
 
 def _count_or_fraction(text: str) -> int | float:

@@ -106,3 +106,18 @@ def test_one_seed_above_must_be_a_parameter_count(value):
 
 def test_one_seed_above_does_not_change_the_cache_key():
     assert config.from_dict({"one_seed_above": 10_000}).protocol_hash() == config.from_dict({}).protocol_hash()
+
+
+def test_help_says_defaults_and_check_lists_only_the_flags_it_uses(capsys):
+    from bench import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["evaluate", "--help"])
+    evaluate_help = " ".join(capsys.readouterr().out.split())
+    assert "seeds per entry" in evaluate_help and "{mnist,fashion_mnist,digits}" in evaluate_help
+    with pytest.raises(SystemExit):
+        cli.main(["check", "--help"])
+    check_help = capsys.readouterr().out
+    for flag in ("--seeds", "--epochs", "--test-set", "--leaderboard"):
+        assert flag not in check_help
+    assert "--dataset" in check_help and "--validation-size" in check_help

@@ -33,7 +33,7 @@ def test_new_refuses_to_overwrite_and_accepts_a_name_ending_in_py(tmp_path, caps
 @pytest.mark.parametrize("name, message", [
     ("my-model", "'my-model' is not an entry name: use letters, digits and '_' only, e.g. 'my_model'"),
     ("two words", "'two words' is not an entry name: use letters, digits and '_' only, e.g. 'two_words'"),
-    ("modèle", "'modèle' is not an entry name: use letters, digits and '_' only, e.g. 'mod_le'"),
+    ("modèle", "'modèle' is not an entry name: use letters, digits and '_' only, e.g. 'modele'"),
     ("_helper", "'_helper' starts with '_', which marks helper files, never entries: call it 'helper'"),
     ("", "'' is not an entry name"),
 ])

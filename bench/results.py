@@ -18,7 +18,8 @@ from bench.status import CACHED_STATUSES
 
 def cache_key(submission_hash: str, protocol_hash: str, dataset_fingerprint: str, seed: int,
               build_kwargs: dict | None = None, eval_kwargs: dict | None = None,
-              hyperparameters: dict | None = None) -> dict:
+              hyperparameters: dict | None = None, helpers: dict | None = None) -> dict:
+    """What a run's record depends on; `helpers` maps each `_*.py` file copied beside the entry to its sha256."""
     parts = {
         "submission": submission_hash,
         "config": protocol_hash,
@@ -27,7 +28,8 @@ def cache_key(submission_hash: str, protocol_hash: str, dataset_fingerprint: str
         "harness": PROTOCOL_VERSION,
     }
     # Optional parts join the key only when set, so adding a feature does not retrain old records.
-    for name, value in (("build_kwargs", build_kwargs), ("eval_kwargs", eval_kwargs), ("hyperparameters", hyperparameters)):
+    for name, value in (("build_kwargs", build_kwargs), ("eval_kwargs", eval_kwargs), ("hyperparameters", hyperparameters),
+                        ("helpers", helpers)):
         if value:
             parts[name] = sha256_of_json(value)
     return {**parts, "hash": sha256_of_json(parts)}

@@ -12,6 +12,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import datetime
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -72,9 +73,11 @@ def plan(challenge: config.Challenge, submissions: list[Submission], fingerprint
     for submission in submissions:
         hyperparameters = hyperparameters_for(submission) if hyperparameters_for else None
         name = results.variant_name(submission.name, build_kwargs, eval_kwargs)
+        # The helpers travel with the entry into the sandbox (run_worker), so an edit to one retrains it.
+        helpers = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(submission.path.parent.glob("_*.py"))}
         for seed in seeds:
             key = results.cache_key(submission.file_hash, challenge.protocol_hash(), fingerprint, seed,
-                                    build_kwargs, eval_kwargs, hyperparameters)
+                                    build_kwargs, eval_kwargs, hyperparameters, helpers)
             path = results.record_path(challenge.results, challenge.dataset, name, seed)
             runs.append(Run(submission, seed, path, key, build_kwargs or {}, eval_kwargs or {}, hyperparameters))
     return runs

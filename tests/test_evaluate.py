@@ -225,3 +225,17 @@ def test_progress_lines_from_runs_in_flight_never_run_together(capfd):
     lines = capfd.readouterr().out.splitlines()
     assert len(lines) == 6 * 300
     assert all(line.count("start") == 1 and line.startswith("start   entry") for line in lines)
+
+
+def test_editing_a_helper_beside_the_entry_changes_its_cache_key(tmp_path, write_entry):
+    """The `_*.py` helpers are copied into the sandbox with the entry: a record made with an old helper is stale."""
+    from bench import config, discover, runner
+
+    entry = write_entry("uses_helper", "from _shared import WIDTH\n" + DENSE_ENTRY)
+    challenge = config.from_dict({"dataset": "digits"})
+    key = lambda: runner.plan(challenge, discover.find([str(entry)], None), "fingerprint", [0])[0].key["hash"]
+    without = key()
+    (entry.parent / "_shared.py").write_text("WIDTH = 4\n")
+    first = key()
+    (entry.parent / "_shared.py").write_text("WIDTH = 8\n")
+    assert len({without, first, key()}) == 3

@@ -74,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     board.set_defaults(handler=cmd_leaderboard)
 
     listing = sub.add_parser("list", help="list the entries and their cached results")
-    listing.add_argument("paths", nargs="*")
-    listing.add_argument("--dataset")
+    # The settings that decide which records count (as for the board); the others do not matter here.
+    config.add_run_flags(listing, omit=("data_dir", "time_limit", "memory_limit_mb", "sandbox", "test_set", "leaderboard"))
     listing.set_defaults(handler=cmd_list)
 
     for name in COMMAND_MODULES:
@@ -234,7 +234,10 @@ def cmd_leaderboard(args) -> int:
 
 
 def cmd_list(args) -> int:
-    challenge = config.load(args.config, dataset=args.dataset)
+    """Each entry's record per seed, marked as the board would treat it: "(stale)" when made from an earlier
+    version of the file, "(other settings)" when made under settings other than these (the board leaves both out)."""
+    challenge = config.load_challenge(args)
+    protocol = challenge.protocol_hash()
     for submission in discover.find(args.paths, challenge.submissions):
         if not submission.ok:
             print(f"{submission.name:<28} NOT AN ENTRY: {submission.problem}")
@@ -242,7 +245,8 @@ def cmd_list(args) -> int:
         statuses = []
         for seed in range(challenge.seeds):
             record = results.read(results.record_path(challenge.results, challenge.dataset, submission.name, seed))
-            stale = record and record.get("key", {}).get("submission") != submission.file_hash
-            statuses.append("-" if record is None else record["status"] + ("(stale)" if stale else ""))
+            key = (record or {}).get("key", {})
+            mark = "(stale)" if key.get("submission") != submission.file_hash else "(other settings)" if key.get("config") != protocol else ""
+            statuses.append("-" if record is None else record["status"] + mark)
         print(f"{submission.name:<28} {'/'.join(statuses):<24} {submission.author or '-':<16} {submission.summary}")
     return 0

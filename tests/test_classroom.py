@@ -176,3 +176,19 @@ def test_the_summary_line_names_skipped_files(tmp_path, write_entry, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "0 run(s), 0 not OK, 1 file(s) skipped (josé_model.py)" in out
+
+
+def test_list_marks_records_the_board_would_leave_out(tmp_path, write_entry, capsys):
+    entry = write_entry("dense", DENSE_ENTRY)
+    flags = ["--dataset", "digits", "--validation-size", "0.2", "--seeds", "1", "--results", str(tmp_path / "results")]
+    assert cli.main(["evaluate", str(entry), *flags, "--epochs", "1", "--leaderboard", str(tmp_path / "board.md")]) == 0
+    capsys.readouterr()
+
+    def listed(*extra):
+        assert cli.main(["list", str(entry), *flags, *extra]) == 0
+        return capsys.readouterr().out.split(maxsplit=1)[1].split("  ")[0].strip()
+
+    assert listed("--epochs", "1") == "OK"
+    assert listed("--epochs", "2") == "OK(other settings)"
+    entry.write_text(DENSE_ENTRY + "\n# edited\n")
+    assert listed("--epochs", "1") == "OK(stale)"

@@ -154,7 +154,8 @@ def tryout_destination(args, challenge: config.Challenge) -> config.Challenge:
 def cmd_evaluate(args) -> int:
     from bench import executors, leaderboard, monitor, runner, studies
 
-    challenge = tryout_destination(args, config.load_challenge(args))
+    own = config.load_challenge(args)
+    challenge = tryout_destination(args, own)
     executor = executors.create(args.executor, args.jobs, args.gpus_per_run)  # a missing extra is reported before any work
     eval_kwargs = studies.parse_kwargs(args.eval_kwargs) if args.eval_kwargs else None
     if args.monitor is not None and args.monitor < 1:
@@ -165,8 +166,9 @@ def cmd_evaluate(args) -> int:
     if args.shard:
         submissions = in_shard(submissions, *args.shard)
     good = [s for s in submissions if s.ok]
+    # Tuned values live beside the challenge's own records, also when a try-out writes elsewhere.
     runs = runner.plan(challenge, good, fingerprint, list(range(challenge.seeds)), eval_kwargs=eval_kwargs,
-                       hyperparameters_for=tuned_hyperparameters(challenge))
+                       hyperparameters_for=tuned_hyperparameters(own))
     extra_job = {"monitor": args.monitor} if args.monitor else None
     now, waiting = runner.limit_seeds(runs, challenge.one_seed_above)
     records = runner.execute(challenge, now, force=args.force, executor=executor, extra_job=extra_job)
@@ -202,7 +204,7 @@ def cmd_check(args) -> int:
         return 2
     failures = sum(1 for s in submissions if not s.ok)
     protected = runner.protected_files(challenge)
-    for run in runner.plan(challenge, [s for s in submissions if s.ok], fingerprint, [0], hyperparameters_for=tuned_hyperparameters(challenge)):
+    for run in runner.plan(challenge, [s for s in submissions if s.ok], fingerprint, [0], hyperparameters_for=tuned_hyperparameters(own)):
         record = runner.run_worker(challenge, run, threads=None, log=lambda line: None, extra_job={"mode": "check"})
         changed = protected.restore(undo=not sandbox.active(challenge.sandbox))
         record = containment.tampering(changed) if changed else record

@@ -105,3 +105,32 @@ def test_the_classroom_walkthrough_end_to_end(course, capsys, monkeypatch):
     assert set(grades.index) == {"ada", "bob", "carl"}
     assert grades.loc["carl", "status"] == "INVALID" and grades.loc["bob", "status"] == "OK"
     assert 0.1 < grades.loc["bob", "test_accuracy"] <= 1.0
+
+
+TUNED = '''"""tuned: a hidden layer whose width bench tune chose."""
+import keras
+def build_hypermodel(hp, input_shape, num_classes):
+    units = hp.Int("units", 2, 16, default=4)
+    return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(), keras.layers.Dense(units, activation="relu"),
+                             keras.layers.Dense(num_classes, activation="softmax")])
+def build_model(input_shape, num_classes):
+    import keras_tuner
+    return build_hypermodel(keras_tuner.HyperParameters(), input_shape, num_classes)
+'''
+
+
+def test_a_try_out_of_a_tuned_entry_trains_with_the_tuned_values(course):
+    """Try-outs write to .bench/try/, but the values `bench tune` saved stay beside the challenge's records."""
+    import json
+
+    from bench import discover
+
+    project, _ = course
+    entry = project / "submissions" / "tuned.py"
+    entry.write_text(TUNED)
+    saved = project / "results" / "digits" / "tuned" / "hyperparameters.json"
+    saved.parent.mkdir(parents=True)
+    saved.write_text(json.dumps({"values": {"units": 12}, "submission": discover.read(entry).file_hash}))
+    assert bench("evaluate", "submissions/tuned.py", "--epochs", "1") == 0
+    record = json.loads((project / ".bench" / "try" / "results" / "digits" / "tuned" / "seed0.json").read_text())
+    assert record["total_params"] == 64 * 12 + 12 + 12 * 10 + 10  # 12 units, not the default 4

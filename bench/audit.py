@@ -242,6 +242,6 @@ def _first_line(error: BaseException) -> str:
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # oneDNN's graph pass fuses Conv2D + BiasAdd into one node named after the BiasAdd, which hides the
-    # convolution from count_macs; it is read once, when TensorFlow loads, so it is set before the import.
+    # convolution from predict_and_count_macs; it is read once, when TensorFlow loads, so it is set before the import.
     os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
     raise SystemExit(main(sys.argv[1]))

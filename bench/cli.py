@@ -204,7 +204,7 @@ def cmd_check(args) -> int:
         return 2
     failures = sum(1 for s in submissions if not s.ok)
     protected = runner.protected_files(challenge)
-    for run in runner.plan(challenge, [s for s in submissions if s.ok], fingerprint, [0], hyperparameters_for=tuned_hyperparameters(own)):
+    for run in runner.plan(challenge, [s for s in submissions if s.ok], fingerprint, [0], hyperparameters_for=tuned_hyperparameters(challenge)):
         record = runner.run_worker(challenge, run, threads=None, log=lambda line: None, extra_job={"mode": "check"})
         changed = protected.restore(undo=not sandbox.active(challenge.sandbox))
         record = containment.tampering(changed) if changed else record

@@ -20,6 +20,9 @@ What it counts, from the graph the serving function runs:
   small constants every Keras graph holds (scalars such as epsilons, 0.5 and 1; shapes, axes, paddings),
   every distinct element past the first FREE_SMALL_ELEMENTS. These join `total_params`. Ops that decode
   strings into numbers are refused (REFUSED_OPS).
+- `nonzero_params`: `total_params` less the elements that are exactly zero (pruned weights), and
+  `weight_tensors`: [dtype, elements, nonzero elements] of every variable and counted constant, from
+  which bench.scoring computes the storage in bits (a quantized weight's bits come from its dtype);
 - `macs`: multiply-accumulates per image, the mean over every image predicted: the frozen graph is
   traced while it predicts, so what is counted is what produced the scored predictions (a branch chosen
   by the input or the batch size, a loop's iterations, each once per run): Conv2D/Conv3D (output values x
@@ -104,7 +107,8 @@ def audit(model_dir: str | Path, images: dict[str, np.ndarray], output: str | Pa
     variables = {id(v): v for v in function.variables}
     total = sum(int(np.prod(v.shape)) for v in variables.values())
     trainable = sum(int(np.prod(v.shape)) for v in variables.values() if v.trainable)
-    constants = counted_constants(node for node in nodes if node.op == "Const")
+    constants, constant_tensors = counted_constants(node for node in nodes if node.op == "Const")
+    weight_tensors = [_tensor_summary(v.dtype.name, v.numpy()) for v in variables.values()] + constant_tensors
     notes = []
     if constants:
         notes.append(f"{constants:,} numbers are embedded in the graph as constants and count as parameters")
@@ -114,25 +118,39 @@ def audit(model_dir: str | Path, images: dict[str, np.ndarray], output: str | Pa
     output_dir = Path(output)
     for name, predicted in predictions.items():
         np.save(output_dir / f"{name}_predictions.npy", predicted)
+    zeros = sum(elements - nonzero for _, elements, nonzero in weight_tensors)
     return {"status": OK, "message": "", "total_params": int(total + constants), "trainable_params": int(trainable),
+            "nonzero_params": int(total + constants - zeros), "weight_tensors": weight_tensors,
             "embedded_constants": int(constants), "macs": macs, "notes": notes}
 
 
-def counted_constants(nodes) -> int:
-    """Numbers held as graph constants that count as parameters (the rule in this module's docstring)."""
+def _tensor_summary(dtype: str, value: np.ndarray) -> list:
+    """[dtype name, elements, nonzero elements] of one stored tensor."""
+    return [dtype, int(value.size), int(np.count_nonzero(value))]
+
+
+def counted_constants(nodes) -> tuple[int, list[list]]:
+    """Numbers held as graph constants that count as parameters (the rule in this module's docstring), and
+    the [dtype, elements, nonzero] summary of each constant counted in full (strings as 32-bit numbers;
+    the small constants past the free allowance as one float32 tensor)."""
     from tensorflow.python.framework import tensor_util
 
-    counted, small = 0, set()
+    counted, small, tensors = 0, set(), []
     for node in nodes:
         value = tensor_util.MakeNdarray(node.attr["value"].tensor)
         if value.dtype.kind in "OSU":  # strings: their bytes, as 32-bit numbers
-            counted += sum(-(-len(item if isinstance(item, bytes) else str(item).encode()) // 4) for item in value.reshape(-1))
+            words = sum(-(-len(item if isinstance(item, bytes) else str(item).encode()) // 4) for item in value.reshape(-1))
+            counted += words
+            tensors.append(["float32", words, words])
         elif value.ndim == 0 or (np.issubdtype(value.dtype, np.integer) and value.size <= FREE_INTEGER_CONSTANT):
             small.add((value.dtype.str, value.shape, value.tobytes()))
         else:
             counted += int(value.size)
-    small_elements = sum(int(np.prod(shape)) for _, shape, _ in small)
-    return counted + max(0, small_elements - FREE_SMALL_ELEMENTS)
+            tensors.append(_tensor_summary(np.dtype(value.dtype).name, value))
+    over = max(0, sum(int(np.prod(shape)) for _, shape, _ in small) - FREE_SMALL_ELEMENTS)
+    if over:
+        tensors.append(["float32", over, over])
+    return counted + over, tensors
 
 
 def predict_and_count_macs(function, images: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int | None, list[str]]:
@@ -239,9 +257,21 @@ def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
+class WithoutKeras:
+    """An import hook that makes Keras's code unimportable. `import tensorflow` eagerly imports Keras (and,
+    through it, scikit-learn) when it is installed, about 1.5 s of every audit's start-up; the audit reads a
+    SavedModel with TensorFlow alone (its graph holds no Keras objects), and TensorFlow carries on without Keras."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "keras.src" or name.startswith("keras.src."):
+            raise ImportError("the audit runs without Keras")
+        return None
+
+
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # oneDNN's graph pass fuses Conv2D + BiasAdd into one node named after the BiasAdd, which hides the
     # convolution from predict_and_count_macs; it is read once, when TensorFlow loads, so it is set before the import.
     os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    sys.meta_path.insert(0, WithoutKeras())
     raise SystemExit(main(sys.argv[1]))

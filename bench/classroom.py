@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import shutil
 import sys
 from pathlib import Path
 
@@ -64,6 +65,10 @@ def register(subparsers) -> None:
     new.add_argument("--author", default="", help="your name, shown on the leaderboard")
     new.add_argument("--submissions", help="folder to write into (default: [tool.bench] submissions)")
     new.set_defaults(handler=cmd_new)
+    clear = subparsers.add_parser(
+        "clear", help="start a new challenge: remove the example entries (and their tests), studies, records and board")
+    clear.add_argument("--yes", action="store_true", help="remove them (without it, only list what would go)")
+    clear.set_defaults(handler=cmd_clear)
 
 
 def cmd_new(args) -> int:
@@ -83,6 +88,33 @@ def cmd_new(args) -> int:
         print(f"error: {path} already exists: choose another name, or edit that file", file=sys.stderr)
         return 2
     print(f"wrote {path}; try it with: python -m bench check {path.as_posix()}")
+    return 0
+
+
+# Studies are about the example entries; a course's own sweeps write them again.
+STUDIES_FOLDER = Path("studies")
+
+
+def cmd_clear(args) -> int:
+    """Remove everything that belongs to the example challenge, so a fork starts with an empty board whose
+    tests still pass: every file under the submissions folder (the entries, their helpers and their tests in
+    submissions/tests/), the records, the board and its plot, studies/ and the try-outs in .bench/try/.
+    Then write the empty board. The rules in pyproject.toml stay."""
+    from bench import leaderboard
+
+    challenge = config.load_challenge(args)
+    board = Path(challenge.leaderboard)
+    doomed = [path for path in (Path(challenge.submissions), Path(challenge.results), board, board.with_suffix(".png"),
+                                STUDIES_FOLDER, config.TRYOUT_FOLDER) if path.exists()]
+    if not args.yes:
+        print("would remove: " + (", ".join(f"{p.as_posix()}/" if p.is_dir() else p.as_posix() for p in doomed) or "nothing"))
+        print("run `python -m bench clear --yes` to remove them and write an empty board")
+        return 0
+    for path in doomed:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    Path(challenge.submissions).mkdir(parents=True)
+    print(f"removed {len(doomed)} path(s); wrote {leaderboard.write(challenge)} (empty); "
+          f"students add entries with `python -m bench new NAME`")
     return 0
 
 

@@ -134,7 +134,7 @@ def in_shard(submissions: list, index: int, count: int) -> list:
 
 # Flags that make a run a try-out: its records are not the challenge's, so they stay off the committed board.
 TRYOUT_FLAGS = ("dataset", "seeds", "max_epochs", "max_params", "validation_size", "train_limit", "test_limit", "test_set")
-TRYOUT_FOLDER = Path(".bench") / "try"
+TRYOUT_FOLDER = config.TRYOUT_FOLDER
 
 
 def tryout_destination(args, challenge: config.Challenge) -> config.Challenge:

@@ -97,6 +97,8 @@ class ConfigError(ValueError):
 
 
 TEST_SET_ENV = "BENCH_TEST_SET"
+# Where a try-out's records and board go (git-ignored): runs whose settings differ from the challenge's.
+TRYOUT_FOLDER = Path(".bench") / "try"
 SANDBOX_MODES = ("auto", "required", "off")
 MIN_MEMORY_MB = 1024
 

@@ -160,6 +160,8 @@ def cell(text) -> str:
 def sandbox_line(shown: list[dict]) -> str:
     """Which sandbox the board's runs trained under (bench.sandbox); names the entries that had none."""
     unsandboxed = sorted({r["entry"] for r in shown if r.get("sandbox") != "bubblewrap"})
+    if not shown:
+        return "- Sandbox: no runs yet."
     if not unsandboxed:
         return "- Sandbox: every run trained in bubblewrap; its numbers come from the exported model, audited and scored by the harness."
     listed = ", ".join(unsandboxed[:8]) + (f" and {len(unsandboxed) - 8} more" if len(unsandboxed) > 8 else "")
@@ -189,6 +191,7 @@ def plot(frame: pd.DataFrame, path: Path, title: str) -> bool:
     """Accuracy against parameters on a log axis, the Pareto front joined by a line."""
     ok = frame[frame["status"] == "OK"].sort_values(["total_params", "entry"])
     if ok.empty:
+        path.unlink(missing_ok=True)  # a plot of records that are gone would contradict the board
         return False
     import matplotlib
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -192,3 +194,45 @@ def test_list_marks_records_the_board_would_leave_out(tmp_path, write_entry, cap
     assert listed("--epochs", "2") == "OK(other settings)"
     entry.write_text(DENSE_ENTRY + "\n# edited\n")
     assert listed("--epochs", "1") == "OK(stale)"
+
+
+def test_clear_leaves_a_fork_whose_tests_do_not_need_the_example_entries(tmp_path):
+    """The README's step 2 on a copy of this repository: `bench clear` lists, `--yes` removes and writes an
+    empty board, and every test the fork still collects is the harness's own, naming no example entry."""
+    import shutil
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    fork = tmp_path / "fork"
+    listed = subprocess.run(["git", "-C", str(repo), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            capture_output=True, text=True, check=True).stdout
+    for name in filter(None, listed.split("\0")):
+        if (repo / name).is_file():
+            (fork / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(repo / name, fork / name)
+    examples = sorted(p.stem for p in (fork / "submissions").glob("*.py"))
+    assert len(examples) > 5 and (fork / "leaderboard.png").is_file() and (fork / "studies").is_dir()
+
+    def bench(*args):
+        return subprocess.run([sys.executable, "-m", "bench", *args], cwd=fork, capture_output=True, text=True)
+
+    dry = bench("clear")
+    assert dry.returncode == 0 and "would remove: submissions/, results/, leaderboard.md, leaderboard.png, studies/" in dry.stdout
+    assert len(list((fork / "submissions").glob("*.py"))) == len(examples)  # a dry run removes nothing
+    done = bench("clear", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert list((fork / "submissions").iterdir()) == []
+    assert not any((fork / p).exists() for p in ("results", "leaderboard.png", "studies"))
+    board = (fork / "leaderboard.md").read_text()
+    assert "No entry has finished OK yet." in board and "- Sandbox: no runs yet." in board
+    assert bench("leaderboard", "--check").returncode == 0
+
+    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q"], cwd=fork,
+                               capture_output=True, text=True)
+    assert collected.returncode == 0, collected.stdout[-2000:]
+    test_ids = [line for line in collected.stdout.splitlines() if "::" in line]
+    assert test_ids and all(line.startswith("tests/") for line in test_ids)
+    for test_file in (fork / "tests").rglob("*.py"):
+        text = test_file.read_text()
+        assert not [name for name in examples if name in text], test_file

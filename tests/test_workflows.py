@@ -153,3 +153,31 @@ def test_the_pull_request_smoke_command_works_on_a_digits_challenge(tmp_path, mo
     board = (tmp_path / "runner" / "smoke" / "board.md").read_text()
     assert "student" in board and "digits" in board
     assert not (tmp_path / "results").exists() and not (tmp_path / "leaderboard.md").exists()
+
+
+def test_the_pull_requests_changed_entries_are_the_new_files_directly_in_submissions(tmp_path):
+    """The "Changed entries" step, run as written on a pull request that adds an entry, a helper, a test of the
+    examples and a file elsewhere: only the entry reaches `bench check`."""
+    import subprocess
+
+    step = next(step for _, step in steps(load("pull-request.yml")) if step.get("name") == "Changed entries")
+    repo = tmp_path / "repo"
+    (repo / "submissions" / "tests").mkdir(parents=True)
+    (repo / "submissions" / "old.py").write_text("x = 1\n")
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "base")
+    base = git("rev-parse", "HEAD")
+    for name in ("submissions/ada.py", "submissions/_ada_helpers.py", "submissions/tests/test_more.py", "notes.py"):
+        (repo / name).write_text("x = 2\n")
+    (repo / "submissions" / "old.py").unlink()
+    git("add", "-A")
+    git("commit", "-qm", "a student's pull request")
+    env = {"PATH": "/usr/bin:/bin", "BASE_SHA": base, "HEAD_SHA": git("rev-parse", "HEAD"), "RUNNER_TEMP": str(tmp_path)}
+    subprocess.run(["bash", "-e", "-c", step["run"]], cwd=repo, env=env, check=True, capture_output=True)
+    assert (tmp_path / "changed").read_bytes() == b"submissions/ada.py\0"

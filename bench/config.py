@@ -39,6 +39,31 @@ class Smoke:
     time_limit: float = 900.0
 
 
+SCORING_RULES = ("tiers", "golf", "micronet", "threshold", "points")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scoring:
+    """[tool.bench.scoring]: how the board ranks entries. Each rule's formula is in bench.scoring; rendering
+    only, so changing it retrains nothing. Accuracies are fractions (0.98), sizes counts or bits."""
+    rule: str = "tiers"  # one of SCORING_RULES
+    target: float | None = None  # the accuracy golf, micronet, points and threshold ask for
+    strict: bool = False  # golf: the lower end of the 95 % interval (mean - 1.96 SE) must reach the target
+    size: str = "total_params"  # golf ranks by it: total_params, nonzero_params or storage_bits
+    reference: str | None = None  # micronet: the entry whose storage and MACs count as 1 each
+    max_params: int | None = None  # threshold: more parameters fail
+    max_macs: int | None = None  # threshold: more MACs per image fail
+    max_epochs: float | None = None  # threshold: more epochs (mean over seeds) fail
+    baseline: float | None = None  # points: the accuracy worth 0 points
+    full_points: float = 100.0  # points: at the target
+    curve: str = "linear"  # points: "linear" or "exponential" between baseline and target
+    steepness: float = 4.0  # points, exponential curve: (e^(k x) - 1) / (e^k - 1) with x the way from baseline to target
+    bonus: float = 0.0  # points: extra points, linear from the target up to `ceiling`
+    ceiling: float | None = None  # points: the accuracy that earns the whole bonus
+    float_bits: int = 32  # storage: bits per float32 weight (16: count them as half precision, as MicroNet allowed)
+    alpha: float = 0.05  # significance level of the tests that group rows (after Holm's correction)
+
+
 @dataclasses.dataclass(frozen=True)
 class Challenge:
     dataset: str = "mnist"
@@ -75,6 +100,7 @@ class Challenge:
     # "required" (refuse to run without it) or "off" (a trusted machine). See bench.sandbox.
     sandbox: str = "auto"
     smoke: Smoke = Smoke()
+    scoring: Scoring = Scoring()
 
     def protocol(self) -> dict:
         """The settings that change what a training run produces: these make up the cache key.
@@ -84,7 +110,7 @@ class Challenge:
         """
         fields = dataclasses.asdict(self)
         for name in ("data_dir", "submissions", "results", "leaderboard", "seeds", "one_seed_above", "time_limit", "tiers",
-                     "memory_limit_mb", "test_set", "sandbox", "smoke"):
+                     "memory_limit_mb", "test_set", "sandbox", "smoke", "scoring"):
             fields.pop(name)
         return fields
 
@@ -109,6 +135,7 @@ def sha256_of_json(value) -> str:
 
 _CALLBACK_KEYS = {f.name for f in dataclasses.fields(Callback)}
 _SMOKE_KEYS = {f.name for f in dataclasses.fields(Smoke)}
+_SCORING_KEYS = {f.name for f in dataclasses.fields(Scoring)}
 _TOP_KEYS = {f.name for f in dataclasses.fields(Challenge)}
 
 
@@ -145,6 +172,8 @@ def from_dict(table: dict, source: str = "config") -> Challenge:
             if extra:
                 raise ConfigError(f"{source}: [tool.bench.smoke] has unknown key(s) {sorted(extra)}; known keys are {sorted(_SMOKE_KEYS)}")
             value = dataclasses.replace(default, **value)
+        elif name == "scoring":
+            value = scoring_from_dict(value, source)
         elif name == "tiers":
             value = tuple(sorted(int(t) for t in value))
         elif isinstance(default, bool) or value is None:
@@ -177,6 +206,42 @@ def from_dict(table: dict, source: str = "config") -> Challenge:
     if challenge.smoke != defaults.smoke:  # its values must make a valid challenge too: checked here, once
         from_dict({**{k: v for k, v in table.items() if k != "smoke"}, **_smoke_values(challenge.smoke)}, f"{source} [tool.bench.smoke]")
     return challenge
+
+
+def scoring_from_dict(table: dict, source: str) -> Scoring:
+    """[tool.bench.scoring] checked whole: every mistake is reported here, before any work starts."""
+    where = f"{source}: [tool.bench.scoring]"
+    extra = set(table) - _SCORING_KEYS
+    if extra:
+        raise ConfigError(f"{where} has unknown key(s) {sorted(extra)}; known keys are {sorted(_SCORING_KEYS)}")
+    scoring = dataclasses.replace(Scoring(), **table)
+    if scoring.rule not in SCORING_RULES:
+        raise ConfigError(f"{where} rule = {scoring.rule!r}; choose one of {', '.join(repr(r) for r in SCORING_RULES)}")
+    for name in ("target", "baseline", "ceiling"):
+        value = getattr(scoring, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1):
+            raise ConfigError(f"{where} {name} = {value!r}: give an accuracy as a fraction between 0 and 1 (0.98, not 98)")
+    if scoring.rule in ("golf", "micronet", "points") and scoring.target is None:
+        raise ConfigError(f"{where} rule = {scoring.rule!r} needs target, the accuracy to reach, e.g. target = 0.98")
+    if scoring.rule == "threshold" and scoring.target is None and not (scoring.max_params or scoring.max_macs or scoring.max_epochs):
+        raise ConfigError(f"{where} rule = 'threshold' needs at least one criterion: target, max_params, max_macs or max_epochs")
+    if scoring.rule == "micronet" and not scoring.reference:
+        raise ConfigError(f"{where} rule = 'micronet' needs reference, the entry whose storage and MACs count as 1")
+    if scoring.rule == "points":
+        if scoring.baseline is None or scoring.baseline >= scoring.target:
+            raise ConfigError(f"{where} rule = 'points' needs baseline (0 points) below target (full points), "
+                              f"got baseline = {scoring.baseline!r}, target = {scoring.target!r}")
+        if scoring.curve not in ("linear", "exponential"):
+            raise ConfigError(f"{where} curve = {scoring.curve!r}; choose 'linear' or 'exponential'")
+        if scoring.bonus and (scoring.ceiling is None or scoring.ceiling <= scoring.target):
+            raise ConfigError(f"{where} bonus needs ceiling, the accuracy above target that earns all of it")
+    if scoring.size not in ("total_params", "nonzero_params", "storage_bits"):
+        raise ConfigError(f"{where} size = {scoring.size!r}; choose 'total_params', 'nonzero_params' or 'storage_bits'")
+    if scoring.float_bits not in (32, 16):
+        raise ConfigError(f"{where} float_bits = {scoring.float_bits!r}; choose 32 or 16")
+    if isinstance(scoring.alpha, bool) or not isinstance(scoring.alpha, (int, float)) or not 0 < scoring.alpha < 1:
+        raise ConfigError(f"{where} alpha = {scoring.alpha!r}: give a significance level between 0 and 1, e.g. 0.05")
+    return scoring
 
 
 def _smoke_values(smoke: Smoke) -> dict:

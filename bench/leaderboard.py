@@ -12,12 +12,14 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from bench import config, results
+from bench import config, results, scoring
 
 # Column names of the CSV/JSON export: gradebooks and scripts read them, keep them stable.
 EXPORT_COLUMNS = [
     "entry", "author", "status", "message", "total_params", "trainable_params", "test_accuracy",
     "test_accuracy_std", "seeds", "epochs", "train_seconds", "tier", "pareto", "macs", "tuned_trials", "summary",
+    # bench.scoring: storage, uncertainty, and the challenge's rule ([tool.bench.scoring])
+    "nonzero_params", "storage_bits", "test_accuracy_se", "group", "rank", "score", "passed", "failed_criteria",
 ]
 STATUS_ORDER = ["FAILED", "TIMEOUT", "OVER_BUDGET", "INVALID"]
 MAX_PLOT_LABELS = 40
@@ -37,7 +39,7 @@ def board_records(records: list[dict], challenge: config.Challenge) -> list[dict
 
 def board(records: list[dict], challenge: config.Challenge) -> pd.DataFrame:
     """One row per entry: mean over its seeds, its tier, and whether it is on the Pareto front."""
-    rows = []
+    rows, ok_runs = [], {}
     by_entry: dict[str, list[dict]] = {}
     for record in board_records(records, challenge):
         by_entry.setdefault(record["entry"], []).append(record)
@@ -47,6 +49,8 @@ def board(records: list[dict], challenge: config.Challenge) -> pd.DataFrame:
         bad = [r for r in runs if r["status"] != "OK"]
         first = (bad or runs)[0]
         accuracies = pd.Series([r["test_accuracy"] for r in ok], dtype="float64")
+        ok_runs[entry] = {r["seed"]: r for r in ok}
+        test_images = (ok[0].get("test_correct") or {}).get("images") if ok else None
         rows.append({
             "entry": entry,
             "author": first.get("author", ""),
@@ -65,12 +69,24 @@ def board(records: list[dict], challenge: config.Challenge) -> pd.DataFrame:
             "macs": first.get("macs"),
             "tuned_trials": int(first.get("tuned_trials") or 0),
             "summary": first.get("summary", ""),
+            "nonzero_params": first.get("nonzero_params"),
+            "storage_bits": scoring.storage_bits(first.get("weight_tensors"), challenge.scoring.float_bits),
+            "test_accuracy_se": _rounded(scoring.standard_error(list(accuracies), test_images)),
         })
-    frame = pd.DataFrame(rows, columns=EXPORT_COLUMNS)
-    for column in ("total_params", "trainable_params", "seeds", "macs", "tuned_trials"):
+    frame = pd.DataFrame(rows, columns=[c for c in EXPORT_COLUMNS if c not in RULE_COLUMNS])
+    for column in ("total_params", "trainable_params", "seeds", "macs", "tuned_trials", "nonzero_params", "storage_bits"):
         frame[column] = frame[column].astype("Int64")  # integers that may be missing, not floats
     frame["pareto"] = pareto_mask(frame)
-    return frame
+    tier_names = [tier_of(t, challenge.tiers) for t in challenge.tiers] + [f"> {_short(challenge.tiers[-1])}"]
+    ranked = scoring.rank_board(frame, ok_runs, challenge.scoring, tier_names)
+    return ranked.reset_index(drop=True)[EXPORT_COLUMNS + ["section"]]
+
+
+RULE_COLUMNS = ("group", "rank", "score", "passed", "failed_criteria")
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
 
 
 def tier_of(params: int | None, tiers) -> str:
@@ -84,18 +100,15 @@ def tier_of(params: int | None, tiers) -> str:
 
 def pareto_mask(frame: pd.DataFrame) -> list[bool]:
     """OK entries no other OK entry beats on both parameters (fewer or equal) and accuracy (higher or equal)."""
-    ok = frame[frame["status"] == "OK"]
-    mask = []
-    for _, row in frame.iterrows():
-        if row["status"] != "OK":
-            mask.append(False)
-            continue
-        dominated = (
-            (ok["total_params"] <= row["total_params"]) & (ok["test_accuracy"] >= row["test_accuracy"])
-            & ((ok["total_params"] < row["total_params"]) | (ok["test_accuracy"] > row["test_accuracy"]))
-        ).any()
-        mask.append(not dominated)
-    return mask
+    ok = (frame["status"] == "OK").to_numpy()
+    params = frame["total_params"].to_numpy(dtype="float64", na_value=float("nan"))
+    accuracy = frame["test_accuracy"].to_numpy(dtype="float64", na_value=float("nan"))
+    p, a = params[ok], accuracy[ok]
+    # dominated[i]: some OK entry has params <= and accuracy >= entry i's, and is strictly better in one
+    no_worse = (p[None, :] <= params[:, None]) & (a[None, :] >= accuracy[:, None])
+    better = (p[None, :] < params[:, None]) | (a[None, :] > accuracy[:, None])
+    dominated = (no_worse & better).any(axis=1)
+    return [bool(keep) for keep in ok & ~dominated]
 
 
 def render_markdown(frame: pd.DataFrame, records: list[dict], challenge: config.Challenge, plot_name: str | None) -> str:
@@ -120,21 +133,23 @@ def render_markdown(frame: pd.DataFrame, records: list[dict], challenge: config.
         f"Defaults for entries that do not compile themselves: {challenge.optimizer}, learning rate {challenge.learning_rate}, batch {challenge.batch_size}.",
         f"- Seeds per entry: {challenge.seeds}"
         + (f" (seed 0 alone is trained for entries above {challenge.one_seed_above:,} parameters)" if challenge.one_seed_above is not None and challenge.seeds > 1 else "")
-        + f" (accuracy is the mean +- sample std over the seeds that finished OK); "
+        + f" (accuracy is the mean over the seeds that finished OK, ± its standard error); "
         f"parameter budget {challenge.max_params:,}; config hash `{challenge.protocol_hash()[:12]}`.",
         f"- Versions: {'; '.join(versions) or '-'}",
         sandbox_line(shown),
         "- ★ marks the Pareto front: no other entry has as few parameters and as high an accuracy.",
+        rule_line(challenge.scoring),
+        significance_line(challenge.scoring),
         "",
     ]
     ok = frame[frame["status"] == "OK"]
-    for tier in [tier_of(t, challenge.tiers) for t in challenge.tiers] + [f"> {_short(challenge.tiers[-1])}"]:
-        in_tier = ok[ok["tier"] == tier].sort_values(["test_accuracy", "total_params", "entry"], ascending=[False, True, True])
-        if in_tier.empty:
-            continue
-        lines += [f"## Parameters {tier}", "", _table(in_tier), ""]
+    for section in dict.fromkeys(ok["section"]):  # the rule's sections, in board order
+        lines += [f"## {section}", "", _table(ok[ok["section"] == section], challenge.scoring), ""]
     if ok.empty:
         lines += ["No entry has finished OK yet.", ""]
+    elif challenge.scoring.rule == "micronet" and ok["score"].isna().all():
+        lines += [f"No scores: the reference entry {challenge.scoring.reference!r} has no OK row with storage and MACs on "
+                  "this board (set `reference` in [tool.bench.scoring] to an entry that has).", ""]
     if plot_name and not ok.empty:
         lines += ["## Accuracy against parameters", "", f"![Pareto plot]({plot_name})", ""]
     bad = frame[frame["status"] != "OK"].copy()
@@ -169,22 +184,57 @@ def sandbox_line(shown: list[dict]) -> str:
             f"(or before the harness had one), so their code could reach the harness: {listed}.")
 
 
-def _table(rows: pd.DataFrame) -> str:
+def rule_line(rules: config.Scoring) -> str:
+    """The board's header line naming the rule ([tool.bench.scoring]) and its constants."""
+    if rules.rule == "tiers":
+        return "- Ranking: by mean test accuracy within each parameter tier (`[tool.bench.scoring] rule = \"tiers\"`)."
+    if rules.rule == "golf":
+        return (f"- Ranking (golf): entries whose mean test accuracy{' less 1.96 standard errors' if rules.strict else ''} reaches "
+                f"{100 * rules.target:.2f} % are ranked by fewest {rules.size.replace('_', ' ')}; the rest follow by accuracy.")
+    if rules.rule == "micronet":
+        return (f"- Ranking (MicroNet): among entries reaching {100 * rules.target:.2f} %, score = storage bits / {rules.reference}'s "
+                f"+ MACs per image / {rules.reference}'s, lowest first (float32 weights counted as {rules.float_bits} bits).")
+    if rules.rule == "threshold":
+        criteria = [f"accuracy >= {100 * rules.target:.2f} %" if rules.target is not None else "",
+                    f"params <= {rules.max_params:,}" if rules.max_params is not None else "",
+                    f"MACs <= {rules.max_macs:,}" if rules.max_macs is not None else "",
+                    f"epochs <= {rules.max_epochs:g}" if rules.max_epochs is not None else ""]
+        return f"- Passing (threshold): {', '.join(c for c in criteria if c)}; the failed criteria are named."
+    return (f"- Points: {rules.curve} from {100 * rules.baseline:.2f} % (0) to {100 * rules.target:.2f} % ({rules.full_points:g})"
+            + (f", plus up to {rules.bonus:g} linearly up to {100 * rules.ceiling:.2f} %" if rules.bonus else "") + "; by mean test accuracy.")
+
+
+def significance_line(rules: config.Scoring) -> str:
+    return (f"- ± is the standard error of the mean accuracy (seeds' std / sqrt(seeds); with one seed, the test set's binomial error). "
+            f"grp: rows ranked by accuracy share a group, and a rank, with the row above unless the difference passes McNemar's test "
+            f"on the test images (each shared seed) and Welch's t-test on the seeds' accuracies, every one at {rules.alpha:g} "
+            f"after Holm's correction over the board's neighbour pairs (scipy.stats).")
+
+
+def _table(rows: pd.DataFrame, rules: config.Scoring) -> str:
     body = []
-    for rank, r in enumerate(rows.itertuples(), start=1):
+    show_score = rules.rule in ("golf", "micronet", "points")
+    show_storage = rules.rule in ("micronet",) or rules.size != "total_params"
+    for r in rows.itertuples():
         accuracy = f"{100 * r.test_accuracy:.2f}"
-        if r.seeds > 1:
-            accuracy += f" ± {100 * r.test_accuracy_std:.2f}"
+        if pd.notna(r.test_accuracy_se):
+            accuracy += f" ± {100 * r.test_accuracy_se:.2f}"
         name = f"{r.entry} ★" if r.pareto else r.entry
         if r.tuned_trials:
             name += f" (tuned, {r.tuned_trials} trials)"
-        body.append([
-            rank, name, accuracy, r.seeds, f"{int(r.total_params):,}", f"{int(r.trainable_params):,}",
-            f"{int(r.macs):,}" if pd.notna(r.macs) else "-", f"{r.epochs:g}", f"{r.train_seconds:.0f}",
-            cell(r.author) or "-", cell(r.summary),
-        ])
-    headers = ["#", "entry", "test acc. %", "seeds", "params", "trainable", "MACs/image", "epochs", "train s", "author", "summary"]
-    return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+        row = [r.rank, name, accuracy, r.group, r.seeds, f"{int(r.total_params):,}", _count(r.nonzero_params)]
+        row += [_count(r.storage_bits)] if show_storage else []
+        row += [_count(r.macs), f"{r.epochs:g}", f"{r.train_seconds:.0f}"]
+        row += [f"{r.score:g}" if pd.notna(r.score) else "-"] if show_score else []
+        row += [("yes" if r.passed else f"no: {r.failed_criteria}")] if rules.rule == "threshold" else []
+        body.append(row + [cell(r.author) or "-", cell(r.summary)])
+    headers = ["#", "entry", "test acc. %", "grp", "seeds", "params", "nonzero"] + (["storage bits"] if show_storage else [])
+    headers += ["MACs/image", "epochs", "train s"] + (["score"] if show_score else []) + (["passed"] if rules.rule == "threshold" else [])
+    return tabulate(body, headers=headers + ["author", "summary"], tablefmt="github", disable_numparse=True)
+
+
+def _count(value) -> str:
+    return f"{int(value):,}" if pd.notna(value) else "-"
 
 
 def plot(frame: pd.DataFrame, path: Path, title: str) -> bool:
@@ -238,7 +288,12 @@ def render_markdown_text(challenge: config.Challenge) -> str:
 
 
 def export(challenge: config.Challenge, fmt: str) -> str:
-    frame = board(results.load_all(challenge.results, challenge.dataset), challenge)
+    return export_frame(board(results.load_all(challenge.results, challenge.dataset), challenge), fmt)
+
+
+def export_frame(frame: pd.DataFrame, fmt: str) -> str:
+    """A board (from `board`) as CSV or JSON text with the EXPORT_COLUMNS, in board order."""
+    frame = frame[EXPORT_COLUMNS]
     if fmt == "csv":
         return frame.to_csv(index=False)
     return json.dumps(json.loads(frame.to_json(orient="records")), indent=1)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import bench
-from bench import audit, config, containment, data, results, sandbox, train
+from bench import audit, config, containment, data, results, sandbox, scoring, train
 from bench.discover import Submission
 from bench.status import FAILED, OK, OVER_BUDGET, STATUSES, TIMEOUT
 from bench.train import PROGRESS_PREFIX
@@ -176,8 +176,9 @@ def _train_and_store(challenge, todo: dict[int, Run], executor, threads, log, ex
         running.add(index)
         in_window.add(index)
 
+    finishing = executor.train(challenge, todo, threads, log, extra_job, on_start=started)
     try:
-        for index, partial, seconds in executor.train(challenge, todo, threads, log, extra_job, on_start=started):
+        for index, partial, seconds in finishing:
             running.discard(index)
             window, in_window_now = set(in_window) | {index}, set(running)
             in_window.clear()
@@ -199,6 +200,10 @@ def _train_and_store(challenge, todo: dict[int, Run], executor, threads, log, ex
     except KeyboardInterrupt:
         log(f"interrupted: {len(records)} record(s) finished and kept")
         raise
+    finally:
+        # Ctrl-C may land in this loop's body rather than while the executor waits: closing it ends the runs in
+        # flight then too (otherwise their threads would keep the interpreter alive until they finished).
+        finishing.close()
     return suspects
 
 
@@ -446,7 +451,7 @@ def score(challenge: config.Challenge, claims: dict, audited: dict, prepared: "I
     if audited.get("status") != OK:
         return {**claims, "status": audited.get("status", FAILED), "message": audited.get("message", "")}
     record = {**claims, "notes": [*claims.get("notes", []), *audited.get("notes", [])]}
-    for name in ("total_params", "trainable_params", "embedded_constants", "macs"):
+    for name in ("total_params", "trainable_params", "nonzero_params", "weight_tensors", "embedded_constants", "macs"):
         record[name] = audited.get(name)
     if record["total_params"] > challenge.max_params:
         return {**record, "status": OVER_BUDGET, "message": train.over_budget_message(record["total_params"], challenge.max_params)}
@@ -456,6 +461,8 @@ def score(challenge: config.Challenge, claims: dict, audited: dict, prepared: "I
         if predictions.shape != truth.shape:
             return {**record, "status": FAILED, "message": f"the audit returned {predictions.shape} predictions for {truth.shape} {name} images"}
         record[f"{name}_accuracy"] = float(np.mean(predictions == truth))
+        if name == "test":  # which test images this run got right, for the paired tests between entries (bench.scoring)
+            record["test_correct"] = scoring.pack_correct(predictions == truth)
     if mode == "check":
         record["message"] = "check passed: imports, builds, output shape, one training step, export and audit"
     elif prepared.test_set:

@@ -100,6 +100,7 @@ def run_job(job: dict) -> dict:
                 # MACs of the model as trained; bench.audit counts those of the exported (deployed) one.
                 record["train_macs"] = macs.record_fields(model, record["notes"])["macs"]
                 model = rebuild_for_evaluation(module, model, x_fit, num_classes, job["build_kwargs"] or {}, job["eval_kwargs"])
+        model = finalized(module, model)
         exporting = time.perf_counter()
         export(model, output)
         record["export_seconds"] = round(time.perf_counter() - exporting, 3)
@@ -386,6 +387,24 @@ def fit(model, module, training, challenge, job, label_kind, num_classes, x_fit,
     if early_stopping.best_weights is not None and early_stopping.stopped_epoch == 0:
         model.set_weights(early_stopping.best_weights)
     return history
+
+
+def finalized(module, model):
+    """The entry's optional `finalize(model)` hook: called once training is over (the best weights restored, or
+    after `check`'s one step), it returns the model to export and score, e.g. a pruned or quantized one
+    (`model.quantize("int8")`). Its output must keep the input and output shapes (the audit checks what it runs)."""
+    hook = getattr(module, "finalize", None)
+    if hook is None:
+        return model
+    if not callable(hook):
+        raise EntryProblem(INVALID, "finalize must be a function taking the trained model and returning the model to score")
+    import keras
+
+    final = hook(model)
+    if not isinstance(final, keras.Model):
+        raise EntryProblem(INVALID, f"finalize(model) returned {type(final).__name__}, not a keras.Model: "
+                                    "return the model to score (e.g. `model.quantize(\"int8\"); return model`)")
+    return final
 
 
 def rebuild_for_evaluation(module, trained, x_train, num_classes, build_kwargs, eval_kwargs):

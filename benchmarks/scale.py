@@ -5,7 +5,7 @@ Run from the repository root:  python benchmarks/scale.py [--data-dir DIR]
 Prints, from one run:
 1. wall time of `evaluate --jobs 1` and `--jobs 2` on the same 6 generated digits entries (5 epochs each),
    their ratio (target >= 1.4x on 2 cores) and whether both gave the same records;
-2. `leaderboard` on 1,000 synthetic records: render time (target < 2 s) and whether TensorFlow was imported;
+2. `leaderboard` on 1,000 synthetic records with per-image correctness: render time (target < 2 s) and whether TensorFlow was imported;
 3. `evaluate` on an unchanged board of 200 cached MNIST entries x 3 seeds: wall time (target < 30 s),
    worker subprocesses started and whether TensorFlow was imported (targets: 0 and no);
 4. seconds per epoch of seed 004's 158-parameter model on MNIST (batch 1024, one thread), in the harness's
@@ -29,11 +29,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench import config, data, discover, results, runner  # noqa: E402  (after the path is set)
+import numpy as np  # noqa: E402
+
+from bench import config, data, discover, results, runner, scoring  # noqa: E402  (after the path is set)
 
 JOBS_ENTRIES = 6
 JOBS_EPOCHS = 5
 BOARD_RECORDS = 1000
+TEST_IMAGES = 10_000
 CACHED_ENTRIES = 200
 PROBE_EPOCHS = 4
 # Fields that say when and how fast a run went, not what it produced.
@@ -109,9 +112,10 @@ def jobs_speedup(work: Path) -> None:
 
 
 def synthetic_board(challenge: config.Challenge, submissions: list[discover.Submission], fingerprint: str,
-                    failures: bool) -> int:
+                    failures: bool, per_image: bool = False) -> int:
     """Records whose cache keys match these submissions, as the runner stores them: OK, and with `failures`
-    one entry in ten FAILED (evaluate retrains those, so a cached board has none)."""
+    one entry in ten FAILED (evaluate retrains those, so a cached board has none); with `per_image`, each OK
+    record holds its correctness on TEST_IMAGES test images, which the board's significance tests read."""
     rng = random.Random(0)
     runs = runner.plan(challenge, submissions, fingerprint, list(range(challenge.seeds)))
     for run in runs:
@@ -120,8 +124,11 @@ def synthetic_board(challenge: config.Challenge, submissions: list[discover.Subm
         partial = {"status": "FAILED" if failed else "OK", "message": "ValueError: synthetic" if failed else "", "notes": []}
         if not failed:
             accuracy = min(0.995, 0.80 + 0.04 * rng.random() + 0.03 * len(str(params)))
+            correct = [rng.random() < accuracy for _ in range(TEST_IMAGES)] if per_image else None
             partial.update(total_params=params, trainable_params=params, epochs=40, train_seconds=60.0,
-                           val_accuracy=accuracy, test_accuracy=accuracy,
+                           val_accuracy=accuracy, test_accuracy=sum(correct) / TEST_IMAGES if per_image else accuracy,
+                           nonzero_params=params, weight_tensors=[["float32", params, params]],
+                           **({"test_correct": scoring.pack_correct(np.array(correct))} if per_image else {}),
                            history={"loss": [1.0, 0.5], "val_loss": [1.1, 0.6], "accuracy": [0.7, accuracy]})
         runner.store(challenge, run, partial, 61.0, 1, log=lambda line: None)
     return len(runs)
@@ -132,9 +139,10 @@ def leaderboard_render(work: Path) -> None:
     challenge = config.load(REPO / "pyproject.toml", dataset="digits", seeds=seeds, results=str(out))
     fake = [discover.Submission(f"entry_{i:04d}", Path(f"entry_{i:04d}.py"), f"synthetic entry {i}", f"author {i % 40}",
                                 f"{i:064x}", False) for i in range(BOARD_RECORDS // seeds)]
-    count = synthetic_board(challenge, fake, "synthetic-fingerprint", failures=True)
+    count = synthetic_board(challenge, fake, "synthetic-fingerprint", failures=True, per_image=True)
     measured = cli("leaderboard", "--dataset", "digits", "--seeds", seeds, "--results", out, "--leaderboard", out / "board.md")
-    print(f"2. leaderboard on {count} synthetic records ({len(fake)} entries x {seeds} seeds)")
+    print(f"2. leaderboard on {count} synthetic records ({len(fake)} entries x {seeds} seeds, each with its correctness on "
+          f"{TEST_IMAGES:,} test images for the significance tests)")
     print(f"   render {measured['seconds']:.2f} s (target < 2 s; whole command with start-up {measured['process_seconds']:.2f} s); "
           f"TensorFlow imported: {'yes' if measured['tensorflow'] else 'no'}")
 

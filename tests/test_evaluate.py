@@ -239,3 +239,31 @@ def test_editing_a_helper_beside_the_entry_changes_its_cache_key(tmp_path, write
     first = key()
     (entry.parent / "_shared.py").write_text("WIDTH = 8\n")
     assert len({without, first, key()}) == 3
+
+
+def test_ctrl_c_while_a_finished_run_is_being_stored_still_ends_the_runs_in_flight(tmp_path, write_entry, monkeypatch):
+    """The interrupt can land in the runner's own code between two finished runs, not while the executor waits:
+    the executor is closed all the same (its threads would otherwise keep the process alive until they finish)."""
+    from bench import config, discover, runner
+
+    challenge = config.from_dict({"dataset": "digits", "validation_size": 300, "sandbox": "off",
+                                  "results": str(tmp_path / "results"), "leaderboard": str(tmp_path / "board.md")})
+    entries = [str(write_entry(name, DENSE_ENTRY)) for name in ("first", "second")]
+    runs = runner.plan(challenge, discover.find(entries, "submissions"), "fingerprint", [0])
+    closed = []
+
+    class OneStillTraining:
+        def train(self, challenge, todo, threads, log, extra_job, on_start=None):
+            try:
+                yield next(iter(todo)), {"status": "FAILED", "message": "finished"}, 1.0
+                raise AssertionError("the runner asked for the run still in flight after Ctrl-C")
+            finally:
+                closed.append("ended the run in flight")
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "store", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        runner.execute(challenge, runs, executor=OneStillTraining(), log=lambda line: None)
+    assert closed == ["ended the run in flight"]

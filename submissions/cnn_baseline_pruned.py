@@ -1,0 +1,59 @@
+"""cnn_baseline with 80 % of its dense head pruned during training: counts nonzero weights and storage bits.
+
+The architecture is `cnn_baseline`'s (2,685 parameters: conv 3x3 x4 -> max-pool -> conv 3x3 x5 -> max-pool
+-> dense 10 from 7 x 7 x 5 features), and the dense kernel, 2,450 of those parameters, is pruned by weight
+magnitude (Han et al. 2015, "Learning both Weights and Connections for Efficient Neural Networks") on a gradual
+schedule (Zhu & Gupta 2017, "To prune, or not to prune"): at the start of each of the first RAMP_EPOCHS epochs
+the smallest weights are zeroed, up to SPARSITY, and the mask is re-applied after every training step, so the
+weights validated, restored by early stopping and exported are always pruned. Keras 3 has no pruning API (the
+TensorFlow Model Optimization toolkit targets Keras 2), hence the callback. The board's `nonzero_params` and
+`storage_bits` (a one-bit mask per element plus the nonzero values, as the MicroNet Challenge counted sparse
+tensors) show what pruning saves; `total_params` still counts every weight.
+"""
+
+import keras
+import numpy as np
+
+AUTHOR = "bench examples"
+TRAINING = {"batch_size": 100, "optimizer": "adam", "learning_rate": 0.001}
+SPARSITY = 0.8  # fraction of the dense kernel set to zero
+RAMP_EPOCHS = 10  # the pruned fraction grows linearly to SPARSITY over these epochs
+
+
+def build_model(input_shape=(28, 28), num_classes=10):
+    inputs = keras.Input(input_shape)
+    h = keras.layers.Reshape((*input_shape[:2], 1))(inputs)
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(h)
+    h = keras.layers.MaxPooling2D(2)(h)
+    h = keras.layers.Conv2D(5, 3, padding="same", activation="relu")(h)
+    h = keras.layers.MaxPooling2D(2)(h)
+    h = keras.layers.Flatten()(h)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="head")(h)
+    return keras.Model(inputs, outputs, name="cnn_baseline_pruned")
+
+
+class MagnitudePruning(keras.callbacks.Callback):
+    """Keeps the smallest-magnitude weights of one layer's kernel at exactly zero."""
+
+    def __init__(self, layer_name: str, sparsity: float, ramp_epochs: int):
+        super().__init__()
+        self.layer_name, self.sparsity, self.ramp_epochs = layer_name, sparsity, ramp_epochs
+        self.mask = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        kernel = self.model.get_layer(self.layer_name).kernel
+        weights = keras.ops.convert_to_numpy(kernel)
+        fraction = self.sparsity * min(1.0, (epoch + 1) / self.ramp_epochs)
+        pruned = np.argsort(np.abs(weights), axis=None)[:round(fraction * weights.size)]
+        mask = np.ones(weights.size, dtype=weights.dtype)
+        mask[pruned] = 0.0
+        self.mask = mask.reshape(weights.shape)
+        kernel.assign(weights * self.mask)
+
+    def on_train_batch_end(self, batch, logs=None):
+        kernel = self.model.get_layer(self.layer_name).kernel
+        kernel.assign(kernel * self.mask)  # the optimizer's step moved some pruned weights off zero
+
+
+def callbacks():
+    return [MagnitudePruning("head", SPARSITY, RAMP_EPOCHS)]

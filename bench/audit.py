@@ -30,7 +30,9 @@ What it counts, from the graph the serving function runs:
   values x window x output channels), MatMul and BatchMatMul (output values x the summed axis). Other ops
   (pooling, activations, element-wise arithmetic, normalisation) cost none, as in bench.macs. The count
   needs the graph as written: Grappler's remapper and oneDNN's fusions are off in this process (a fused
-  Conv2D + BiasAdd runs under the BiasAdd's name).
+  Conv2D + BiasAdd runs under the BiasAdd's name). `macs_nonzero` scales each op's count by the fraction of
+  its weight operand that is nonzero (the MACs a sparse kernel would do; a computed weight, such as an int8
+  kernel times its scales, counts in full).
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ def audit(model_dir: str | Path, images: dict[str, np.ndarray], output: str | Pa
     notes = []
     if constants:
         notes.append(f"{constants:,} numbers are embedded in the graph as constants and count as parameters")
-    predictions, macs, uncounted = predict_and_count_macs(function, images)
+    predictions, (macs, macs_nonzero), uncounted = predict_and_count_macs(function, images)
     if uncounted:
         notes.append(f"MACs leave out operation(s) {', '.join(uncounted)} (their shapes were not known)")
     output_dir = Path(output)
@@ -121,7 +123,7 @@ def audit(model_dir: str | Path, images: dict[str, np.ndarray], output: str | Pa
     zeros = sum(elements - nonzero for _, elements, nonzero in weight_tensors)
     return {"status": OK, "message": "", "total_params": int(total + constants), "trainable_params": int(trainable),
             "nonzero_params": int(total + constants - zeros), "weight_tensors": weight_tensors,
-            "embedded_constants": int(constants), "macs": macs, "notes": notes}
+            "embedded_constants": int(constants), "macs": macs, "macs_nonzero": macs_nonzero, "notes": notes}
 
 
 def _tensor_summary(dtype: str, value: np.ndarray) -> list:
@@ -153,8 +155,9 @@ def counted_constants(nodes) -> tuple[int, list[list]]:
     return counted + over, tensors
 
 
-def predict_and_count_macs(function, images: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int | None, list[str]]:
-    """(class predictions for each image set, MACs per image, op types whose cost could not be read).
+def predict_and_count_macs(function, images: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], tuple, list[str]]:
+    """(class predictions for each image set, (MACs per image, the same with zero weights skipped), op types
+    whose cost could not be read).
 
     Every image is predicted by the frozen graph while it is traced, and the MACs are the mean over all
     of them: what is counted is exactly what produced the scored predictions, whatever branch or loop
@@ -172,7 +175,7 @@ def predict_and_count_macs(function, images: dict[str, np.ndarray]) -> tuple[dic
     # Grappler would fuse ops (MatMul + BiasAdd into _FusedMatMul) under other names; count the graph as written.
     session_config = tf.compat.v1.ConfigProto()
     session_config.graph_options.rewrite_options.remapping = rewriter_config_pb2.RewriterConfig.OFF
-    total, counted_images, uncounted, predictions = 0, 0, set(), {}
+    total, total_nonzero, counted_images, uncounted, predictions = 0, 0, 0, set(), {}
     with tf.compat.v1.Session(graph=graph, config=session_config) as session:
         for name, array in images.items():
             batches = []
@@ -182,22 +185,24 @@ def predict_and_count_macs(function, images: dict[str, np.ndarray]) -> tuple[dic
                 (scores,) = session.run(outputs, {input_name: batch}, run_metadata=metadata,
                                         options=tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE))
                 batches.append(np.argmax(np.asarray(scores).reshape(len(batch), -1), axis=-1))
-                macs, missing = _traced_macs(graph, metadata)
-                total, counted_images = total + macs, counted_images + len(batch)
+                macs, macs_nonzero, missing = _traced_macs(graph, metadata)
+                total, total_nonzero, counted_images = total + macs, total_nonzero + macs_nonzero, counted_images + len(batch)
                 uncounted |= missing
             predictions[name] = np.concatenate(batches).astype("int64") if batches else np.zeros(0, "int64")
-    return predictions, (round(total / counted_images) if counted_images else None), sorted(uncounted)
+    per_image = (lambda count: round(count / counted_images) if counted_images else None)
+    return predictions, (per_image(total), per_image(total_nonzero)), sorted(uncounted)
 
 
-def _traced_macs(graph, metadata) -> tuple[int, set[str]]:
-    """MACs of one traced run (all its images), and the op types whose shapes were unknown."""
+def _traced_macs(graph, metadata) -> tuple[int, int, set[str]]:
+    """MACs of one traced run (all its images), the same with zero weights skipped, and the op types whose
+    shapes were unknown."""
     runs, shapes = collections.Counter(), {}
     for device in metadata.step_stats.dev_stats:
         for stats in device.node_stats:
             runs[stats.node_name] += 1
             if stats.output:
                 shapes[stats.node_name] = [d.size for d in stats.output[0].tensor_description.shape.dim]
-    total, uncounted = 0, set()
+    total, nonzero, uncounted = 0, 0.0, set()
     for op in graph.get_operations():
         if runs[op.name] and op.type in MAC_OPS:
             macs = MAC_OPS[op.type](op, shapes.get(op.name))
@@ -205,7 +210,22 @@ def _traced_macs(graph, metadata) -> tuple[int, set[str]]:
                 uncounted.add(op.type)
             else:
                 total += macs * runs[op.name]
-    return int(total), uncounted
+                nonzero += macs * runs[op.name] * _nonzero_fraction(op.inputs[1])
+    return int(total), int(round(nonzero)), uncounted
+
+
+def _nonzero_fraction(weights) -> float:
+    """The fraction of nonzero elements of a weight operand that is a constant of the frozen graph (a
+    variable's value, through Identity ops); 1 for anything computed (an int8 kernel times its scales)."""
+    from tensorflow.python.framework import tensor_util
+
+    op = weights.op
+    while op.type == "Identity" and op.inputs:
+        op = op.inputs[0].op
+    if op.type != "Const":
+        return 1.0
+    value = tensor_util.MakeNdarray(op.get_attr("value"))
+    return float(np.count_nonzero(value)) / value.size if value.size else 1.0
 
 
 def _static(tensor) -> list[int] | None:

@@ -61,6 +61,7 @@ class Scoring:
     bonus: float = 0.0  # points: extra points, linear from the target up to `ceiling`
     ceiling: float | None = None  # points: the accuracy that earns the whole bonus
     float_bits: int = 32  # storage: bits per float32 weight (16: count them as half precision, as MicroNet allowed)
+    sparse_macs: bool = False  # show MACs with zero weights skipped (and micronet scores with them)
     alpha: float = 0.05  # significance level of the tests that group rows (after Holm's correction)
 
 

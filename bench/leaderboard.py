@@ -20,6 +20,7 @@ EXPORT_COLUMNS = [
     "test_accuracy_std", "seeds", "epochs", "train_seconds", "tier", "pareto", "macs", "tuned_trials", "summary",
     # bench.scoring: storage, uncertainty, and the challenge's rule ([tool.bench.scoring])
     "nonzero_params", "storage_bits", "test_accuracy_se", "group", "rank", "score", "passed", "failed_criteria",
+    "macs_nonzero",
 ]
 STATUS_ORDER = ["FAILED", "TIMEOUT", "OVER_BUDGET", "INVALID"]
 MAX_PLOT_LABELS = 40
@@ -70,11 +71,12 @@ def board(records: list[dict], challenge: config.Challenge) -> pd.DataFrame:
             "tuned_trials": int(first.get("tuned_trials") or 0),
             "summary": first.get("summary", ""),
             "nonzero_params": first.get("nonzero_params"),
+            "macs_nonzero": first.get("macs_nonzero"),
             "storage_bits": scoring.storage_bits(first.get("weight_tensors"), challenge.scoring.float_bits),
             "test_accuracy_se": _rounded(scoring.standard_error(list(accuracies), test_images)),
         })
     frame = pd.DataFrame(rows, columns=[c for c in EXPORT_COLUMNS if c not in RULE_COLUMNS])
-    for column in ("total_params", "trainable_params", "seeds", "macs", "tuned_trials", "nonzero_params", "storage_bits"):
+    for column in ("total_params", "trainable_params", "seeds", "macs", "tuned_trials", "nonzero_params", "storage_bits", "macs_nonzero"):
         frame[column] = frame[column].astype("Int64")  # integers that may be missing, not floats
     frame["pareto"] = pareto_mask(frame)
     tier_names = [tier_of(t, challenge.tiers) for t in challenge.tiers] + [f"> {_short(challenge.tiers[-1])}"]
@@ -224,12 +226,12 @@ def _table(rows: pd.DataFrame, rules: config.Scoring) -> str:
             name += f" (tuned, {r.tuned_trials} trials)"
         row = [r.rank, name, accuracy, r.group, r.seeds, f"{int(r.total_params):,}", _count(r.nonzero_params)]
         row += [_count(r.storage_bits)] if show_storage else []
-        row += [_count(r.macs), f"{r.epochs:g}", f"{r.train_seconds:.0f}"]
+        row += [_count(r.macs)] + ([_count(r.macs_nonzero)] if rules.sparse_macs else []) + [f"{r.epochs:g}", f"{r.train_seconds:.0f}"]
         row += [f"{r.score:g}" if pd.notna(r.score) else "-"] if show_score else []
         row += [("yes" if r.passed else f"no: {r.failed_criteria}")] if rules.rule == "threshold" else []
         body.append(row + [cell(r.author) or "-", cell(r.summary)])
     headers = ["#", "entry", "test acc. %", "grp", "seeds", "params", "nonzero"] + (["storage bits"] if show_storage else [])
-    headers += ["MACs/image", "epochs", "train s"] + (["score"] if show_score else []) + (["passed"] if rules.rule == "threshold" else [])
+    headers += ["MACs/image"] + (["MACs, zeros skipped"] if rules.sparse_macs else []) + ["epochs", "train s"] + (["score"] if show_score else []) + (["passed"] if rules.rule == "threshold" else [])
     return tabulate(body, headers=headers + ["author", "summary"], tablefmt="github", disable_numparse=True)
 
 

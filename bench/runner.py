@@ -451,7 +451,7 @@ def score(challenge: config.Challenge, claims: dict, audited: dict, prepared: "I
     if audited.get("status") != OK:
         return {**claims, "status": audited.get("status", FAILED), "message": audited.get("message", "")}
     record = {**claims, "notes": [*claims.get("notes", []), *audited.get("notes", [])]}
-    for name in ("total_params", "trainable_params", "nonzero_params", "weight_tensors", "embedded_constants", "macs"):
+    for name in ("total_params", "trainable_params", "nonzero_params", "weight_tensors", "embedded_constants", "macs", "macs_nonzero"):
         record[name] = audited.get(name)
     if record["total_params"] > challenge.max_params:
         return {**record, "status": OVER_BUDGET, "message": train.over_budget_message(record["total_params"], challenge.max_params)}

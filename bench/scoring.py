@@ -234,14 +234,15 @@ def rank_board(frame, runs: dict[str, dict[int, dict]], rules, tier_names: list[
             heading = f"Reached {100 * rules.target:.2f} %{' (lower end of the 95 % interval)' if rules.strict else ''}: fewest {rules.size.replace('_', ' ')} first"
         else:
             reference = rows[rows["entry"] == rules.reference]
-            if reference.empty or pd.isna(reference["storage_bits"].iloc[0]) or pd.isna(reference["macs"].iloc[0]):
+            macs_column = "macs_nonzero" if rules.sparse_macs else "macs"
+            if reference.empty or pd.isna(reference["storage_bits"].iloc[0]) or pd.isna(reference[macs_column].iloc[0]):
                 top = rows.iloc[0:0]
                 heading = f"No scores: the reference entry {rules.reference!r} has no OK row with storage and MACs on this board"
                 reached = reached & False
             else:
-                storage, macs = float(reference["storage_bits"].iloc[0]), float(reference["macs"].iloc[0])
+                storage, macs = float(reference["storage_bits"].iloc[0]), float(reference[macs_column].iloc[0])
                 top = rows[reached].copy()
-                top["score"] = (top["storage_bits"].astype("float64") / storage + top["macs"].astype("float64") / macs).round(4)
+                top["score"] = (top["storage_bits"].astype("float64") / storage + top[macs_column].astype("float64") / macs).round(4)
                 top = top[top["score"].notna()].sort_values(["score", "entry"])
                 heading = f"Reached {100 * rules.target:.2f} %: MicroNet score (storage / {rules.reference}'s + MACs / {rules.reference}'s), lowest first"
         frame.loc[top.index, "score"] = top["score"]

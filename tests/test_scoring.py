@@ -56,6 +56,8 @@ def test_a_pruned_model_counts_its_nonzero_weights_and_their_masks(tmp_path):
     assert record["nonzero_params"] == 6 + 1 + 6 + 0
     # 4x3 kernel: 6 x 32 + 12; bias (1 of 3): 32 + 3; 3x2 kernel, dense: 6 x 32; zero bias: 2 mask bits
     assert scoring.storage_bits(record["weight_tensors"]) == 204 + 35 + 192 + 2
+    # MACs per image: 4 x 3 + 3 x 2; with the zero weights skipped, 6 + 6
+    assert (record["macs"], record["macs_nonzero"]) == (18, 12)
 
 
 def test_an_int8_quantized_model_counts_8_bits_a_weight_and_its_float_scales(tmp_path):
@@ -142,7 +144,7 @@ def make_records(challenge, entries: dict, seeds=3):
             records.append({
                 "entry": name, "dataset": challenge.dataset, "seed": seed, "status": "OK", "message": "",
                 "key": {"config": challenge.protocol_hash()}, "author": name, "summary": "",
-                "total_params": params, "trainable_params": params, "nonzero_params": params, "macs": macs,
+                "total_params": params, "trainable_params": params, "nonzero_params": params, "macs": macs, "macs_nonzero": macs // 2,
                 "weight_tensors": [["float32", params, params]], "test_accuracy": float(correct.mean()),
                 "test_correct": scoring.pack_correct(correct), "epochs": 10, "train_seconds": 1.0,
             })
@@ -194,6 +196,8 @@ def test_micronet_scores_against_the_reference_and_says_when_it_is_missing():
     frame = leaderboard.board(records, challenge).set_index("entry")
     # storage: 32 bits a dense float32 weight; half: 500 x 32 / (1000 x 32) + 1000 / 2000
     assert frame.at["half", "score"] == 1.0 and frame.at["ref", "score"] == 2.0
+    sparse = dataclasses.replace(challenge, scoring=dataclasses.replace(challenge.scoring, sparse_macs=True))
+    assert "MACs, zeros skipped" in leaderboard.render_markdown(leaderboard.board(records, sparse), records, sparse, None)
     assert pd.isna(frame.at["low", "score"]) and list(frame.index) == ["half", "ref", "low"]
     missing = with_rules(rule="micronet", target=0.9, reference="gone")
     frame = leaderboard.board(make_records(missing, {"half": (500, 0.93, 1000)}), missing)

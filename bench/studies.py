@@ -62,7 +62,7 @@ def register(subparsers) -> None:
     sweep.add_argument("--studies", default=DEFAULT_STUDIES, help=f"folder of study reports (default: {DEFAULT_STUDIES})")
     sweep.add_argument("--force", action="store_true", help="retrain even when an OK record with the same cache key exists")
     sweep.add_argument("--jobs", type=positive_int, help="runs trained at once, one TensorFlow thread each (default: the number of cores)")
-    config.add_run_flags(sweep, with_paths=False)
+    config.add_run_flags(sweep, with_paths=False, omit=("leaderboard",))  # a sweep writes a study report, not the board
     sweep.set_defaults(handler=cmd_sweep)
 
     study = subparsers.add_parser("study", help="rewrite study reports from the records (no training, no TensorFlow)")

@@ -121,3 +121,16 @@ def test_help_says_defaults_and_check_lists_only_the_flags_it_uses(capsys):
     for flag in ("--seeds", "--epochs", "--test-set", "--leaderboard"):
         assert flag not in check_help
     assert "--dataset" in check_help and "--validation-size" in check_help
+
+
+@pytest.mark.parametrize("command, absent, present", [
+    ("tune", ("--seeds", "--test-set", "--test-limit", "--leaderboard", "--sandbox", "--time-limit"), ("--epochs", "--max-params")),
+    ("sweep", ("--leaderboard",), ("--seeds", "--sandbox", "--grid")),
+])
+def test_tune_and_sweep_help_list_only_the_flags_they_use(capsys, command, absent, present):
+    from bench import cli
+
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    shown = capsys.readouterr().out
+    assert not [flag for flag in absent if flag in shown] and all(flag in shown for flag in present)

@@ -210,7 +210,7 @@ def significance_line(rules: config.Scoring) -> str:
     return (f"- ± is the standard error of the mean accuracy (seeds' std / sqrt(seeds); with one seed, the test set's binomial error). "
             f"grp: rows ranked by accuracy share a group, and a rank, with the row above unless the difference passes McNemar's test "
             f"on the test images (each shared seed) and Welch's t-test on the seeds' accuracies, every one at {rules.alpha:g} "
-            f"after Holm's correction over the board's neighbour pairs (scipy.stats).")
+            f"after Holm's correction over the neighbour pairs of each table (scipy's distributions).")
 
 
 def _table(rows: pd.DataFrame, rules: config.Scoring) -> str:

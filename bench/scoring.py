@@ -13,7 +13,7 @@ entries with the same seeds be compared image by image: McNemar's test on the im
 seed by seed (exact binomial when the disagreements are fewer than MCNEMAR_EXACT_BELOW, else chi-square
 with continuity correction), and Welch's t-test on the per-seed accuracies when both have at least two
 seeds. A pair counts as separated when every one of those tests rejects (its p-value is the largest of
-theirs: an intersection-union test), after Holm's correction over all the neighbour pairs on a board.
+theirs: an intersection-union test), after Holm's correction over the neighbour pairs of its table.
 The distributions are scipy's (scipy.special's bdtr, chdtrc and stdtr, which scipy.stats's binom, chi2
 and t call): importing scipy.stats alone takes ~0.8 s, and a board of 1,000 records renders in under 2 s;
 tests/test_scoring.py checks each p-value against scipy.stats.binomtest, chi2.sf and ttest_ind.
@@ -262,11 +262,13 @@ def rank_board(frame, runs: dict[str, dict[int, dict]], rules, tier_names: list[
                          f"{100 * rules.target:.2f} %" + (f", bonus up to {rules.bonus:g} at {100 * rules.ceiling:.2f} %" if rules.bonus else ""),
                          rows.sort_values(**by_accuracy), True))
 
-    # Holm's correction over every neighbour pair that the board compares.
-    pairs = [(name, list(section.index)) for name, section, grouped in sections if grouped]
+    # Each table is one ranking: Holm's correction runs over its neighbour pairs (the p-values of all pairs on
+    # the board are computed in one vectorized call).
+    pairs = [list(section.index) for _, section, grouped in sections if grouped]
     neighbours = [(runs.get(frame.at[above, "entry"], {}), runs.get(frame.at[below, "entry"], {}))
-                  for _, index in pairs for above, below in zip(index, index[1:])]
-    adjusted = iter(holm(pair_p_values(neighbours)))
+                  for index in pairs for above, below in zip(index, index[1:])]
+    raw = iter(pair_p_values(neighbours))
+    adjusted = iter([p for index in pairs for p in holm([next(raw) for _ in index[1:]])])
     order, section_of, groups, ranks = [], {}, {}, {}
     for name, section, grouped in sections:
         index = list(section.index)

@@ -18,7 +18,8 @@ def _assert_same_values_and_gradients(ours, keras_op, *arrays):
     for argnum in range(len(arrays)):
         grad_ours = jax.grad(lambda *a: jnp.sum(jnp.sin(ours(*a))), argnums=argnum)(*arrays)
         grad_keras = jax.grad(lambda *a: jnp.sum(jnp.sin(keras_op(*a))), argnums=argnum)(*arrays)
-        np.testing.assert_allclose(grad_ours, grad_keras, rtol=1e-4, atol=1e-5)
+        # a gradient sums up to kh x kw x channels x positions terms: float32 rounding grows with them
+        np.testing.assert_allclose(grad_ours, grad_keras, rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -15,7 +15,9 @@ import keras
 import numpy as np
 
 AUTHOR = "bench examples"
-TRAINING = {"batch_size": 100, "optimizer": "adam", "learning_rate": 0.001}
+# 100 epochs: past them the pruned head's validation loss still fell, by about 1e-5 an epoch at the smallest learning
+# rate, for hundreds of epochs (a first run reached epoch 306 at 96.02 % validation accuracy, 95.94 % at epoch 93).
+TRAINING = {"batch_size": 100, "optimizer": "adam", "learning_rate": 0.001, "epochs": 100}
 SPARSITY = 0.8  # fraction of the dense kernel set to zero
 
 

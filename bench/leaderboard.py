@@ -216,7 +216,6 @@ def significance_line(rules: config.Scoring) -> str:
 def _table(rows: pd.DataFrame, rules: config.Scoring) -> str:
     body = []
     show_score = rules.rule in ("golf", "micronet", "points")
-    show_storage = rules.rule in ("micronet",) or rules.size != "total_params"
     for r in rows.itertuples():
         accuracy = f"{100 * r.test_accuracy:.2f}"
         if pd.notna(r.test_accuracy_se):
@@ -225,12 +224,12 @@ def _table(rows: pd.DataFrame, rules: config.Scoring) -> str:
         if r.tuned_trials:
             name += f" (tuned, {r.tuned_trials} trials)"
         row = [r.rank, name, accuracy, r.group, r.seeds, f"{int(r.total_params):,}", _count(r.nonzero_params)]
-        row += [_count(r.storage_bits)] if show_storage else []
+        row += [f"{int(r.storage_bits):,} ({r.storage_bits / 32:,.0f})" if pd.notna(r.storage_bits) else "-"]
         row += [_count(r.macs)] + ([_count(r.macs_nonzero)] if rules.sparse_macs else []) + [f"{r.epochs:g}", f"{r.train_seconds:.0f}"]
         row += [f"{r.score:g}" if pd.notna(r.score) else "-"] if show_score else []
         row += [("yes" if r.passed else f"no: {r.failed_criteria}")] if rules.rule == "threshold" else []
         body.append(row + [cell(r.author) or "-", cell(r.summary)])
-    headers = ["#", "entry", "test acc. %", "grp", "seeds", "params", "nonzero"] + (["storage bits"] if show_storage else [])
+    headers = ["#", "entry", "test acc. %", "grp", "seeds", "params", "nonzero", "storage bits (/32)"]
     headers += ["MACs/image"] + (["MACs, zeros skipped"] if rules.sparse_macs else []) + ["epochs", "train s"] + (["score"] if show_score else []) + (["passed"] if rules.rule == "threshold" else [])
     return tabulate(body, headers=headers + ["author", "summary"], tablefmt="github", disable_numparse=True)
 

@@ -8,17 +8,20 @@ output folder `audit.json` (status, message, parameter counts, MACs, notes) and 
 No labels ever reach this process: the runner scores the predictions.
 
 What it refuses (INVALID): a graph with any operation that reads or writes files, calls back into
-Python, talks to other processes or prints (the patterns in REFUSED_OPS, names as in
+Python, talks to other processes, prints or draws random numbers (weights generated at inference from a
+fixed seed would be uncounted parameters) (the patterns in REFUSED_OPS, names as in
 `tf.raw_ops`), and an export without a serving signature taking one batch of images.
 
 What it counts, from the graph the serving function runs:
 - `total_params`: every variable the function reads, each once however often it is used (shared
-  weights), and `trainable_params` those of them marked trainable;
+  weights), and `trainable_params` those of them marked trainable; an element wider than 32 bits counts as
+  the 32-bit numbers it can hold (an int64 2, a complex128 4: bitcast, they carry as many float32 weights);
 - `embedded_constants`: numbers baked into the graph as constants, so a table fitted on the training
   images counts as the parameters it is: every element of a non-scalar floating-point constant or of an
   integer constant of more than FREE_INTEGER_CONSTANT elements, a string constant's bytes / 4, and, of the
   small constants every Keras graph holds (scalars such as epsilons, 0.5 and 1; shapes, axes, paddings),
-  every distinct element past the first FREE_SMALL_ELEMENTS. These join `total_params`. Ops that decode
+  every distinct element past the first FREE_SMALL_ELEMENTS (only constants of at most 32 bits are small).
+  These join `total_params`. Ops that decode
   strings into numbers are refused (REFUSED_OPS).
 - `nonzero_params`: `total_params` less the elements that are exactly zero (pruned weights), and
   `weight_tensors`: [dtype, elements, nonzero elements] of every variable and counted constant, from
@@ -62,7 +65,9 @@ REFUSED_OPS = re.compile(
     r"File|Reader|Save|Restore|Checkpoint|PyFunc|Dataset|Iterator|Summary|Print|Debug|Remote|Rpc|Collective|"
     r"ImmutableConst|LoadAndRemap|GenerateVocab|InitializeTableFromText|Socket|Send$|Recv$|"
     # Decoders turn a string constant (counted by its bytes, but easy to miss) back into numbers.
-    r"Decode|Parse|StringToNumber|Deserialize|Unbatch|Compress"
+    r"Decode|Parse|StringToNumber|Deserialize|Unbatch|Compress|"
+    # Weights drawn from a fixed seed at inference would be parameters nobody counts; a scored model is deterministic.
+    r"Random|Multinomial|Shuffle"
 )
 PREDICT_BATCH = 1000
 
@@ -104,13 +109,14 @@ def audit(model_dir: str | Path, images: dict[str, np.ndarray], output: str | Pa
     nodes = [*graph_def.node, *(node for f in graph_def.library.function for node in f.node_def)]
     refused = sorted({node.op for node in nodes if REFUSED_OPS.search(node.op)})
     if refused:
-        return _invalid(f"the model's graph uses operation(s) {', '.join(refused)}, which read or write files, call Python "
-                        "or reach outside the model: a scored model may only compute on its input")
+        return _invalid(f"the model's graph uses operation(s) {', '.join(refused)}, which read or write files, call Python, "
+                        "reach outside the model or draw random numbers: a scored model may only compute on its input, "
+                        "the same way every time (keep weights in variables, and random layers inactive at inference)")
     variables = {id(v): v for v in function.variables}
-    total = sum(int(np.prod(v.shape)) for v in variables.values())
-    trainable = sum(int(np.prod(v.shape)) for v in variables.values() if v.trainable)
+    total = sum(parameters_in(int(np.prod(v.shape)), v.dtype.size) for v in variables.values())
+    trainable = sum(parameters_in(int(np.prod(v.shape)), v.dtype.size) for v in variables.values() if v.trainable)
     constants, constant_tensors = counted_constants(node for node in nodes if node.op == "Const")
-    weight_tensors = [_tensor_summary(v.dtype.name, v.numpy()) for v in variables.values()] + constant_tensors
+    weight_tensors = [_tensor_summary(v.dtype.name, v.dtype.size, v.numpy()) for v in variables.values()] + constant_tensors
     notes = []
     if constants:
         notes.append(f"{constants:,} numbers are embedded in the graph as constants and count as parameters")
@@ -120,15 +126,22 @@ def audit(model_dir: str | Path, images: dict[str, np.ndarray], output: str | Pa
     output_dir = Path(output)
     for name, predicted in predictions.items():
         np.save(output_dir / f"{name}_predictions.npy", predicted)
-    zeros = sum(elements - nonzero for _, elements, nonzero in weight_tensors)
+    zeros = sum(parameters_in(elements - nonzero, bits // 8) for _, elements, nonzero, bits in weight_tensors)
     return {"status": OK, "message": "", "total_params": int(total + constants), "trainable_params": int(trainable),
             "nonzero_params": int(total + constants - zeros), "weight_tensors": weight_tensors,
             "embedded_constants": int(constants), "macs": macs, "macs_nonzero": macs_nonzero, "notes": notes}
 
 
-def _tensor_summary(dtype: str, value: np.ndarray) -> list:
-    """[dtype name, elements, nonzero elements] of one stored tensor."""
-    return [dtype, int(value.size), int(np.count_nonzero(value))]
+def parameters_in(elements: int, itemsize: int) -> int:
+    """Parameters `elements` of `itemsize` bytes count as: one each up to 32 bits, and as many 32-bit numbers as
+    they can hold above that (an int64 or complex128 element can carry 2 or 4 float32 weights, bitcast back)."""
+    return elements * max(1, itemsize // 4)
+
+
+def _tensor_summary(dtype: str, itemsize: int, value: np.ndarray) -> list:
+    """[dtype name, elements, nonzero elements, bits per element] of one stored tensor."""
+    bits = 4 if dtype in ("int4", "uint4") else 8 * itemsize
+    return [dtype, int(value.size), int(np.count_nonzero(value)), bits]
 
 
 def counted_constants(nodes) -> tuple[int, list[list]]:
@@ -143,15 +156,15 @@ def counted_constants(nodes) -> tuple[int, list[list]]:
         if value.dtype.kind in "OSU":  # strings: their bytes, as 32-bit numbers
             words = sum(-(-len(item if isinstance(item, bytes) else str(item).encode()) // 4) for item in value.reshape(-1))
             counted += words
-            tensors.append(["float32", words, words])
-        elif value.ndim == 0 or (np.issubdtype(value.dtype, np.integer) and value.size <= FREE_INTEGER_CONSTANT):
+            tensors.append(["float32", words, words, 32])
+        elif value.dtype.itemsize <= 4 and (value.ndim == 0 or (np.issubdtype(value.dtype, np.integer) and value.size <= FREE_INTEGER_CONSTANT)):
             small.add((value.dtype.str, value.shape, value.tobytes()))
-        else:
-            counted += int(value.size)
-            tensors.append(_tensor_summary(np.dtype(value.dtype).name, value))
+        else:  # wider than 32 bits, even a scalar, counts in full: it can carry several float32 weights
+            counted += parameters_in(int(value.size), value.dtype.itemsize)
+            tensors.append(_tensor_summary(np.dtype(value.dtype).name, value.dtype.itemsize, value))
     over = max(0, sum(int(np.prod(shape)) for _, shape, _ in small) - FREE_SMALL_ELEMENTS)
     if over:
-        tensors.append(["float32", over, over])
+        tensors.append(["float32", over, over, 32])
     return counted + over, tensors
 
 

@@ -357,6 +357,8 @@ def run_worker(challenge: config.Challenge, run: Run, threads: int | None, log, 
         claims = checked_claims({k: claims[k] for k in CLAIMED_FIELDS if k in claims}, challenge, extra_job)
         # Wall seconds of each contained stage, start-up included (benchmarks/harness_overhead.py reads them).
         claims["stage_seconds"] = {"train": round(time.perf_counter() - started, 3)}
+        if isinstance(claims.get("train_seconds"), (int, float)):  # a claim: at most the training stage's wall time
+            claims["train_seconds"] = min(max(claims["train_seconds"], 0.0), claims["stage_seconds"]["train"])
         claims["sandbox"] = _sandbox_name(sandboxed)
         if claims["status"] != OK:
             return claims
@@ -579,8 +581,14 @@ def checked_claims(claims: dict, challenge: config.Challenge, extra_job: dict) -
     if problems:
         return {"status": FAILED, "message": f"the training process's result has malformed {', '.join(problems)}: "
                 "an entry must not write the harness's files"}
+    if isinstance(history.get("loss"), list) and "epochs" in claims:
+        claims = {**claims, "epochs": len(history["loss"])}  # what the history shows, not a number the entry may write
     return claims
 NUMBER_FIELDS = ("epochs", "train_seconds", "train_macs")
+
+
+def _not_a_number(token: str):
+    raise ValueError(f"{token} is not a number strict JSON allows")
 
 
 def read_result(path: Path) -> dict:
@@ -589,7 +597,7 @@ def read_result(path: Path) -> dict:
     try:
         if path.stat().st_size > MAX_RESULT_BYTES:
             raise ValueError(f"{path.stat().st_size:,} bytes")
-        partial = json.loads(path.read_text())
+        partial = json.loads(path.read_text(), parse_constant=_not_a_number)
         if not isinstance(partial, dict) or partial.get("status") not in STATUSES or not isinstance(partial.get("message"), str):
             raise ValueError("no status and message")
         wrong = [k for k in NUMBER_FIELDS if partial.get(k) is not None and (isinstance(partial[k], bool) or not isinstance(partial[k], (int, float)))]

@@ -50,15 +50,14 @@ def unpack_correct(packed: dict | None) -> np.ndarray | None:
 # ---- storage -----------------------------------------------------------------------------------------
 
 def storage_bits(weight_tensors: list | None, float_bits: int = 32) -> int | None:
-    """Bits to store the weights: per tensor [dtype, elements, nonzero], the cheaper of dense
-    (elements x bits) and sparse (nonzero x bits + elements mask bits). None when the record has no tensors.
-
-    Raises KeyError for a dtype not in DTYPE_BITS."""
+    """Bits to store the weights: per tensor [dtype, elements, nonzero, bits per element] (records from before
+    the audit wrote the bits: [dtype, elements, nonzero], bits from DTYPE_BITS), the cheaper of dense
+    (elements x bits) and sparse (nonzero x bits + elements mask bits). None when the record has no tensors."""
     if weight_tensors is None:
         return None
     total = 0
-    for dtype, elements, nonzero in weight_tensors:
-        bits = float_bits if dtype == "float32" else DTYPE_BITS[dtype]
+    for dtype, elements, nonzero, *recorded in weight_tensors:
+        bits = float_bits if dtype == "float32" else recorded[0] if recorded else DTYPE_BITS.get(dtype, 64)
         total += min(elements * bits, nonzero * bits + elements)
     return total
 

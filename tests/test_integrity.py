@@ -392,3 +392,71 @@ def test_macs_are_those_of_the_branch_that_predicted(tmp_path):
     record = audited(model, tmp_path, images)
     assert record["status"] == "OK"
     assert record["macs"] == 64 * 32 + 32 * 10
+
+
+# A student's ways to make the board count less than the model uses (found by a red-team pass).
+
+def packed_kernel_model(dtype, scalars=False):
+    """Digits, pooled to 4x4, and a 16 x 10 float32 kernel plus bias (170 weights) kept as constants of `dtype`
+    and bitcast back to float32: as one array, or cut into scalars (one per element)."""
+    import keras
+    import tensorflow as tf
+
+    weights = np.random.default_rng(4).normal(size=176).astype("float32")  # 170, padded to fill complex128s
+    packed = weights.view(np.dtype(dtype))
+
+    def unpacked():
+        if scalars:
+            return tf.concat([tf.reshape(tf.bitcast(tf.constant(v, dtype), tf.float32), [-1]) for v in packed], 0)
+        return tf.reshape(tf.bitcast(tf.constant(packed), tf.float32), [-1])
+
+    def dense(x):
+        floats = unpacked()
+        return tf.nn.softmax(tf.matmul(x, tf.reshape(floats[:160], (16, 10))) + floats[160:170])
+
+    inputs = keras.Input((8, 8))
+    x = keras.layers.Flatten()(keras.layers.AveragePooling2D(2)(keras.layers.Reshape((8, 8, 1))(inputs)))
+    return keras.Model(inputs, keras.layers.Lambda(dense)(x))
+
+
+@pytest.mark.parametrize("dtype, scalars", [("int64", False), ("complex128", False), ("complex128", True), ("float64", True)])
+def test_weights_packed_into_wider_constants_count_as_the_float32_numbers_they_hold(tmp_path, dtype, scalars):
+    record = audited(packed_kernel_model(dtype, scalars), tmp_path)
+    assert record["status"] == "OK", record["message"]
+    assert record["total_params"] >= 170 and record["nonzero_params"] >= 170
+    from bench import scoring
+
+    assert scoring.storage_bits(record["weight_tensors"]) >= 170 * 32
+
+
+def test_weights_drawn_from_a_fixed_seed_at_inference_are_refused(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    inputs = keras.Input((8, 8))
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Lambda(lambda t: tf.nn.relu(tf.matmul(t, tf.random.stateless_normal([64, 512], seed=[1, 2]))))(x)
+    record = audited(keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)), tmp_path)
+    assert record["status"] == "INVALID" and "StatelessRandomNormal" in record["message"] and "random" in record["message"]
+
+
+def test_a_result_file_with_infinity_fails_its_own_run(tmp_path):
+    from bench import runner
+
+    result = tmp_path / "result.json"
+    result.write_text('{"status": "OK", "message": "", "epochs": 3, "train_seconds": Infinity}')
+    claims = runner.read_result(result)
+    assert claims["status"] == "FAILED" and "Infinity is not a number" in claims["message"]
+
+
+def test_claimed_epochs_are_the_length_of_the_history(tmp_path):
+    from bench import runner
+
+    claims = {"status": "OK", "message": "", "epochs": 1, "history": {"loss": [1.0, 0.9, 0.8], "val_loss": [1.1, 1.0, 0.9]}}
+    assert runner.checked_claims(claims, config.Challenge(), {})["epochs"] == 3
+
+
+def test_storage_of_a_dtype_the_table_does_not_know_is_counted_not_a_crash():
+    from bench import scoring
+
+    assert scoring.storage_bits([["complex128", 4, 4, 128], ["qint8", 2, 2]]) == 4 * 128 + 2 * 64

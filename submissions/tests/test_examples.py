@@ -6,6 +6,7 @@ entries, so a course's own fork passes the test command whatever entries it has.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from bench import cli, discover, macs
+from bench import cli, config, discover, leaderboard, macs, results
 from bench.train import count_params, import_submission
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,3 +115,23 @@ def test_iterated_entries_unrolled_graph_and_loop_hook_agree(kwargs):
     for name in ("iterated_unrolled", "iterated_loop"):
         model = entry(name).build_model(MNIST_SHAPE, 10, **kwargs)
         assert macs.count(model) == macs.Count(expected, []), name
+
+
+@pytest.mark.parametrize("rules", [
+    {}, {"rule": "golf", "target": 0.98}, {"rule": "golf", "target": 0.98, "size": "storage_bits", "strict": True},
+    {"rule": "micronet", "target": 0.98, "reference": "cnn_baseline", "float_bits": 16},
+    {"rule": "threshold", "target": 0.97, "max_params": 5000}, {"rule": "points", "target": 0.98, "baseline": 0.9, "bonus": 5, "ceiling": 0.99},
+])
+def test_every_rule_renders_the_committed_mnist_board(rules):
+    challenge = dataclasses.replace(config.load(REPO / "pyproject.toml"), scoring=config.scoring_from_dict(rules, "test"))
+    records = results.load_all(REPO / "results", "mnist")
+    frame = leaderboard.board(records, challenge)
+    ok = frame[frame["status"] == "OK"]
+    expected = {r["entry"] for r in leaderboard.board_records(records, challenge) if r["status"] == "OK"}
+    assert len(expected) >= 15 and set(ok["entry"]) == expected and ok["rank"].notna().all() and ok["group"].notna().all()
+    # One seed and no per-image record (the board's records predate them): no standard error to show.
+    assert list(ok["test_accuracy_se"].notna()) == list(ok["seeds"] > 1)
+    text = leaderboard.render_markdown(frame, records, challenge, None)
+    assert all(f"| {entry}" in text for entry in ok["entry"])
+    exported = json.loads(leaderboard.export_frame(frame, "json"))
+    assert set(leaderboard.EXPORT_COLUMNS) == set(exported[0])

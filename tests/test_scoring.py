@@ -66,9 +66,9 @@ def test_an_int8_quantized_model_counts_8_bits_a_weight_and_its_float_scales(tmp
         layer.set_weights([np.full(w.shape, 0.5, "float32") for w in layer.get_weights()])
     model.quantize("int8")
     record = _audited(model, tmp_path)
-    assert sorted(map(tuple, record["weight_tensors"])) == sorted([
-        ("int8", 12, 12), ("float32", 3, 3), ("float32", 3, 3),  # kernel, its per-output scale, bias
-        ("int8", 6, 6), ("float32", 2, 2), ("float32", 2, 2)])
+    assert sorted(map(tuple, record["weight_tensors"])) == sorted([  # dtype, elements, nonzero, bits per element
+        ("int8", 12, 12, 8), ("float32", 3, 3, 32), ("float32", 3, 3, 32),  # kernel, its per-output scale, bias
+        ("int8", 6, 6, 8), ("float32", 2, 2, 32), ("float32", 2, 2, 32)])
     assert record["total_params"] == record["nonzero_params"] == 28
     assert scoring.storage_bits(record["weight_tensors"]) == 12 * 8 + 6 * 32 + 6 * 8 + 4 * 32
 
@@ -78,8 +78,8 @@ def test_a_run_record_holds_its_per_image_correctness_and_stored_weights(write_e
     assert record["status"] == "OK", record["message"]
     correct = scoring.unpack_correct(record["test_correct"])
     assert correct.shape == (360,) and correct.mean() == pytest.approx(record["test_accuracy"])  # digits' test split
-    assert sorted(elements for _, elements, _ in record["weight_tensors"]) == [10, 12, 120, 768]  # 64 -> 12 -> 10
-    assert record["nonzero_params"] == sum(nonzero for _, _, nonzero in record["weight_tensors"]) <= record["total_params"] == 910
+    assert sorted(tensor[1] for tensor in record["weight_tensors"]) == [10, 12, 120, 768]  # 64 -> 12 -> 10
+    assert record["nonzero_params"] == sum(tensor[2] for tensor in record["weight_tensors"]) <= record["total_params"] == 910
     json.dumps(record, allow_nan=False)
 
 

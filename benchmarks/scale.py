@@ -40,7 +40,7 @@ TEST_IMAGES = 10_000
 CACHED_ENTRIES = 200
 PROBE_EPOCHS = 4
 # Fields that say when and how fast a run went, not what it produced.
-TIMING_FIELDS = {"wall_seconds", "train_seconds", "worker_seconds", "finished_at"}
+TIMING_FIELDS = {"wall_seconds", "train_seconds", "worker_seconds", "finished_at", "stage_seconds", "export_seconds", "audit_seconds"}
 
 # Runs a CLI command in this fresh interpreter and reports what it cost; worker subprocesses are counted.
 MEASURE = textwrap.dedent("""
@@ -229,7 +229,8 @@ def epoch_probe(data_dir: str) -> None:
         training = train.validated_training(entry, challenge)
         label_kind = train.compile_if_needed(built, entry, training, challenge, [])
         with_clock = types.SimpleNamespace(callbacks=lambda: [clock])  # the entry-callbacks hook, as a submission would use it
-        train.fit(built, with_clock, training, challenge, {"entry": "classroom_158", "seed": 0}, label_kind, x_fit, y_fit, x_val, y_val)
+        train.fit(built, with_clock, training, challenge, {"entry": "classroom_158", "seed": 0}, label_kind, 10, x_fit, y_fit,
+                  x_val, y_val, [])
         return clock
 
     measured = {}

@@ -234,16 +234,14 @@ def rank_board(frame, runs: dict[str, dict[int, dict]], rules, tier_names: list[
         else:
             reference = rows[rows["entry"] == rules.reference]
             macs_column = "macs_nonzero" if rules.sparse_macs else "macs"
+            heading = f"Reached {100 * rules.target:.2f} %: MicroNet score (storage / {rules.reference}'s + MACs / {rules.reference}'s), lowest first"
             if reference.empty or pd.isna(reference["storage_bits"].iloc[0]) or pd.isna(reference[macs_column].iloc[0]):
-                top = rows.iloc[0:0]
-                heading = f"No scores: the reference entry {rules.reference!r} has no OK row with storage and MACs on this board"
-                reached = reached & False
+                top = rows.iloc[0:0]  # nobody scored: bench.leaderboard says why under the tables
             else:
                 storage, macs = float(reference["storage_bits"].iloc[0]), float(reference[macs_column].iloc[0])
                 top = rows[reached].copy()
                 top["score"] = (top["storage_bits"].astype("float64") / storage + top[macs_column].astype("float64") / macs).round(4)
                 top = top[top["score"].notna()].sort_values(["score", "entry"])
-                heading = f"Reached {100 * rules.target:.2f} %: MicroNet score (storage / {rules.reference}'s + MACs / {rules.reference}'s), lowest first"
         frame.loc[top.index, "score"] = top["score"]
         sections.append((heading, top, False))
         below = f"Below {100 * rules.target:.2f} %" if rules.rule == "golf" else f"Not scored: below {100 * rules.target:.2f} %, or no storage or MAC count"

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="import, build, count, check the output shape and take one training step")
     # check trains one step of one seed, scores nothing and writes no board: these flags would do nothing.
-    config.add_run_flags(check, omit=("seeds", "max_epochs", "test_set", "leaderboard"))
+    config.add_run_flags(check, omit=("seeds", "max_epochs", "test_set", "leaderboard", "engine"))
     check.set_defaults(handler=cmd_check)
 
     board = sub.add_parser("leaderboard", help="re-render leaderboard.md from results/ (no training, no TensorFlow)")

@@ -100,6 +100,9 @@ class Challenge:
     # Where entries' code runs: "auto" (bubblewrap when it works here, else unsandboxed with a warning),
     # "required" (refuse to run without it) or "off" (a trusted machine). See bench.sandbox.
     sandbox: str = "auto"
+    # How entries train: "keras" (model.fit on TensorFlow) or "auto" (bench.engine's batch-minor JAX engine for
+    # the models it runs, model.fit for the rest; each record's `engine` says which ran).
+    engine: str = "keras"
     smoke: Smoke = Smoke()
     scoring: Scoring = Scoring()
 
@@ -113,6 +116,8 @@ class Challenge:
         for name in ("data_dir", "submissions", "results", "leaderboard", "seeds", "one_seed_above", "time_limit", "tiers",
                      "memory_limit_mb", "test_set", "sandbox", "smoke", "scoring"):
             fields.pop(name)
+        if fields["engine"] == "keras":
+            fields.pop("engine")  # the default joins no key, so records made before the setting existed stay cached
         return fields
 
     def protocol_hash(self) -> str:
@@ -127,6 +132,7 @@ TEST_SET_ENV = "BENCH_TEST_SET"
 # Where a try-out's records and board go (git-ignored): runs whose settings differ from the challenge's.
 TRYOUT_FOLDER = Path(".bench") / "try"
 SANDBOX_MODES = ("auto", "required", "off")
+ENGINES = ("keras", "auto")
 MIN_MEMORY_MB = 1024
 
 
@@ -200,6 +206,9 @@ def from_dict(table: dict, source: str = "config") -> Challenge:
     if challenge.sandbox not in SANDBOX_MODES:
         raise ConfigError(f"{source}: sandbox = {challenge.sandbox!r}; choose one of {', '.join(repr(m) for m in SANDBOX_MODES)} "
                           "(auto: bubblewrap when installed; required: refuse to run without it; off: a trusted machine)")
+    if challenge.engine not in ENGINES:
+        raise ConfigError(f"{source}: engine = {challenge.engine!r}; choose 'keras' (model.fit on TensorFlow, every entry) "
+                          "or 'auto' (the batch-minor JAX engine where it applies, model.fit elsewhere)")
     memory = challenge.memory_limit_mb
     if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int) or memory < MIN_MEMORY_MB):
         raise ConfigError(f"{source}: memory_limit_mb must be a whole number of megabytes, at least {MIN_MEMORY_MB} "
@@ -255,7 +264,7 @@ def to_dict(challenge: Challenge) -> dict:
 
 # Settings a command-line flag may override for one run, by their [tool.bench] names.
 RUN_FLAGS = ("dataset", "data_dir", "seeds", "max_epochs", "time_limit", "max_params", "validation_size",
-             "train_limit", "test_limit", "results", "leaderboard", "test_set", "memory_limit_mb", "sandbox")
+             "train_limit", "test_limit", "results", "leaderboard", "test_set", "memory_limit_mb", "sandbox", "engine")
 
 
 def add_run_flags(parser, with_paths: bool = True, omit: tuple[str, ...] = ()) -> None:
@@ -287,6 +296,8 @@ def add_run_flags(parser, with_paths: bool = True, omit: tuple[str, ...] = ()) -
          help="memory of each run's processes together (default: half of this machine's)")
     flag("--sandbox", choices=SANDBOX_MODES,
          help="run entries in bubblewrap: auto (when installed), required, or off (a trusted machine)")
+    flag("--engine", choices=ENGINES,
+         help="keras: model.fit on TensorFlow; auto: the batch-minor JAX engine for the models it runs (default: [tool.bench] engine, keras)")
     flag("--results", help="folder of run records (default: results)")
     flag("--leaderboard", help="markdown file to write (default: leaderboard.md)")
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import bench
-from bench import audit, config, containment, data, results, sandbox, scoring, train
+from bench import audit, config, containment, data, engine, results, sandbox, scoring, train
 from bench.discover import Submission
 from bench.status import FAILED, OK, OVER_BUDGET, STATUSES, TIMEOUT
 from bench.train import PROGRESS_PREFIX
@@ -306,7 +306,8 @@ AUDIT_TIME_LIMIT = 600.0
 # What the runner takes from the training process's claims (bench.train's result.json): never a count
 # or an accuracy, which come from the audit and from the runner's own labels.
 CLAIMED_FIELDS = ("status", "message", "notes", "history", "epochs", "train_seconds", "monitor", "train_macs",
-                  "worker_seconds", "export_seconds", "traceback")
+                  "worker_seconds", "export_seconds", "traceback", "engine")
+ENGINE_NAMES = (engine.ENGINE_NAME, engine.KERAS_ENGINE_NAME)
 
 
 def run_worker(challenge: config.Challenge, run: Run, threads: int | None, log, extra_job: dict) -> dict:
@@ -578,6 +579,8 @@ def checked_claims(claims: dict, challenge: config.Challenge, extra_job: dict) -
             problems.append(name)
     if "monitor" in claims and not extra_job.get("monitor"):
         problems.append("monitor")
+    if "engine" in claims and claims["engine"] not in ENGINE_NAMES:
+        problems.append("engine")
     if problems:
         return {"status": FAILED, "message": f"the training process's result has malformed {', '.join(problems)}: "
                 "an entry must not write the harness's files"}
@@ -660,7 +663,7 @@ def shown_path(path: Path) -> str:
 
 def versions() -> dict:
     found = {"python": platform.python_version(), "bench": bench.__version__, "cpu": _cpu_name()}
-    for name, dists in (("tensorflow", ("tensorflow", "tensorflow-cpu")), ("keras", ("keras",))):
+    for name, dists in (("tensorflow", ("tensorflow", "tensorflow-cpu")), ("keras", ("keras",)), ("jax", ("jax",))):
         for dist in dists:
             try:
                 found[name] = importlib.metadata.version(dist)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import config, macs, monitor
+from bench import config, engine, macs, monitor
 from bench.status import FAILED, INVALID, OK, OVER_BUDGET, EntryProblem
 
 TRAINING_KEYS = {"optimizer": str, "learning_rate": (int, float), "batch_size": int, "epochs": int, "loss": str}
@@ -89,7 +89,7 @@ def run_job(job: dict) -> dict:
             probe = slice(0, monitor.PROBE_IMAGES)  # a fixed batch of training images, measured every N steps
             monitors = [monitor.callback(job["monitor"], x_fit[probe], encode(y_fit[probe], label_kind, num_classes))] if job.get("monitor") else []
             started = time.perf_counter()
-            history = fit(model, module, training, challenge, job, label_kind, num_classes, x_fit, y_fit, x_val, y_val,
+            history, record["engine"] = fit(model, module, training, challenge, job, label_kind, num_classes, x_fit, y_fit, x_val, y_val,
                           record["notes"], monitors)
             record["train_seconds"] = round(time.perf_counter() - started, 3)
             record["history"] = history
@@ -361,23 +361,31 @@ def training_callbacks(module, challenge: config.Challenge, model=None, notes: l
     return callbacks, early_stopping
 
 
-def fit(model, module, training, challenge, job, label_kind, num_classes, x_fit, y_fit, x_val, y_val, notes, extra_callbacks=()) -> dict:
-    """Train with the standard callbacks; the history, with a non-finite value written as null (strict JSON).
+def fit(model, module, training, challenge, job, label_kind, num_classes, x_fit, y_fit, x_val, y_val, notes,
+        extra_callbacks=()) -> tuple[dict, str]:
+    """Train with the standard callbacks. Returns the history, with a non-finite value written as null (strict
+    JSON), and the engine that ran (bench.engine's ENGINE_NAME or KERAS_ENGINE_NAME).
 
     Raises EntryProblem(FAILED) when the loss goes non-finite: such a model is not scored."""
     callbacks, early_stopping = training_callbacks(module, challenge, model, notes)
     callbacks.append(Progress(job["entry"], job["seed"], training["epochs"]))
     callbacks += list(extra_callbacks)
-    fitted = model.fit(
-        x_fit,
-        encode(y_fit, label_kind, num_classes),
-        validation_data=(x_val, encode(y_val, label_kind, num_classes)),
-        epochs=training["epochs"],
-        batch_size=training["batch_size"],
-        callbacks=callbacks,
-        verbose=0,
-    )
-    history = {k: [float(v) if math.isfinite(float(v)) else None for v in values] for k, values in fitted.history.items()}
+    plan = batch_minor_plan(model, callbacks, x_fit, label_kind, challenge, notes, job.get("threads"))
+    if plan is not None:
+        job_engine = engine.ENGINE_NAME
+        history = engine.train(plan, callbacks, x_fit, y_fit, x_val, y_val, training["epochs"], training["batch_size"], job["seed"])
+    else:
+        job_engine = engine.KERAS_ENGINE_NAME
+        history = model.fit(
+            x_fit,
+            encode(y_fit, label_kind, num_classes),
+            validation_data=(x_val, encode(y_val, label_kind, num_classes)),
+            epochs=training["epochs"],
+            batch_size=training["batch_size"],
+            callbacks=callbacks,
+            verbose=0,
+        ).history
+    history = {k: [float(v) if math.isfinite(float(v)) else None for v in values] for k, values in history.items()}
     diverged = next((epoch for epoch, value in enumerate(history.get("loss", []), 1) if value is None), None)
     if diverged is not None:
         raise EntryProblem(FAILED, f"training diverged at epoch {diverged}: the loss became NaN or infinite. "
@@ -386,7 +394,19 @@ def fit(model, module, training, challenge, job, label_kind, num_classes, x_fit,
     # so the scored model is always the one validation picked.
     if early_stopping.best_weights is not None and early_stopping.stopped_epoch == 0:
         model.set_weights(early_stopping.best_weights)
-    return history
+    return history, job_engine
+
+
+def batch_minor_plan(model, callbacks, x_fit, label_kind, challenge, notes, threads=None):
+    """bench.engine's plan for this model when the challenge's `engine` is 'auto' and the engine runs it; else None
+    (with a note saying why, so an entry's author sees what keeps it on model.fit)."""
+    if challenge.engine != "auto":
+        return None
+    try:
+        return engine.plan(model, callbacks, x_fit, label_kind, threads)
+    except engine.Unsupported as reason:
+        notes.append(f"trained with model.fit: the batch-minor engine does not run {reason}")
+        return None
 
 
 def finalized(module, model):

@@ -51,7 +51,7 @@ def register(subparsers) -> None:
     parser.add_argument("entry", help="the submission file, e.g. submissions/tunable_convnet.py")
     # A search trains on the validation split in this process: no seeds, test images, board or sandbox to set.
     config.add_run_flags(parser, with_paths=False, omit=("seeds", "time_limit", "test_limit", "test_set", "memory_limit_mb",
-                                                         "sandbox", "leaderboard"))
+                                                         "sandbox", "leaderboard", "engine"))
     parser.add_argument("--tuner", choices=TUNERS, default="random", help="keras-tuner's search algorithm (default: random)")
     parser.add_argument("--trials", type=int,
                         help=f"candidates to try in all, rejected ones included (default {DEFAULT_TRIALS}); "

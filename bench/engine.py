@@ -1,0 +1,630 @@
+"""The batch-minor engine: an entry's Keras model trained by JAX with the batch as the innermost axis.
+
+Part of the training stage (bench.train calls it inside the sandbox). Why it exists: on CPUs without
+AVX-512, TensorFlow runs the 1-16 channel convolutions of a parameter-budget board at a few hundred
+MFLOP/s, because its kernels vectorize along channels. Here every activation is laid out with the batch
+last (images as (channels, height, width, batch), vectors as (features, batch)), so the vector lanes run
+along the batch, and a convolution is a sum over its kernel's taps of a strided slice of the input times
+that tap's (in, out) weights. `benchmarks/speed.py` measures both paths side by side.
+
+What it runs (`plan` returns the reason for anything else, and bench.train uses `model.fit` instead):
+- a Sequential or functional model (a subclass may not override `call`, `train_step` or `compute_loss`)
+  with one image or vector input and one (batch, classes) output, float32, every weight trainable, no
+  regularizer or constraint, built only from the layers in LAYERS with their listed options;
+- compiled with SGD, Adam or Nadam (a plain float learning rate, no clipping, weight decay or EMA) and a
+  categorical or sparse categorical cross-entropy (from probabilities or logits), metric accuracy;
+- callbacks that act at epoch ends: the challenge's ReduceLROnPlateau and EarlyStopping, and an entry's
+  own `callbacks()` unless one overrides a batch-level hook.
+Before training, `plan` runs the translated forward pass on a batch of training images and compares it with
+Keras's (within FORWARD_TOLERANCE): any difference sends the entry to `model.fit`.
+
+How it trains (`train`): each epoch shuffles the fit images with the run's seed (numpy), runs one jitted
+`lax.scan` over the full batches and one step on the last partial batch, then logs loss and accuracy
+(per-image means over the epoch, as Keras's fit logs them) and val_loss and val_accuracy, writes the weights
+into the Keras model and calls Keras's own callback objects with those logs; a callback may cut the learning
+rate, stop training or restore weights exactly as under `fit`. The same seed gives the same history.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+ENGINE_NAME = "jax-batch-minor"
+KERAS_ENGINE_NAME = "keras-tensorflow"
+# Largest |difference| between this engine's outputs (probabilities or logits) and Keras's on the check batch.
+FORWARD_TOLERANCE = 1e-4
+CHECK_IMAGES = 32
+# Keras's backend epsilon: cross-entropy on probabilities clips them to [EPSILON, 1 - EPSILON].
+EPSILON = 1e-7
+# A tap whose (in, out) weight matrix has at most this many entries is written as broadcast multiply-adds
+# (which XLA fuses into one loop); a wider one as a matrix product.
+UNROLL_MAX_WEIGHTS = 16
+BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end",
+               "on_test_batch_begin", "on_test_batch_end", "on_predict_batch_begin", "on_predict_batch_end")
+
+
+class Unsupported(Exception):
+    """The model or its compile call uses something this engine does not run; the message says what."""
+
+
+# ---- layout -------------------------------------------------------------------------------------------
+# Keras's per-image shape (h, w, c) is held as (c, h, w); any other rank keeps Keras's order. The batch is last.
+
+def to_keras_order(x):
+    return x.transpose(1, 2, 0, 3) if x.ndim == 4 else x
+
+
+def from_keras_order(x):
+    return x.transpose(2, 0, 1, 3) if x.ndim == 4 else x
+
+
+def _keras_last_axis(x) -> int:
+    return 0 if x.ndim == 4 else x.ndim - 2
+
+
+def to_batch_minor(images: np.ndarray) -> np.ndarray:
+    """(batch, *keras_shape) -> this engine's layout, batch last."""
+    x = np.moveaxis(images, 0, -1)
+    return np.ascontiguousarray(x.transpose(2, 0, 1, 3) if x.ndim == 4 else x)
+
+
+# ---- layers -------------------------------------------------------------------------------------------
+
+def _activation(function):
+    """The JAX form of a Keras activation function, by its name (Unsupported for any other)."""
+    import jax
+    import jax.numpy as jnp
+
+    forms = {
+        "linear": lambda x: x,
+        "relu": jax.nn.relu,
+        "sigmoid": jax.nn.sigmoid,
+        "tanh": jnp.tanh,
+        "softmax": lambda x: jax.nn.softmax(x, axis=_keras_last_axis(x)),
+        "log_softmax": lambda x: jax.nn.log_softmax(x, axis=_keras_last_axis(x)),
+        "elu": jax.nn.elu,
+        "selu": jax.nn.selu,
+        "silu": jax.nn.silu,
+        "swish": jax.nn.silu,
+        "softplus": jax.nn.softplus,
+        "relu6": jax.nn.relu6,
+        "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+        "exponential": jnp.exp,
+    }
+    name = getattr(function, "__name__", None)
+    if name not in forms:
+        raise Unsupported(f"activation {name or function!r}")
+    return forms[name]
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's 'same': ceil(size / stride) outputs, the odd pixel of padding at the end."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _taps(x, kernel_size, strides, padding):
+    """Yield ((i, j), the (c, h_out, w_out, batch) slice of x that tap (i, j) of the kernel multiplies)."""
+    import jax.numpy as jnp
+
+    (kh, kw), (sh, sw) = kernel_size, strides
+    if padding == "same":
+        x = jnp.pad(x, ((0, 0), _same_padding(x.shape[1], kh, sh), _same_padding(x.shape[2], kw, sw), (0, 0)))
+    h_out, w_out = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    for i in range(kh):
+        for j in range(kw):
+            yield (i, j), x[:, i:i + sh * (h_out - 1) + 1:sh, j:j + sw * (w_out - 1) + 1:sw]
+
+
+def _contract(kernel, x):
+    """sum_c kernel[c, d] * x[c, ...] for a (c, d) kernel and an x of (c, ...): out (d, ...)."""
+    import jax.numpy as jnp
+
+    c_in, c_out = kernel.shape
+    if c_in * c_out <= UNROLL_MAX_WEIGHTS:
+        return sum(kernel[c][:, None, None, None] * x[c][None] for c in range(c_in))
+    return jnp.einsum("cd,c...->d...", kernel, x)
+
+
+def _conv(x, kernel, strides, padding):
+    out = None
+    for (i, j), part in _taps(x, kernel.shape[:2], strides, padding):
+        term = _contract(kernel[i, j], part)
+        out = term if out is None else out + term
+    return out
+
+
+def _depthwise(x, kernel, strides, padding):
+    """kernel (kh, kw, c, multiplier); output channel c * multiplier + m, as Keras orders them."""
+    c, multiplier = kernel.shape[2:]
+    out = None
+    for (i, j), part in _taps(x, kernel.shape[:2], strides, padding):
+        term = part[:, None] * kernel[i, j][:, :, None, None, None]
+        out = term if out is None else out + term
+    return out.reshape(c * multiplier, *out.shape[2:])
+
+
+def _image(layer, x):
+    if x.ndim != 4:
+        raise Unsupported(f"{type(layer).__name__} {layer.name!r} on an input that is not (height, width, channels)")
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        raise Unsupported(f"{layer.name!r}: data_format {layer.data_format!r}")
+    return x
+
+
+def _check_conv(layer):
+    if _pair(layer.dilation_rate) != (1, 1) or getattr(layer, "groups", 1) != 1 or layer.padding not in ("valid", "same"):
+        raise Unsupported(f"{type(layer).__name__} {layer.name!r} with dilation, groups or padding {layer.padding!r}")
+
+
+def _conv2d(layer, weights, x):
+    _image(layer, x)
+    _check_conv(layer)
+    out = _conv(x, weights[0], _pair(layer.strides), layer.padding)
+    if layer.use_bias:
+        out = out + weights[1][:, None, None, None]
+    return _activation(layer.activation)(out)
+
+
+def _depthwise_conv2d(layer, weights, x):
+    _image(layer, x)
+    _check_conv(layer)
+    out = _depthwise(x, weights[0], _pair(layer.strides), layer.padding)
+    if layer.use_bias:
+        out = out + weights[1][:, None, None, None]
+    return _activation(layer.activation)(out)
+
+
+def _separable_conv2d(layer, weights, x):
+    _image(layer, x)
+    _check_conv(layer)
+    out = _depthwise(x, weights[0], _pair(layer.strides), layer.padding)
+    out = _contract(weights[1][0, 0], out)
+    if layer.use_bias:
+        out = out + weights[2][:, None, None, None]
+    return _activation(layer.activation)(out)
+
+
+def _dense(layer, weights, x):
+    import jax.numpy as jnp
+
+    if x.ndim != 2:
+        raise Unsupported(f"Dense {layer.name!r} on an input of rank {x.ndim}: flatten first")
+    out = jnp.einsum("fu,fb->ub", weights[0], x)
+    if layer.use_bias:
+        out = out + weights[1][:, None]
+    return _activation(layer.activation)(out)
+
+
+def _pooling(reduce):
+    def pool(layer, weights, x):
+        import jax.numpy as jnp
+
+        _image(layer, x)
+        (ph, pw), (sh, sw) = _pair(layer.pool_size), _pair(layer.strides)
+        _, h, w, _ = x.shape
+        if layer.padding == "same" and not (h % sh == 0 and w % sw == 0 and (ph, pw) == (sh, sw)):
+            raise Unsupported(f"{type(layer).__name__} {layer.name!r} with 'same' padding that pads")
+        if (ph, pw) == (sh, sw):  # tiles: crop, then reduce each tile
+            hh, ww = h // ph, w // pw
+            tiles = x[:, :hh * ph, :ww * pw].reshape(x.shape[0], hh, ph, ww, pw, x.shape[3])
+            return tiles.mean((2, 4)) if reduce == "mean" else tiles.max((2, 4))
+        parts = [part for _, part in _taps(x, (ph, pw), (sh, sw), "valid")]
+        if reduce == "mean":
+            return sum(parts) / len(parts)
+        out = parts[0]
+        for part in parts[1:]:
+            out = jnp.maximum(out, part)
+        return out
+    return pool
+
+
+def _global_pooling(reduce):
+    def pool(layer, weights, x):
+        _image(layer, x)
+        if layer.keepdims:
+            raise Unsupported(f"{layer.name!r} with keepdims=True")
+        return x.mean((1, 2)) if reduce == "mean" else x.max((1, 2))
+    return pool
+
+
+def _reshape(layer, weights, x):
+    target = tuple(layer.target_shape)
+    return from_keras_order(to_keras_order(x).reshape(*target, x.shape[-1]))
+
+
+def _flatten(layer, weights, x):
+    return to_keras_order(x).reshape(-1, x.shape[-1])
+
+
+def _activation_layer(layer, weights, x):
+    return _activation(layer.activation)(x)
+
+
+def _relu_layer(layer, weights, x):
+    import jax.numpy as jnp
+
+    if layer.negative_slope or layer.threshold:
+        raise Unsupported(f"ReLU {layer.name!r} with negative_slope or threshold")
+    out = jnp.maximum(x, 0.0)
+    return out if layer.max_value is None else jnp.minimum(out, layer.max_value)
+
+
+def _leaky_relu(layer, weights, x):
+    import jax.numpy as jnp
+
+    return jnp.where(x >= 0, x, layer.negative_slope * x)
+
+
+def _rescaling(layer, weights, x):
+    if not all(isinstance(v, (int, float)) for v in (layer.scale, layer.offset)):
+        raise Unsupported(f"Rescaling {layer.name!r} with per-channel scale or offset")
+    return x * layer.scale + layer.offset
+
+
+def _add(layer, weights, *inputs):
+    parts = inputs[0] if len(inputs) == 1 else inputs
+    return sum(parts[1:], parts[0])
+
+
+def _identity(layer, weights, x):
+    return x
+
+
+LAYERS = {
+    "InputLayer": _identity,
+    "Conv2D": _conv2d,
+    "DepthwiseConv2D": _depthwise_conv2d,
+    "SeparableConv2D": _separable_conv2d,
+    "Dense": _dense,
+    "AveragePooling2D": _pooling("mean"),
+    "MaxPooling2D": _pooling("max"),
+    "GlobalAveragePooling2D": _global_pooling("mean"),
+    "GlobalMaxPooling2D": _global_pooling("max"),
+    "Reshape": _reshape,
+    "Flatten": _flatten,
+    "Activation": _activation_layer,
+    "ReLU": _relu_layer,
+    "LeakyReLU": _leaky_relu,
+    "Rescaling": _rescaling,
+    "Add": _add,
+}
+
+
+# ---- the model ----------------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """What `train` needs: the model, its layers with weights (in `layer.weights` order), the forward pass
+    f(weights, x) -> (classes, batch) outputs, the loss, the optimizer's update, and the label form."""
+    model: object
+    layers: list
+    forward: object
+    from_logits: bool
+    sparse_labels: bool
+    optimizer: str
+    hyper: dict = field(default_factory=dict)
+
+
+def plan(model, callbacks, x_sample: np.ndarray, label_kind: str, threads: int | None = 1) -> Plan:
+    """Check that this engine can train `model` as `model.fit` would, and build the plan; `threads`: XLA's
+    (None: JAX's default, all cores; a record then depends on the machine's core count).
+
+    Raises Unsupported (the message names the first thing that stops it)."""
+    import keras
+
+    limit_threads(threads)
+
+    from keras.src.models.functional import Functional
+
+    overridden = [name for name in ("train_step", "compute_loss", "call", "test_step")
+                  if name in _own_methods(type(model), (keras.Sequential, Functional, keras.Model))]
+    if overridden or not isinstance(model, (keras.Sequential, Functional)):
+        raise Unsupported(f"a model class of its own ({type(model).__name__} overrides {', '.join(overridden) or 'the model'})")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise Unsupported("more than one input or output")
+    if model.non_trainable_weights:
+        raise Unsupported("non-trainable weights (frozen layers or BatchNormalization statistics)")
+    layers = [layer for layer in model.layers]
+    for layer in layers:
+        kind = type(layer).__name__
+        if kind not in LAYERS or type(layer).__module__.split(".")[0] != "keras":
+            raise Unsupported(f"layer {layer.name!r} ({kind})")
+        if layer.dtype_policy.name != "float32":
+            raise Unsupported(f"layer {layer.name!r} computes in {layer.dtype_policy.name}")
+        for attribute in ("kernel_regularizer", "bias_regularizer", "activity_regularizer", "depthwise_regularizer",
+                          "pointwise_regularizer", "kernel_constraint", "bias_constraint", "depthwise_constraint",
+                          "pointwise_constraint"):
+            if getattr(layer, attribute, None) is not None:
+                raise Unsupported(f"layer {layer.name!r} has a {attribute.replace('_', ' ')}")
+    optimizer, hyper = _optimizer(model.optimizer)
+    from_logits, sparse = _loss(model.loss)
+    if sparse != (label_kind == "sparse"):
+        raise Unsupported("labels and loss disagree on one-hot or sparse")
+    for callback in callbacks:
+        if type(callback).__name__ == "TerminateOnNaN":
+            continue  # an epoch whose loss is not finite ends training here, which is what it asks for
+        hooks = [hook for hook in BATCH_HOOKS if getattr(type(callback), hook) is not getattr(keras.callbacks.Callback, hook)]
+        if hooks:
+            raise Unsupported(f"callback {type(callback).__name__} acts on batches ({hooks[0]})")
+
+    def forward(weights, x):
+        by_layer = dict(zip((id(layer) for layer in layers), weights))
+        if isinstance(model, keras.Sequential):
+            for layer in layers:
+                x = LAYERS[type(layer).__name__](layer, by_layer[id(layer)], x)
+            return x
+
+        def operation(layer):
+            return lambda *args, **kwargs: LAYERS[type(layer).__name__](layer, by_layer[id(layer)], *args)
+
+        return model._run_through_graph(x, operation_fn=operation)
+
+    found = Plan(model, layers, forward, from_logits, sparse, optimizer, hyper)
+    _check_forward(found, x_sample[:CHECK_IMAGES])
+    return found
+
+
+def limit_threads(threads: int | None) -> None:
+    """Fix how many threads XLA plans and runs with, before JAX starts its CPU client (its first array).
+
+    XLA:CPU splits work by the cores it may use (tsl reads NPROC, else the process's CPU affinity), and a
+    different split changes the last bits of a sum: measured, one epoch of frontier_under1000 on 10,000 images
+    logged loss 1.6503 pinned to one core and 1.6502 on two. So a record would depend on the machine's cores."""
+    if not threads:
+        return
+    os.environ["NPROC"] = str(threads)  # read once, when the CPU client starts; later calls change nothing
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_multi_thread_eigen" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen={str(threads > 1).lower()}".strip()
+
+
+def _own_methods(cls, bases) -> set:
+    names = set()
+    for klass in cls.__mro__:
+        if klass in bases or klass.__module__.startswith("keras."):
+            break
+        names |= set(vars(klass))
+    return names
+
+
+def _optimizer(optimizer):
+    """('sgd' | 'adam' | 'nadam', its hyperparameters); Unsupported for anything fit would run differently."""
+    kind = type(optimizer).__name__
+    if kind not in ("SGD", "Adam", "Nadam"):
+        raise Unsupported(f"optimizer {kind}")
+    config = optimizer.get_config()
+    for name in ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "loss_scale_factor"):
+        if config.get(name):
+            raise Unsupported(f"optimizer option {name}")
+    if config.get("use_ema") or (config.get("gradient_accumulation_steps") or 1) > 1 or config.get("amsgrad"):
+        raise Unsupported("optimizer EMA, gradient accumulation or AMSGrad")
+    if not isinstance(config.get("learning_rate"), float):
+        raise Unsupported("a learning-rate schedule")
+    if int(optimizer.iterations.numpy()) != 0:
+        raise Unsupported("an optimizer that has already taken steps")
+    if kind == "SGD":
+        return "sgd", {"momentum": float(config["momentum"]), "nesterov": bool(config["nesterov"])}
+    return kind.lower(), {"beta_1": float(config["beta_1"]), "beta_2": float(config["beta_2"]), "epsilon": float(config["epsilon"])}
+
+
+def _loss(loss) -> tuple[bool, bool]:
+    """(from_logits, sparse labels) of a cross-entropy loss; Unsupported for any other."""
+    import keras
+
+    names = {"categorical_crossentropy": False, "sparse_categorical_crossentropy": True}
+    if isinstance(loss, str) and loss in names:
+        return False, names[loss]
+    if isinstance(loss, (keras.losses.CategoricalCrossentropy, keras.losses.SparseCategoricalCrossentropy)):
+        config = loss.get_config()
+        if config.get("label_smoothing") or config.get("axis", -1) != -1 or config.get("ignore_class") is not None \
+                or config.get("reduction") != "sum_over_batch_size":
+            raise Unsupported("a cross-entropy loss with label smoothing, another axis, ignore_class or reduction")
+        return bool(config["from_logits"]), isinstance(loss, keras.losses.SparseCategoricalCrossentropy)
+    name = getattr(loss, "__name__", None)
+    if callable(loss) and name in names and getattr(loss, "from_logits", None) is not None:
+        return bool(loss.from_logits), names[name]  # bench.train.named_loss's wrapper for FROM_LOGITS
+    raise Unsupported(f"loss {name or loss!r}")
+
+
+def per_image_loss(outputs, labels, from_logits: bool):
+    """Cross-entropy of (classes, batch) outputs against (batch,) integer labels, per image, as Keras computes it."""
+    import jax
+    import jax.numpy as jnp
+
+    if from_logits:
+        log_p = jax.nn.log_softmax(outputs, axis=0)
+    else:
+        p = outputs / outputs.sum(0, keepdims=True)
+        log_p = jnp.log(jnp.clip(p, EPSILON, 1 - EPSILON))
+    return -jnp.take_along_axis(log_p, labels[None, :], axis=0)[0]
+
+
+def _check_forward(found: Plan, images: np.ndarray) -> None:
+    import jax.numpy as jnp
+
+    expected = np.asarray(found.model(images, training=False))
+    outputs = found.forward([[jnp.asarray(w) for w in layer.get_weights()] for layer in found.layers],
+                            jnp.asarray(to_batch_minor(images.astype("float32"))))
+    if outputs.ndim != 2 or tuple(outputs.shape[::-1]) != expected.shape:
+        raise Unsupported(f"outputs of shape {expected.shape}: this engine trains (batch, classes) outputs")
+    difference = float(np.max(np.abs(np.asarray(outputs).T - expected)))
+    if not difference <= FORWARD_TOLERANCE:
+        raise Unsupported(f"its forward pass differs from Keras's by {difference:.2g} on {len(images)} training images")
+
+
+# ---- optimizers: Keras 3's update rules (keras/src/optimizers), written for pytrees ----------------------
+
+def _optimizer_state(kind: str, weights):
+    import jax
+    import jax.numpy as jnp
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, weights)
+    if kind == "sgd":
+        return {"step": jnp.zeros((), jnp.float32), "m": zeros}
+    return {"step": jnp.zeros((), jnp.float32), "m": zeros, "v": zeros, "u_product": jnp.ones((), jnp.float32)}
+
+
+def _optimizer_update(kind: str, hyper: dict):
+    import jax
+    import jax.numpy as jnp
+
+    tree = jax.tree_util.tree_map
+
+    def sgd(weights, grads, state, lr):
+        momentum = hyper["momentum"]
+        if not momentum:
+            return tree(lambda w, g: w - g * lr, weights, grads), {**state, "step": state["step"] + 1}
+        m = tree(lambda m, g: m * momentum - g * lr, state["m"], grads)
+        if hyper["nesterov"]:
+            weights = tree(lambda w, m, g: w + (m * momentum - g * lr), weights, m, grads)
+        else:
+            weights = tree(lambda w, m: w + m, weights, m)
+        return weights, {"step": state["step"] + 1, "m": m}
+
+    def adam(weights, grads, state, lr):
+        b1, b2, eps = hyper["beta_1"], hyper["beta_2"], hyper["epsilon"]
+        t = state["step"] + 1
+        alpha = lr * jnp.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        m = tree(lambda m, g: m + (g - m) * (1 - b1), state["m"], grads)
+        v = tree(lambda v, g: v + (g * g - v) * (1 - b2), state["v"], grads)
+        weights = tree(lambda w, m, v: w - (m * alpha) / (jnp.sqrt(v) + eps), weights, m, v)
+        return weights, {**state, "step": t, "m": m, "v": v}
+
+    def nadam(weights, grads, state, lr):
+        b1, b2, eps = hyper["beta_1"], hyper["beta_2"], hyper["epsilon"]
+        t = state["step"] + 1
+        u_product = state["u_product"] * b1 * (1.0 - 0.5 * 0.96 ** t)
+        u_t = b1 * (1.0 - 0.5 * 0.96 ** t)
+        u_t_1 = b1 * (1.0 - 0.5 * 0.96 ** (t + 1))
+        u_product_t_1 = u_product * u_t_1
+        m = tree(lambda m, g: m + (g - m) * (1 - b1), state["m"], grads)
+        v = tree(lambda v, g: v + (g * g - v) * (1 - b2), state["v"], grads)
+
+        def updated(w, m, v, g):
+            m_hat = u_t_1 * m / (1 - u_product_t_1) + (1 - u_t) * g / (1 - u_product)
+            v_hat = v / (1 - b2 ** t)
+            return w - (m_hat * lr) / (jnp.sqrt(v_hat) + eps)
+
+        return tree(updated, weights, m, v, grads), {"step": t, "m": m, "v": v, "u_product": u_product}
+
+    return {"sgd": sgd, "adam": adam, "nadam": nadam}[kind]
+
+
+# ---- training -----------------------------------------------------------------------------------------
+
+def train(found: Plan, callbacks, x_fit, y_fit, x_val, y_val, epochs: int, batch_size: int, seed: int) -> dict:
+    """Train `found.model` in place (its weights end as the callbacks leave them) and return the history,
+    {name: [one float per epoch]} with loss, accuracy, val_loss, val_accuracy and learning_rate.
+
+    x_* are (images, *input_shape) float32, y_* (images,) integer class labels."""
+    import jax
+    import jax.numpy as jnp
+    import keras
+
+    model = found.model
+    update = _optimizer_update(found.optimizer, found.hyper)
+
+    def step(carry, batch):
+        weights, state, lr = carry
+        x, y = batch
+
+        def loss_and_outputs(weights):
+            outputs = found.forward(weights, x)
+            losses = per_image_loss(outputs, y, found.from_logits)
+            return losses.mean(), (losses, outputs)
+
+        (_, (losses, outputs)), grads = jax.value_and_grad(loss_and_outputs, has_aux=True)(weights)
+        weights, state = update(weights, grads, state, lr)
+        return (weights, state, lr), (losses.sum(), _correct(outputs, y).sum())
+
+    @jax.jit
+    def run_epoch(weights, state, lr, xs, ys):
+        (weights, state, _), (loss_sums, correct) = jax.lax.scan(step, (weights, state, lr), (xs, ys))
+        return weights, state, loss_sums.sum(), correct.sum()
+
+    @jax.jit
+    def run_step(weights, state, lr, x, y):
+        (weights, state, _), (loss_sum, correct) = step((weights, state, lr), (x, y))
+        return weights, state, loss_sum, correct
+
+    @jax.jit
+    def evaluate(weights, xs, ys):
+        def one(total, batch):
+            outputs = found.forward(weights, batch[0])
+            return (total[0] + per_image_loss(outputs, batch[1], found.from_logits).sum(),
+                    total[1] + _correct(outputs, batch[1]).sum()), None
+        return jax.lax.scan(one, (jnp.zeros(()), jnp.zeros((), jnp.int32)), (xs, ys))[0]
+
+    weights = [[jnp.asarray(w) for w in layer.get_weights()] for layer in found.layers]
+    state = _optimizer_state(found.optimizer, weights)
+    # Validation in equal chunks (a scan) plus the remainder: the arrays are laid out once.
+    val_chunks = _chunks(x_val, y_val, batch_size)
+    callback_list = keras.callbacks.CallbackList(callbacks, model=model, add_history=True)
+    rng = np.random.default_rng(seed)
+    full = len(x_fit) // batch_size * batch_size
+    model.stop_training = False
+    callback_list.on_train_begin()
+    for epoch in range(epochs):
+        callback_list.on_epoch_begin(epoch)
+        lr = jnp.float32(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
+        order = rng.permutation(len(x_fit))
+        loss_sum, correct = 0.0, 0
+        if full:
+            xs, ys = _batched(x_fit, y_fit, order[:full], batch_size)
+            weights, state, loss_part, correct_part = run_epoch(weights, state, lr, xs, ys)
+            loss_sum, correct = loss_sum + float(loss_part), correct + int(correct_part)
+        if full < len(x_fit):
+            xs, ys = _batched(x_fit, y_fit, order[full:], len(x_fit) - full)
+            weights, state, loss_part, correct_part = run_step(weights, state, lr, xs[0], ys[0])
+            loss_sum, correct = loss_sum + float(loss_part), correct + int(correct_part)
+        val_loss, val_correct = 0.0, 0
+        for xs, ys in val_chunks:
+            part_loss, part_correct = evaluate(weights, xs, ys)
+            val_loss, val_correct = val_loss + float(part_loss), val_correct + int(part_correct)
+        logs = {"accuracy": correct / len(x_fit), "loss": loss_sum / len(x_fit),
+                "val_accuracy": val_correct / len(x_val), "val_loss": val_loss / len(x_val)}
+        for layer, values in zip(found.layers, weights):
+            if values:
+                layer.set_weights([np.asarray(v) for v in values])
+        callback_list.on_epoch_end(epoch, logs)
+        # A callback may have edited the weights (EarlyStopping restoring the best ones, an entry's own).
+        weights = [[jnp.asarray(w) for w in layer.get_weights()] for layer in found.layers]
+        if model.stop_training or not math.isfinite(logs["loss"]):
+            break
+    callback_list.on_train_end()
+    model.optimizer.iterations.assign(int(state["step"]))
+    return model.history.history
+
+
+def _correct(outputs, labels):
+    import jax.numpy as jnp
+
+    return (jnp.argmax(outputs, axis=0) == labels).astype(jnp.int32)
+
+
+def _batched(x: np.ndarray, y: np.ndarray, order: np.ndarray, batch_size: int):
+    """The images `order` picks, as (batches, *layout, batch_size) arrays, and their labels (batches, batch_size)."""
+    batches = len(order) // batch_size
+    xs = x[order].reshape(batches, batch_size, *x.shape[1:])
+    xs = np.moveaxis(xs, 1, -1)
+    if xs.ndim == 5:  # (batches, h, w, c, batch) -> (batches, c, h, w, batch)
+        xs = xs.transpose(0, 3, 1, 2, 4)
+    return np.ascontiguousarray(xs), y[order].reshape(batches, batch_size).astype(np.int32)
+
+
+def _chunks(x: np.ndarray, y: np.ndarray, batch_size: int) -> list:
+    order = np.arange(len(x))
+    full = len(x) // batch_size * batch_size
+    chunks = [_batched(x, y, order[:full], batch_size)] if full else []
+    if full < len(x):
+        chunks.append(_batched(x, y, order[full:], len(x) - full))
+    return chunks

@@ -1,0 +1,105 @@
+"""Today's training path (model.fit on TensorFlow) against bench.engine's batch-minor JAX engine, side by side.
+
+Run from the repository root:  python benchmarks/speed.py [--entry PATH ...] [--epochs N] [--repeats N] [--seeds N]
+
+Each measurement is a fresh process pinned to one core (taskset, when there is one) with one thread, training
+an entry the way bench.train does (its build, compile, the challenge's callbacks, 50,000 MNIST fit and 5,000
+validation images, `engine = "keras"` or `"auto"` through `train.fit`) for 1 + `--epochs` epochs. The clock is
+the process's CPU time per epoch, the first epoch (tracing and compilation) excluded, so validation and the
+per-epoch shuffle are counted. Variants run interleaved (keras, auto, keras, auto, ...) over `--repeats`, and
+each seed of `--seeds` is a run of its own (neither engine trains seeds together), so the figure is CPU seconds
+per seed-epoch; the median over repeats and seeds is kept. The last line is
+`speedup <entry> <today / engine>x ...`, above 1 where the engine is faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ENGINES = ("keras", "auto")
+FIT_IMAGES, VALIDATION_IMAGES = 50_000, 5_000
+
+RUN = textwrap.dedent("""
+    import json, sys, time
+    entry, engine_setting, seed, epochs, data_file = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+    from bench import config, train
+    train._prepare_tensorflow(1, seed)
+    import keras, numpy as np
+    with np.load(data_file) as arrays:
+        x = (arrays["x_train"] / 255).astype("float32")
+        y = arrays["y_train"].astype("int64")
+    x_fit, y_fit = x[:FIT_IMAGES], y[:FIT_IMAGES]
+    x_val, y_val = x[-VALIDATION_IMAGES:], y[-VALIDATION_IMAGES:]
+    challenge = config.from_dict({"engine": engine_setting, "max_epochs": epochs + 1})
+    module = train.import_submission(train.Path(entry))
+    training = train.validated_training(module, challenge)
+    model = train.build(module, x_fit, 10, {}, None)
+    label_kind = train.compile_if_needed(model, module, training, challenge, [])
+    ends = []
+
+    class Clock(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            ends.append(time.process_time())
+
+    clock = type("WithClock", (), {"callbacks": staticmethod(lambda: [Clock()])})
+    notes = []
+    history, ran = train.fit(model, clock, training, challenge, {"entry": entry, "seed": seed}, label_kind, 10,
+                             x_fit, y_fit, x_val, y_val, notes)
+    measured = len(ends) - 1
+    print(json.dumps({"engine": ran, "cpu_per_epoch": (ends[-1] - ends[0]) / measured, "epochs": measured,
+                      "val_accuracy": history["val_accuracy"][-1], "notes": notes}))
+""").replace("FIT_IMAGES", str(FIT_IMAGES)).replace("VALIDATION_IMAGES", str(VALIDATION_IMAGES))
+
+
+def measure(entry: str, engine_setting: str, seed: int, epochs: int, data_file: str) -> dict:
+    pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
+    done = subprocess.run([*pin, sys.executable, "-c", RUN, entry, engine_setting, str(seed), str(epochs), data_file],
+                          capture_output=True, text=True, env=env, cwd=REPO)
+    if done.returncode != 0:
+        raise SystemExit(f"engine={engine_setting} on {entry} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entry", action="append", help="entry file (default: classroom_158 and frontier_under1000)")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs measured after the first (default 2)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1, each its own run (default 1)")
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mnist.npz"), help="mnist.npz")
+    args = parser.parse_args()
+    entries = args.entry or ["submissions/classroom_158.py", "submissions/frontier_under1000.py"]
+    print(f"CPU seconds per seed-epoch (median), one core, one thread, {args.repeats} interleaved repeats x {args.seeds} seed(s), "
+          f"{args.epochs} epochs each after the first; {FIT_IMAGES:,} fit and {VALIDATION_IMAGES:,} validation MNIST images; "
+          f"load average at the start {os.getloadavg()[0]:.1f}")
+    speedups = []
+    for entry in entries:
+        runs = {setting: [] for setting in ENGINES}
+        for _ in range(args.repeats):
+            for seed in range(args.seeds):
+                for setting in ENGINES:
+                    runs[setting].append(measure(entry, setting, seed, args.epochs, args.data))
+        today, new = (statistics.median(r["cpu_per_epoch"] for r in runs[s]) for s in ENGINES)
+        ran = sorted({r["engine"] for r in runs["auto"]})
+        name = Path(entry).stem
+        print(f"{name}: today (model.fit) {today:.3f} s, engine=auto ({', '.join(ran)}) {new:.3f} s, ratio {today / new:.2f}x; "
+              f"last val_accuracy {runs['keras'][-1]['val_accuracy']:.4f} / {runs['auto'][-1]['val_accuracy']:.4f}")
+        for note in {n for r in runs["auto"] for n in r["notes"]}:
+            print(f"  note: {note}")
+        speedups.append(f"{name} {today / new:.2f}x")
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    print("speedup " + " ".join(speedups))
+
+
+if __name__ == "__main__":
+    main()

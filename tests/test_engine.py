@@ -1,0 +1,320 @@
+"""bench.engine, the batch-minor JAX engine: each layer equals Keras's, forward and gradient; the optimizers and
+losses equal Keras's; the standard callbacks act as under model.fit; same seed, same history; what it cannot
+run goes to model.fit, and the record says which engine ran."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bench import config, engine
+from conftest import DENSE_ENTRY, REPO, run_in_process
+
+L = keras.layers
+RNG = np.random.default_rng(0)
+BATCH = 4
+
+
+def keras_layout(x):
+    """This engine's (..., batch) layout back to Keras's (batch, ...)."""
+    return np.moveaxis(np.asarray(engine.to_keras_order(x)), -1, 0)
+
+
+def assert_layer_matches_keras(layer, input_shape, atol=2e-5):
+    """Forward values, and gradients with respect to the input and every weight, equal Keras's on TensorFlow."""
+    x = RNG.normal(size=(BATCH, *input_shape)).astype("float32")
+    expected = layer(x)
+    cotangent = RNG.normal(size=expected.shape).astype("float32")
+    translate = engine.LAYERS[type(layer).__name__]
+
+    def engine_value(weights, x_bm):
+        return jnp.sum(jnp.asarray(engine.from_keras_order(np.moveaxis(cotangent, 0, -1))) * translate(layer, weights, x_bm))
+
+    weights = [jnp.asarray(w) for w in layer.get_weights()]
+    x_bm = jnp.asarray(engine.to_batch_minor(x))
+    got = translate(layer, weights, x_bm)
+    np.testing.assert_allclose(keras_layout(got), np.asarray(expected), atol=atol)
+
+    x_tf = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x_tf)
+        value = tf.reduce_sum(layer(x_tf) * cotangent)
+    expected_grads = tape.gradient(value, [x_tf, *layer.trainable_weights])
+    grad_weights, grad_x = jax.grad(engine_value, argnums=(0, 1))(weights, x_bm)
+    np.testing.assert_allclose(keras_layout(grad_x), expected_grads[0].numpy(), atol=atol)
+    for got_w, expected_w in zip(grad_weights, expected_grads[1:]):
+        np.testing.assert_allclose(np.asarray(got_w), expected_w.numpy(), atol=atol * 10)
+
+
+@pytest.mark.parametrize("kernel", [1, 2, 3])
+@pytest.mark.parametrize("strides", [1, 2])
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("channels", [(1, 3), (3, 1), (6, 7)])  # unrolled taps (<= 16 weights) and matrix products
+def test_conv2d_equals_keras(kernel, strides, padding, channels):
+    c_in, c_out = channels
+    assert_layer_matches_keras(L.Conv2D(c_out, kernel, strides=strides, padding=padding, activation="sigmoid"), (9, 8, c_in))
+
+
+@pytest.mark.parametrize("kernel", [2, 3])
+@pytest.mark.parametrize("strides", [1, 2])
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_depthwise_and_separable_conv2d_equal_keras(kernel, strides, padding, multiplier):
+    assert_layer_matches_keras(L.DepthwiseConv2D(kernel, strides=strides, padding=padding, depth_multiplier=multiplier), (7, 9, 3))
+    assert_layer_matches_keras(L.SeparableConv2D(5, kernel, strides=strides, padding=padding, depth_multiplier=multiplier,
+                                                 activation="relu"), (7, 9, 3))
+
+
+@pytest.mark.parametrize("pool", [(2, None, "valid"), (3, None, "valid"), (3, 1, "valid"), (3, 2, "valid"), (2, None, "same")])
+def test_pooling_equals_keras(pool):
+    size, strides, padding = pool
+    assert_layer_matches_keras(L.AveragePooling2D(size, strides=strides, padding=padding), (8, 10, 2))
+    assert_layer_matches_keras(L.MaxPooling2D(size, strides=strides, padding=padding), (8, 10, 2))
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (L.GlobalAveragePooling2D(), (5, 4, 3)), (L.GlobalMaxPooling2D(), (5, 4, 3)), (L.Flatten(), (3, 4, 5)),
+    (L.Reshape((4, 6, 1)), (24,)), (L.Reshape((6, 2, 2)), (4, 6)), (L.Reshape((-1,)), (1, 1, 10)),
+    (L.Dense(7, activation="softmax"), (12,)), (L.Dense(3, activation="tanh", use_bias=False), (5,)),
+    (L.Activation("softmax"), (3, 4, 5)), (L.Activation("gelu"), (6,)), (L.ReLU(max_value=1.0), (3, 3, 2)),
+    (L.LeakyReLU(0.1), (4, 2, 2)), (L.Rescaling(1 / 255, offset=-0.5), (3, 3, 1)),
+])
+def test_other_layers_equal_keras(layer, shape):
+    assert_layer_matches_keras(layer, shape)
+
+
+def compiled(model, optimizer="adam", loss="categorical_crossentropy"):
+    model.compile(optimizer, loss, metrics=["accuracy"])
+    return model
+
+
+def small_cnn(input_shape=(8, 8)):
+    inputs = keras.Input(input_shape)
+    x = L.Reshape((*input_shape, 1))(inputs)
+    x = L.Conv2D(3, 3, activation="relu")(x)
+    shared = L.SeparableConv2D(3, 3, padding="same", activation="relu")
+    x = L.Add()([x, shared(x)])  # a weight-tied residual: the graph, not a chain
+    x = L.Add()([x, shared(x)])
+    x = L.MaxPooling2D(2)(x)
+    x = L.Flatten()(x)
+    return keras.Model(inputs, L.Dense(10, activation="softmax")(x))
+
+
+def digits(images=400):
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return (x[:images] / 16).reshape(-1, 8, 8).astype("float32"), y[:images].astype("int64")
+
+
+@pytest.mark.parametrize("optimizer", [keras.optimizers.SGD(0.1), keras.optimizers.SGD(0.1, momentum=0.9),
+                                       keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), keras.optimizers.Adam(0.01),
+                                       keras.optimizers.Nadam(0.01, beta_1=0.8)])
+def test_optimizer_steps_equal_keras(optimizer):
+    weights = [RNG.normal(size=(3, 4)).astype("float32"), RNG.normal(size=(4,)).astype("float32")]
+    variables = [keras.Variable(w) for w in weights]
+    kind, hyper = engine._optimizer(optimizer)
+    update = engine._optimizer_update(kind, hyper)
+    ours, state = [jnp.asarray(w) for w in weights], engine._optimizer_state(kind, [jnp.asarray(w) for w in weights])
+    for _ in range(4):
+        grads = [RNG.normal(size=w.shape).astype("float32") for w in weights]
+        optimizer.apply_gradients(zip([tf.constant(g) for g in grads], variables))
+        ours, state = update(ours, [jnp.asarray(g) for g in grads], state, jnp.float32(float(optimizer.learning_rate)))
+    for got, variable in zip(ours, variables):
+        np.testing.assert_allclose(np.asarray(got), variable.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["categorical_crossentropy", "sparse_categorical_crossentropy",
+                                  keras.losses.CategoricalCrossentropy(from_logits=True),
+                                  keras.losses.SparseCategoricalCrossentropy(from_logits=True)])
+def test_cross_entropy_equals_keras(loss):
+    from_logits, sparse = engine._loss(loss)
+    outputs = RNG.normal(size=(6, 10)).astype("float32")
+    if not from_logits:
+        outputs = tf.nn.softmax(outputs).numpy().copy()
+        outputs[0, 3] = 0.0  # a zero probability: both clip it
+    labels = RNG.integers(0, 10, size=6)
+    expected = keras.losses.get(loss) if isinstance(loss, str) else loss
+    target = labels if sparse else np.eye(10, dtype="float32")[labels]
+    keras_loss = float(np.mean(expected(target, outputs))) if isinstance(loss, str) else float(expected(target, outputs))
+    ours = float(engine.per_image_loss(jnp.asarray(outputs.T), jnp.asarray(labels), from_logits).mean())
+    assert ours == pytest.approx(keras_loss, rel=1e-5)
+
+
+def standard_callbacks(patience=2, reduce_patience=1):
+    return [keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=reduce_patience, min_delta=1e-4, min_lr=1e-12),
+            keras.callbacks.EarlyStopping("val_loss", patience=patience, min_delta=1e-5, restore_best_weights=True)]
+
+
+def trained(seed, epochs=3, model_seed=0, optimizer="adam", callbacks=None):
+    x, y = digits()
+    keras.utils.set_random_seed(model_seed)
+    model = compiled(small_cnn(), optimizer)
+    callbacks = standard_callbacks() if callbacks is None else callbacks
+    plan = engine.plan(model, callbacks, x, "one_hot")
+    history = engine.train(plan, callbacks, x[:300], y[:300], x[300:], y[300:], epochs, 64, seed)
+    return model, history
+
+
+def test_the_functional_graph_with_a_shared_layer_trains_and_logs_what_fit_logs():
+    model, history = trained(seed=0)
+    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"}
+    assert len(history["loss"]) == 3 and history["loss"][-1] < history["loss"][0]
+    # The logged validation numbers are those of the weights the model now holds.
+    x, y = digits()
+    loss, accuracy = model.evaluate(x[300:], np.eye(10)[y[300:]], verbose=0)
+    assert loss == pytest.approx(history["val_loss"][-1], rel=1e-4) and accuracy == pytest.approx(history["val_accuracy"][-1])
+
+
+def test_same_seed_same_history_and_another_seed_another_order():
+    first, second, other = trained(seed=3)[1], trained(seed=3)[1], trained(seed=4)[1]
+    assert first == second
+    assert other["loss"] != first["loss"]
+
+
+def test_plateau_cuts_the_rate_and_early_stopping_ends_the_run_as_under_fit():
+    """With a learning rate of 1e-8 nothing improves by min_delta: both callbacks act on the same epochs as under model.fit."""
+    x, y = digits()
+
+    def run(use_engine):
+        keras.utils.set_random_seed(0)
+        model = compiled(small_cnn(), keras.optimizers.SGD(1e-8))
+        callbacks = standard_callbacks(patience=3, reduce_patience=1)
+        if use_engine:
+            history = engine.train(engine.plan(model, callbacks, x, "one_hot"), callbacks, x[:300], y[:300], x[300:], y[300:], 20, 64, 0)
+        else:
+            history = model.fit(x[:300], np.eye(10)[y[:300]], validation_data=(x[300:], np.eye(10)[y[300:]]), epochs=20,
+                                batch_size=64, callbacks=callbacks, verbose=0).history
+        return history, callbacks[1]
+
+    ours, ours_stop = run(True)
+    keras_history, keras_stop = run(False)
+    assert len(ours["loss"]) == len(keras_history["loss"]) == 4  # the first epoch sets the best; three without improvement
+    np.testing.assert_allclose(ours["learning_rate"], keras_history["learning_rate"])
+    assert ours["learning_rate"][0] > ours["learning_rate"][-1]
+    assert ours_stop.stopped_epoch == keras_stop.stopped_epoch == 3
+
+
+def test_the_rate_is_cut_in_one_run_and_not_in_another_each_with_its_own_callbacks():
+    _, learning = trained(seed=0, epochs=4, optimizer=keras.optimizers.Adam(0.01), callbacks=standard_callbacks(patience=10))
+    _, stuck = trained(seed=0, epochs=4, optimizer=keras.optimizers.SGD(1e-8), callbacks=standard_callbacks(patience=10))
+    assert learning["learning_rate"] == pytest.approx([0.01] * 4)
+    assert stuck["learning_rate"][-1] < stuck["learning_rate"][0]
+
+
+def test_an_epoch_end_callback_that_edits_the_weights_is_seen_by_the_next_epoch():
+    class ZeroTheHead(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            head = self.model.layers[-1]
+            head.set_weights([np.zeros_like(w) for w in head.get_weights()])
+
+    model, history = trained(seed=0, epochs=2, optimizer=keras.optimizers.SGD(1e-8), callbacks=[ZeroTheHead()])
+    assert history["val_loss"][1] == pytest.approx(np.log(10), rel=1e-5)  # uniform outputs after the edit
+
+
+@pytest.mark.parametrize("why, build", [
+    ("non-trainable", lambda: compiled(keras.Sequential([keras.Input((8, 8, 1)), L.BatchNormalization(), L.Flatten(), L.Dense(10, "softmax")]))),
+    ("Dropout", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dropout(0.5), L.Dense(10, "softmax")]))),
+    ("regularizer", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dense(10, "softmax", kernel_regularizer="l2")]))),
+    ("RMSprop", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dense(10, "softmax")]), "rmsprop")),
+    ("loss", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dense(10, "softmax")]), "adam", "mse")),
+])
+def test_what_it_cannot_run_is_named(why, build):
+    model = build()
+    x = RNG.normal(size=(8, *model.input_shape[1:])).astype("float32")
+    with pytest.raises(engine.Unsupported, match=why):
+        engine.plan(model, [], x, "one_hot")
+
+
+def test_a_batch_level_callback_is_refused():
+    class EveryBatch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    model = compiled(keras.Sequential([keras.Input((64,)), L.Dense(10, "softmax")]))
+    with pytest.raises(engine.Unsupported, match="EveryBatch"):
+        engine.plan(model, [EveryBatch()], np.zeros((8, 64), "float32"), "one_hot")
+
+
+CUSTOM_TRAIN_STEP = '''
+    """A model with its own train_step."""
+    import keras
+
+    class Stepper(keras.Model):
+        def train_step(self, data):
+            return super().train_step(data)
+
+    def build_model(input_shape, num_classes):
+        inputs = keras.Input(input_shape)
+        outputs = keras.layers.Dense(num_classes, activation="softmax")(keras.layers.Flatten()(inputs))
+        return Stepper(inputs, outputs)
+'''
+
+
+def test_the_record_says_which_engine_ran_and_a_custom_train_step_falls_back(write_entry):
+    fast = run_in_process(write_entry("dense", DENSE_ENTRY), engine="auto")
+    assert fast["status"] == "OK" and fast["engine"] == engine.ENGINE_NAME and fast["epochs"] == 2
+    today = run_in_process(write_entry("dense_keras", DENSE_ENTRY))
+    assert today["engine"] == engine.KERAS_ENGINE_NAME
+    custom = run_in_process(write_entry("custom", CUSTOM_TRAIN_STEP), engine="auto")
+    assert custom["status"] == "OK" and custom["engine"] == engine.KERAS_ENGINE_NAME
+    assert any("train_step" in note and "model.fit" in note for note in custom["notes"])
+
+
+def test_the_engine_setting_is_checked_once_and_joins_the_cache_key_only_when_not_the_default():
+    with pytest.raises(config.ConfigError, match="engine = 'fast'"):
+        config.from_dict({"engine": "fast"})
+    default, auto = config.from_dict({}), config.from_dict({"engine": "auto"})
+    assert "engine" not in default.protocol() and default.protocol_hash() == config.from_dict({"engine": "keras"}).protocol_hash()
+    assert auto.protocol()["engine"] == "auto" and auto.protocol_hash() != default.protocol_hash()
+
+
+def test_a_forged_engine_claim_fails_the_run():
+    from bench import runner
+
+    claims = runner.checked_claims({"status": "OK", "engine": "quantum"}, config.from_dict({}), {})
+    assert claims["status"] == "FAILED" and "engine" in claims["message"]
+
+
+AFFINITY_RUN = """
+import json, sys
+from bench import engine, train
+train._prepare_tensorflow(1, 0)
+import keras, numpy as np
+L = keras.layers
+with np.load(sys.argv[2]) as arrays:
+    x, y = (arrays["x_train"][:12000] / 255).astype("float32"), arrays["y_train"][:12000].astype("int64")
+inputs = keras.Input((28, 28))
+h = L.Conv2D(14, 3, padding="same", activation="relu")(L.Reshape((28, 28, 1))(inputs))
+shared = L.SeparableConv2D(14, 3, padding="same", activation="relu")
+h = L.MaxPooling2D(2)(L.Add()([h, shared(h)]))
+h = L.Flatten()(L.MaxPooling2D(2)(L.Conv2D(4, 1, activation="relu")(h)))
+model = keras.Model(inputs, L.Dense(10, activation="softmax")(h))
+model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+plan = engine.plan(model, [], x, "sparse", threads=int(sys.argv[1]) or None)
+print(json.dumps(engine.train(plan, [], x[:10000], y[:10000], x[10000:], y[10000:], 1, 128, 0)))
+"""
+
+
+@pytest.mark.skipif(not shutil.which("taskset") or len(os.sched_getaffinity(0)) < 2, reason="needs taskset and two cores")
+def test_the_history_does_not_depend_on_how_many_cores_the_process_may_use(mnist_dir):
+    """XLA splits work by the cores it may use; the engine fixes its thread count (threads=0 here shows the drift)."""
+    def history(pin: bool, threads=1):
+        command = [*(["taskset", "-c", str(min(os.sched_getaffinity(0)))] if pin else []), sys.executable, "-c", AFFINITY_RUN,
+                   str(threads), str(Path(mnist_dir) / "mnist.npz")]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert history(pin=True) == history(pin=False)

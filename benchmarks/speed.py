@@ -1,6 +1,6 @@
 """Today's training path (model.fit on TensorFlow) against bench.engine's batch-minor JAX engine, side by side.
 
-Run from the repository root:  python benchmarks/speed.py [--entry PATH ...] [--epochs N] [--repeats N] [--seeds N]
+Run from the repository root:  python benchmarks/speed.py [--entry PATH ...] [--epochs N] [--repeats N] [--seeds N] [--cpu K]
 
 Each measurement is a fresh process pinned to one core (taskset, when there is one) with one thread, training
 an entry the way bench.train does (its build, compile, the challenge's callbacks, 50,000 MNIST fit and 5,000
@@ -60,8 +60,8 @@ RUN = textwrap.dedent("""
 """).replace("FIT_IMAGES", str(FIT_IMAGES)).replace("VALIDATION_IMAGES", str(VALIDATION_IMAGES))
 
 
-def measure(entry: str, engine_setting: str, seed: int, epochs: int, data_file: str) -> dict:
-    pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
+def measure(entry: str, engine_setting: str, seed: int, epochs: int, data_file: str, cpu: int) -> dict:
+    pin = ["taskset", "-c", str(cpu)] if shutil.which("taskset") else []
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
     done = subprocess.run([*pin, sys.executable, "-c", RUN, entry, engine_setting, str(seed), str(epochs), data_file],
                           capture_output=True, text=True, env=env, cwd=REPO)
@@ -76,6 +76,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=2, help="epochs measured after the first (default 2)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1, each its own run (default 1)")
+    parser.add_argument("--cpu", type=int, default=0, help="the core every run is pinned to (default 0)")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mnist.npz"), help="mnist.npz")
     args = parser.parse_args()
     entries = args.entry or ["submissions/classroom_158.py", "submissions/frontier_under1000.py"]
@@ -88,7 +89,7 @@ def main():
         for _ in range(args.repeats):
             for seed in range(args.seeds):
                 for setting in ENGINES:
-                    runs[setting].append(measure(entry, setting, seed, args.epochs, args.data))
+                    runs[setting].append(measure(entry, setting, seed, args.epochs, args.data, args.cpu))
         today, new = (statistics.median(r["cpu_per_epoch"] for r in runs[s]) for s in ENGINES)
         ran = sorted({r["engine"] for r in runs["auto"]})
         name = Path(entry).stem

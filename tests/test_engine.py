@@ -60,7 +60,7 @@ def assert_layer_matches_keras(layer, input_shape, atol=2e-5):
 @pytest.mark.parametrize("kernel", [1, 2, 3])
 @pytest.mark.parametrize("strides", [1, 2])
 @pytest.mark.parametrize("padding", ["valid", "same"])
-@pytest.mark.parametrize("channels", [(1, 3), (3, 1), (6, 7)])  # unrolled taps (<= 16 weights) and matrix products
+@pytest.mark.parametrize("channels", [(1, 3), (3, 1), (6, 7)])  # one product per tap, and stacked taps (im2col)
 def test_conv2d_equals_keras(kernel, strides, padding, channels):
     c_in, c_out = channels
     assert_layer_matches_keras(L.Conv2D(c_out, kernel, strides=strides, padding=padding, activation="sigmoid"), (9, 8, c_in))

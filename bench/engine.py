@@ -580,14 +580,15 @@ def train(found: Plan, callbacks, x_fit, y_fit, x_val, y_val, epochs: int, batch
     weights = [[jnp.asarray(w) for w in layer.get_weights()] for layer in found.layers]
     state = _optimizer_state(found.optimizer, weights)
     # Validation in equal chunks (a scan) plus the remainder: the arrays are laid out once.
-    val_chunks = _chunks(x_val, y_val, batch_size)
+    val_chunks = [tuple(map(jnp.asarray, chunk)) for chunk in _chunks(x_val, y_val, batch_size)]
     callback_list = keras.callbacks.CallbackList(callbacks, model=model, add_history=True)
     # One order for the whole run, as model.fit has under the harness's seeding (keras.utils.set_random_seed and
     # op determinism): its shuffle then draws the same permutation every epoch.
     order = np.random.default_rng(seed).permutation(len(x_fit))
     full = len(x_fit) // batch_size * batch_size
-    batches = _batched(x_fit, y_fit, order[:full], batch_size) if full else None
-    remainder = _batched(x_fit, y_fit, order[full:], len(x_fit) - full) if full < len(x_fit) else None
+    # On the device once, not copied in again every epoch.
+    batches = tuple(map(jnp.asarray, _batched(x_fit, y_fit, order[:full], batch_size))) if full else None
+    remainder = tuple(map(jnp.asarray, _batched(x_fit, y_fit, order[full:], len(x_fit) - full))) if full < len(x_fit) else None
     model.stop_training = False
     callback_list.on_train_begin()
     for epoch in range(epochs):

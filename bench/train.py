@@ -306,6 +306,7 @@ def named_loss(name: str, from_logits: bool):
         return function(y_true, y_pred, from_logits=True)
 
     loss.__name__ = name
+    loss.from_logits = True  # bench.engine reads it, as it reads a Keras loss object's config
     return loss
 
 

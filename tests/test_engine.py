@@ -272,6 +272,14 @@ def test_the_record_says_which_engine_ran_and_a_custom_train_step_falls_back(wri
     assert any("train_step" in note and "model.fit" in note for note in custom["notes"])
 
 
+def test_a_logits_entry_that_names_its_loss_in_training_runs_on_the_engine(write_entry):
+    # ../shared/cases/fc_02: FROM_LOGITS = True with TRAINING["loss"] once fell back to model.fit
+    logits_entry = (REPO / "tests" / "cases" / "fc_02_logits_flag_with_loss_key.py").read_text()
+    record = run_in_process(write_entry("logits_named_loss", logits_entry), engine="auto")
+    assert record["status"] == "OK" and record["engine"] == engine.ENGINE_NAME, record.get("notes")
+    assert not any("model.fit" in note for note in record["notes"])
+
+
 def test_the_engine_setting_is_checked_once_and_joins_the_cache_key_only_when_not_the_default():
     with pytest.raises(config.ConfigError, match="engine = 'fast'"):
         config.from_dict({"engine": "fast"})

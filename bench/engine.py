@@ -33,8 +33,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-ENGINE_NAME = "jax-batch-minor"
-KERAS_ENGINE_NAME = "keras-tensorflow"
 # Largest |difference| between this engine's outputs (probabilities or logits) and Keras's on the check batch.
 FORWARD_TOLERANCE = 1e-4
 CHECK_IMAGES = 32

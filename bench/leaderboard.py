@@ -13,6 +13,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench import config, results, scoring
+from bench.status import JAX_ENGINE, KERAS_ENGINE
 
 # Column names of the CSV/JSON export: gradebooks and scripts read them, keep them stable.
 EXPORT_COLUMNS = [
@@ -139,6 +140,7 @@ def render_markdown(frame: pd.DataFrame, records: list[dict], challenge: config.
         f"parameter budget {challenge.max_params:,}; config hash `{challenge.protocol_hash()[:12]}`.",
         f"- Versions: {'; '.join(versions) or '-'}",
         sandbox_line(shown),
+        engine_line(shown),
         "- ★ marks the Pareto front: no other entry has as few parameters and as high an accuracy.",
         rule_line(challenge.scoring),
         significance_line(challenge.scoring),
@@ -184,6 +186,20 @@ def sandbox_line(shown: list[dict]) -> str:
     listed = ", ".join(unsandboxed[:8]) + (f" and {len(unsandboxed) - 8} more" if len(unsandboxed) > 8 else "")
     return (f"- Sandbox: **{len(unsandboxed)} of {len({r['entry'] for r in shown})} entries ran without a sandbox** "
             f"(or before the harness had one), so their code could reach the harness: {listed}.")
+
+
+def engine_line(shown: list[dict]) -> str:
+    """Which training engine (bench.engine) the board's runs used; names the entries that ran on model.fit."""
+    trained = [r for r in shown if r.get("status") == "OK"]  # a run that raised records no engine
+    if not trained:
+        return "- Training engine: no runs have finished yet."
+    entries = sorted({r["entry"] for r in trained})
+    on_fit = sorted({r["entry"] for r in trained if r.get("engine", KERAS_ENGINE) != JAX_ENGINE})
+    if len(on_fit) == len(entries):
+        return "- Training engine: every run trained with Keras's `model.fit` (TensorFlow backend)."
+    listed = ", ".join(on_fit) if on_fit else "none"
+    return (f"- Training engine: {len(entries) - len(on_fit)} of {len(entries)} entries trained on the batch-minor JAX "
+            f"engine (`bench.engine`: the entry's own model, compile call and callbacks); with Keras's `model.fit`: {listed}.")
 
 
 def rule_line(rules: config.Scoring) -> str:

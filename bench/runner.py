@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 import bench
-from bench import audit, config, containment, data, engine, results, sandbox, scoring, train
+from bench import audit, config, containment, data, results, sandbox, scoring, train
 from bench.discover import Submission
-from bench.status import FAILED, OK, OVER_BUDGET, STATUSES, TIMEOUT
+from bench.status import ENGINES, FAILED, OK, OVER_BUDGET, STATUSES, TIMEOUT
 from bench.train import PROGRESS_PREFIX
 
 # Lines of a worker's own output kept to explain a crash; the rest is drained and dropped, lines are
@@ -307,7 +307,6 @@ AUDIT_TIME_LIMIT = 600.0
 # or an accuracy, which come from the audit and from the runner's own labels.
 CLAIMED_FIELDS = ("status", "message", "notes", "history", "epochs", "train_seconds", "monitor", "train_macs",
                   "worker_seconds", "export_seconds", "traceback", "engine")
-ENGINE_NAMES = (engine.ENGINE_NAME, engine.KERAS_ENGINE_NAME)
 
 
 def run_worker(challenge: config.Challenge, run: Run, threads: int | None, log, extra_job: dict) -> dict:
@@ -579,7 +578,7 @@ def checked_claims(claims: dict, challenge: config.Challenge, extra_job: dict) -
             problems.append(name)
     if "monitor" in claims and not extra_job.get("monitor"):
         problems.append("monitor")
-    if "engine" in claims and claims["engine"] not in ENGINE_NAMES:
+    if "engine" in claims and claims["engine"] not in ENGINES:
         problems.append("engine")
     if problems:
         return {"status": FAILED, "message": f"the training process's result has malformed {', '.join(problems)}: "

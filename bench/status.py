@@ -14,6 +14,11 @@ STATUSES = (OK, FAILED, TIMEOUT, OVER_BUDGET, INVALID)
 # Decided by the file alone, so the same cache key gets the same verdict: kept by the cache.
 CACHED_STATUSES = (OK, INVALID, OVER_BUDGET)
 
+# The training engine a record names in its `engine` field (bench.engine picks one per entry). Records made
+# before the field existed trained with model.fit.
+JAX_ENGINE, KERAS_ENGINE = "jax-batch-minor", "keras-tensorflow"
+ENGINES = (JAX_ENGINE, KERAS_ENGINE)
+
 
 class EntryProblem(Exception):
     """Something in the submission the person must change; carries the status to report."""

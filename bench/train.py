@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import config, engine, macs, monitor
-from bench.status import FAILED, INVALID, OK, OVER_BUDGET, EntryProblem
+from bench.status import FAILED, INVALID, JAX_ENGINE, KERAS_ENGINE, OK, OVER_BUDGET, EntryProblem
 
 TRAINING_KEYS = {"optimizer": str, "learning_rate": (int, float), "batch_size": int, "epochs": int, "loss": str}
 # A sample this small builds subclassed models and checks output shapes in milliseconds.
@@ -365,7 +365,7 @@ def training_callbacks(module, challenge: config.Challenge, model=None, notes: l
 def fit(model, module, training, challenge, job, label_kind, num_classes, x_fit, y_fit, x_val, y_val, notes,
         extra_callbacks=()) -> tuple[dict, str]:
     """Train with the standard callbacks. Returns the history, with a non-finite value written as null (strict
-    JSON), and the engine that ran (bench.engine's ENGINE_NAME or KERAS_ENGINE_NAME).
+    JSON), and the engine that ran (bench.status.JAX_ENGINE or KERAS_ENGINE).
 
     Raises EntryProblem(FAILED) when the loss goes non-finite: such a model is not scored."""
     callbacks, early_stopping = training_callbacks(module, challenge, model, notes)
@@ -373,10 +373,10 @@ def fit(model, module, training, challenge, job, label_kind, num_classes, x_fit,
     callbacks += list(extra_callbacks)
     plan = batch_minor_plan(model, callbacks, x_fit, label_kind, challenge, notes, job.get("threads"))
     if plan is not None:
-        job_engine = engine.ENGINE_NAME
+        job_engine = JAX_ENGINE
         history = engine.train(plan, callbacks, x_fit, y_fit, x_val, y_val, training["epochs"], training["batch_size"], job["seed"])
     else:
-        job_engine = engine.KERAS_ENGINE_NAME
+        job_engine = KERAS_ENGINE
         history = model.fit(
             x_fit,
             encode(y_fit, label_kind, num_classes),

@@ -67,6 +67,21 @@ def test_markdown_tables_and_not_ok_section():
     assert "width=3" not in text and "10.00" not in text
 
 
+def test_the_board_says_which_engine_trained_its_entries():
+    def engine_line(records):
+        return next(line for line in leaderboard.render_markdown(leaderboard.board(records, CHALLENGE), records, CHALLENGE,
+                                                                 None).splitlines() if line.startswith("- Training engine"))
+
+    # records from before the engine field trained with model.fit
+    assert "every run trained with Keras's `model.fit`" in engine_line(RECORDS)
+    mixed = [{**r, "engine": "jax-batch-minor"} if r["entry"] != "dominated" else r for r in RECORDS]
+    line = engine_line(mixed)
+    # tiny, small_good, small_worse and big on the engine; crashy FAILED and records no engine, so it is not counted
+    assert "4 of 5 entries trained on the batch-minor JAX engine" in line and line.endswith("`model.fit`: dominated.")
+    one_seed_on_fit = [{**r, "engine": "keras-tensorflow"} if (r["entry"], r["seed"]) == ("small_good", 1) else r for r in mixed]
+    assert engine_line(one_seed_on_fit).endswith("`model.fit`: dominated, small_good.")
+
+
 def test_same_records_in_any_order_render_identical_bytes(tmp_path, monkeypatch):
     first, second = tmp_path / "a", tmp_path / "b"
     shuffled = RECORDS[:]

@@ -347,7 +347,7 @@ def plan(model, callbacks, x_sample: np.ndarray, label_kind: str, threads: int |
     layers = [layer for layer in model.layers]
     for layer in layers:
         kind = type(layer).__name__
-        if kind not in LAYERS or type(layer).__module__.split(".")[0] != "keras":
+        if kind not in LAYERS or getattr(keras.layers, kind, None) is not type(layer):  # a subclass may change call
             raise Unsupported(f"layer {layer.name!r} ({kind})")
         if layer.dtype_policy.name != "float32":
             raise Unsupported(f"layer {layer.name!r} computes in {layer.dtype_policy.name}")

@@ -224,6 +224,22 @@ def test_an_epoch_end_callback_that_edits_the_weights_is_seen_by_the_next_epoch(
     assert history["val_loss"][1] == pytest.approx(np.log(10), rel=1e-5)  # uniform outputs after the edit
 
 
+class Dense(L.Dense):
+    """Keras's Dense in name and forward pass, with a training change the translation would drop."""
+    __module__ = L.Dense.__module__
+
+    def call(self, inputs):
+        outputs = super().call(inputs)
+        self.add_loss(1e-3 * keras.ops.sum(keras.ops.square(self.kernel)))
+        return outputs
+
+
+def test_a_subclass_posing_as_a_keras_layer_is_not_translated():
+    model = compiled(keras.Sequential([keras.Input((64,)), Dense(10, activation="softmax")]))
+    with pytest.raises(engine.Unsupported, match="layer 'dense.*' \\(Dense\\)"):
+        engine.plan(model, [], RNG.normal(size=(8, 64)).astype("float32"), "one_hot")
+
+
 @pytest.mark.parametrize("why, build", [
     ("non-trainable", lambda: compiled(keras.Sequential([keras.Input((8, 8, 1)), L.BatchNormalization(), L.Flatten(), L.Dense(10, "softmax")]))),
     ("Dropout", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dropout(0.5), L.Dense(10, "softmax")]))),

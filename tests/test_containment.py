@@ -345,6 +345,28 @@ def test_memory_of_forked_children_together_is_stopped():
     assert containment.session_members(process.pid) == []
 
 
+def test_memory_is_measured_again_with_pss_only_when_the_rss_sum_passes_the_limit():
+    # A parent and its forked child share the parent's 200 MB: RSS counts them twice, PSS once.
+    process = child("""
+        import os, sys, time
+        shared = b"x" * (200 * 2**20)
+        if os.fork() == 0:
+            time.sleep(60)
+        print("ready", flush=True)
+        time.sleep(60)
+    """)
+    try:
+        assert process.stdout.readline().strip() == b"ready"
+        members = containment.session_members(process.pid)
+        rss = containment.memory_of(members, limit=2**40)
+        pss = containment.memory_of(members)
+        assert len(members) == 2 and rss > 350 * 2**20 and pss < 300 * 2**20
+        assert containment.memory_of(members, limit=300 * 2**20) < 300 * 2**20  # over the limit: PSS decides
+    finally:
+        containment.end_session(process.pid)
+        process.wait()
+
+
 def test_an_exponential_fork_bomb_is_stopped_even_in_new_process_groups(tmp_path):
     process = child(f"""
         import os, time

@@ -118,6 +118,10 @@ class Challenge:
             fields.pop(name)
         if fields["engine"] == "keras":
             fields.pop("engine")  # the default joins no key, so records made before the setting existed stay cached
+        else:
+            from bench import ENGINE_VERSION
+
+            fields["engine_version"] = ENGINE_VERSION
         return fields
 
     def protocol_hash(self) -> str:

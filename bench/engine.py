@@ -100,8 +100,11 @@ def _activation(function):
         "gelu": lambda x: jax.nn.gelu(x, approximate=False),
         "exponential": jnp.exp,
     }
+    import keras
+
     name = getattr(function, "__name__", None)
-    if name not in forms:
+    # By identity: another function of the same name (tf.nn.relu, the entry's own) may differ in its gradient.
+    if name not in forms or getattr(keras.activations, name, None) is not function:
         raise Unsupported(f"activation {name or function!r}")
     return forms[name]
 
@@ -265,14 +268,16 @@ def _relu_layer(layer, weights, x):
 
     if layer.negative_slope or layer.threshold:
         raise Unsupported(f"ReLU {layer.name!r} with negative_slope or threshold")
-    out = jnp.maximum(x, 0.0)
+    import jax
+
+    out = jax.nn.relu(x)  # gradient 0 at x == 0, as TensorFlow's (jnp.maximum would give 0.5)
     return out if layer.max_value is None else jnp.minimum(out, layer.max_value)
 
 
 def _leaky_relu(layer, weights, x):
     import jax.numpy as jnp
 
-    return jnp.where(x >= 0, x, layer.negative_slope * x)
+    return jnp.where(x > 0, x, layer.negative_slope * x)  # at 0 the slope is negative_slope's, as TensorFlow's
 
 
 def _rescaling(layer, weights, x):
@@ -315,14 +320,24 @@ LAYERS = {
 @dataclass
 class Plan:
     """What `train` needs: the model, its layers with weights (in `layer.weights` order), the forward pass
-    f(weights, x) -> (classes, batch) outputs, the loss, the optimizer's update, and the label form."""
+    f(weights, x) -> (classes, batch) values the loss reads, the loss, the optimizer's update, and the label form.
+
+    Keras on TensorFlow computes a cross-entropy from the logits under a softmax or sigmoid output layer
+    (keras/src/backend/tensorflow/nn.py, _get_logits: the activation leaves them on its output). Then
+    `forward` stops before that activation, `from_logits` is True and `output_activation` maps its values to
+    the model's outputs; otherwise `output_activation` is None and `forward` gives the outputs."""
     model: object
     layers: list
     forward: object
     from_logits: bool
+    output_activation: object
     sparse_labels: bool
     optimizer: str
     hyper: dict = field(default_factory=dict)
+
+    def outputs(self, values):
+        """The model's (classes, batch) outputs from what `forward` gives."""
+        return values if self.output_activation is None else self.output_activation(values)
 
 
 def plan(model, callbacks, x_sample: np.ndarray, label_kind: str, threads: int | None = 1) -> Plan:
@@ -345,6 +360,10 @@ def plan(model, callbacks, x_sample: np.ndarray, label_kind: str, threads: int |
     if model.non_trainable_weights:
         raise Unsupported("non-trainable weights (frozen layers or BatchNormalization statistics)")
     layers = [layer for layer in model.layers]
+    operations = getattr(model, "operations", layers)
+    for operation in operations:
+        if not isinstance(operation, keras.layers.Layer):
+            raise Unsupported(f"operation {operation.name!r} ({type(operation).__name__}) between layers")
     for layer in layers:
         kind = type(layer).__name__
         if kind not in LAYERS or getattr(keras.layers, kind, None) is not type(layer):  # a subclass may change call
@@ -367,21 +386,52 @@ def plan(model, callbacks, x_sample: np.ndarray, label_kind: str, threads: int |
         if hooks:
             raise Unsupported(f"callback {type(callback).__name__} acts on batches ({hooks[0]})")
 
+    output_layer = layers[-1] if isinstance(model, keras.Sequential) else model.outputs[0]._keras_history[0]
+    output_activation = None
+    if getattr(output_layer, "activation", None) in (keras.activations.softmax, keras.activations.sigmoid):
+        if len(output_layer._inbound_nodes) != 1:
+            raise Unsupported(f"a {output_layer.activation.__name__} output layer that is also used inside the model")
+        output_activation, from_logits = _activation(output_layer.activation), True
+
+    def translation(layer):
+        translate = LAYERS[type(layer).__name__]
+        if layer is output_layer and output_activation is not None:
+            return lambda weights, *args: translate(_Linear(layer), weights, *args)
+        return lambda weights, *args: translate(layer, weights, *args)
+
+    translations = {id(layer): translation(layer) for layer in layers}
+
     def forward(weights, x):
         by_layer = dict(zip((id(layer) for layer in layers), weights))
         if isinstance(model, keras.Sequential):
             for layer in layers:
-                x = LAYERS[type(layer).__name__](layer, by_layer[id(layer)], x)
+                x = translations[id(layer)](by_layer[id(layer)], x)
             return x
 
         def operation(layer):
-            return lambda *args, **kwargs: LAYERS[type(layer).__name__](layer, by_layer[id(layer)], *args)
+            return lambda *args, **kwargs: translations[id(layer)](by_layer[id(layer)], *args)
 
         return model._run_through_graph(x, operation_fn=operation)
 
-    found = Plan(model, layers, forward, from_logits, sparse, optimizer, hyper)
+    found = Plan(model, layers, forward, from_logits, output_activation, sparse, optimizer, hyper)
     _check_forward(found, x_sample[:CHECK_IMAGES])
     return found
+
+
+class _Linear:
+    """A layer seen without its activation: the output layer, when the loss reads its logits."""
+
+    def __init__(self, layer):
+        self._layer = layer
+
+    @property
+    def activation(self):
+        import keras
+
+        return keras.activations.linear
+
+    def __getattr__(self, name):
+        return getattr(self._layer, name)
 
 
 def limit_threads(threads: int | None) -> None:
@@ -409,8 +459,10 @@ def _own_methods(cls, bases) -> set:
 
 def _optimizer(optimizer):
     """('sgd' | 'adam' | 'nadam', its hyperparameters); Unsupported for anything fit would run differently."""
+    import keras
+
     kind = type(optimizer).__name__
-    if kind not in ("SGD", "Adam", "Nadam"):
+    if kind not in ("SGD", "Adam", "Nadam") or getattr(keras.optimizers, kind) is not type(optimizer):
         raise Unsupported(f"optimizer {kind}")
     config = optimizer.get_config()
     for name in ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "loss_scale_factor"):
@@ -434,12 +486,12 @@ def _loss(loss) -> tuple[bool, bool]:
     names = {"categorical_crossentropy": False, "sparse_categorical_crossentropy": True}
     if isinstance(loss, str) and loss in names:
         return False, names[loss]
-    if isinstance(loss, (keras.losses.CategoricalCrossentropy, keras.losses.SparseCategoricalCrossentropy)):
+    if type(loss) in (keras.losses.CategoricalCrossentropy, keras.losses.SparseCategoricalCrossentropy):  # a subclass may change call
         config = loss.get_config()
         if config.get("label_smoothing") or config.get("axis", -1) != -1 or config.get("ignore_class") is not None \
                 or config.get("reduction") != "sum_over_batch_size":
             raise Unsupported("a cross-entropy loss with label smoothing, another axis, ignore_class or reduction")
-        return bool(config["from_logits"]), isinstance(loss, keras.losses.SparseCategoricalCrossentropy)
+        return bool(config["from_logits"]), type(loss) is keras.losses.SparseCategoricalCrossentropy
     name = getattr(loss, "__name__", None)
     if callable(loss) and name in names and getattr(loss, "from_logits", None) is not None:
         return bool(loss.from_logits), names[name]  # bench.train.named_loss's wrapper for FROM_LOGITS
@@ -463,8 +515,8 @@ def _check_forward(found: Plan, images: np.ndarray) -> None:
     import jax.numpy as jnp
 
     expected = np.asarray(found.model(images, training=False))
-    outputs = found.forward([[jnp.asarray(w) for w in layer.get_weights()] for layer in found.layers],
-                            jnp.asarray(to_batch_minor(images.astype("float32"))))
+    outputs = found.outputs(found.forward([[jnp.asarray(w) for w in layer.get_weights()] for layer in found.layers],
+                                          jnp.asarray(to_batch_minor(images.astype("float32")))))
     if outputs.ndim != 2 or tuple(outputs.shape[::-1]) != expected.shape:
         raise Unsupported(f"outputs of shape {expected.shape}: this engine trains (batch, classes) outputs")
     difference = float(np.max(np.abs(np.asarray(outputs).T - expected)))
@@ -555,7 +607,7 @@ def train(found: Plan, callbacks, x_fit, y_fit, x_val, y_val, epochs: int, batch
 
         (_, (losses, outputs)), grads = jax.value_and_grad(loss_and_outputs, has_aux=True)(weights)
         weights, state = update(weights, grads, state, lr)
-        return (weights, state, lr), (losses.sum(), _correct(outputs, y).sum())
+        return (weights, state, lr), (losses.sum(), _correct(found.outputs(outputs), y).sum())
 
     @jax.jit
     def run_epoch(weights, state, lr, xs, ys):
@@ -572,14 +624,23 @@ def train(found: Plan, callbacks, x_fit, y_fit, x_val, y_val, epochs: int, batch
         def one(total, batch):
             outputs = found.forward(weights, batch[0])
             return (total[0] + per_image_loss(outputs, batch[1], found.from_logits).sum(),
-                    total[1] + _correct(outputs, batch[1]).sum()), None
+                    total[1] + _correct(found.outputs(outputs), batch[1]).sum()), None
         return jax.lax.scan(one, (jnp.zeros(()), jnp.zeros((), jnp.int32)), (xs, ys))[0]
 
-    weights = [[jnp.asarray(w) for w in layer.get_weights()] for layer in found.layers]
-    state = _optimizer_state(found.optimizer, weights)
+    def read_weights():  # a callback may edit the model's weights at any hook
+        return [[jnp.asarray(w) for w in layer.get_weights()] for layer in found.layers]
+
+    def write_weights(weights):
+        for layer, values in zip(found.layers, weights):
+            if values:
+                layer.set_weights([np.asarray(v) for v in values])
+
+    state = _optimizer_state(found.optimizer, read_weights())
     # Validation in equal chunks (a scan) plus the remainder: the arrays are laid out once.
     val_chunks = [tuple(map(jnp.asarray, chunk)) for chunk in _chunks(x_val, y_val, batch_size)]
-    callback_list = keras.callbacks.CallbackList(callbacks, model=model, add_history=True)
+    steps = -(-len(x_fit) // batch_size)
+    # The params model.fit gives its callbacks (keras/src/backend/tensorflow/trainer.py).
+    callback_list = keras.callbacks.CallbackList(callbacks, model=model, add_history=True, verbose=0, epochs=epochs, steps=steps)
     # One order for the whole run, as model.fit has under the harness's seeding (keras.utils.set_random_seed and
     # op determinism): its shuffle then draws the same permutation every epoch.
     order = np.random.default_rng(seed).permutation(len(x_fit))
@@ -591,6 +652,7 @@ def train(found: Plan, callbacks, x_fit, y_fit, x_val, y_val, epochs: int, batch
     callback_list.on_train_begin()
     for epoch in range(epochs):
         callback_list.on_epoch_begin(epoch)
+        weights = read_weights()
         lr = jnp.float32(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
         loss_sum, correct = 0.0, 0
         if batches is not None:
@@ -599,18 +661,16 @@ def train(found: Plan, callbacks, x_fit, y_fit, x_val, y_val, epochs: int, batch
         if remainder is not None:
             weights, state, loss_part, correct_part = run_step(weights, state, lr, remainder[0][0], remainder[1][0])
             loss_sum, correct = loss_sum + float(loss_part), correct + int(correct_part)
+        write_weights(weights)  # validation's callbacks and the epoch's end see this epoch's weights, as under fit
+        callback_list.on_test_begin()
         val_loss, val_correct = 0.0, 0
         for xs, ys in val_chunks:
             part_loss, part_correct = evaluate(weights, xs, ys)
             val_loss, val_correct = val_loss + float(part_loss), val_correct + int(part_correct)
+        callback_list.on_test_end({"loss": val_loss / len(x_val), "accuracy": val_correct / len(x_val)})
         logs = {"accuracy": correct / len(x_fit), "loss": loss_sum / len(x_fit),
                 "val_accuracy": val_correct / len(x_val), "val_loss": val_loss / len(x_val)}
-        for layer, values in zip(found.layers, weights):
-            if values:
-                layer.set_weights([np.asarray(v) for v in values])
         callback_list.on_epoch_end(epoch, logs)
-        # A callback may have edited the weights (EarlyStopping restoring the best ones, an entry's own).
-        weights = [[jnp.asarray(w) for w in layer.get_weights()] for layer in found.layers]
         if model.stop_training or not math.isfinite(logs["loss"]):
             break
     callback_list.on_train_end()

@@ -32,9 +32,9 @@ def keras_layout(x):
     return np.moveaxis(np.asarray(engine.to_keras_order(x)), -1, 0)
 
 
-def assert_layer_matches_keras(layer, input_shape, atol=2e-5):
+def assert_layer_matches_keras(layer, input_shape, atol=2e-5, x=None):
     """Forward values, and gradients with respect to the input and every weight, equal Keras's on TensorFlow."""
-    x = RNG.normal(size=(BATCH, *input_shape)).astype("float32")
+    x = RNG.normal(size=(BATCH, *input_shape)).astype("float32") if x is None else x
     expected = layer(x)
     cotangent = RNG.normal(size=expected.shape).astype("float32")
     translate = engine.LAYERS[type(layer).__name__]
@@ -93,6 +93,14 @@ def test_pooling_equals_keras(pool):
 ])
 def test_other_layers_equal_keras(layer, shape):
     assert_layer_matches_keras(layer, shape)
+
+
+@pytest.mark.parametrize("layer", [L.ReLU(), L.ReLU(max_value=1.0), L.LeakyReLU(0.1), L.Activation("relu")])
+def test_rectifiers_have_tensorflows_gradient_at_exactly_zero(layer):
+    # Blank image borders give exact zeros: there jnp.maximum's gradient is 0.5 and TensorFlow's 0.
+    x = RNG.normal(size=(BATCH, 3, 3, 2)).astype("float32")
+    x[:, 0] = 0.0
+    assert_layer_matches_keras(layer, x.shape[1:], x=x)
 
 
 def compiled(model, optimizer="adam", loss="categorical_crossentropy"):
@@ -240,12 +248,106 @@ def test_a_subclass_posing_as_a_keras_layer_is_not_translated():
         engine.plan(model, [], RNG.normal(size=(8, 64)).astype("float32"), "one_hot")
 
 
+@pytest.mark.parametrize("head", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("scale", [1.0, 60.0])  # 60: saturated outputs, where clipped probabilities lose the gradient
+def test_the_loss_under_a_softmax_or_sigmoid_output_layer_is_read_from_its_logits_as_under_fit(head, scale):
+    x, y = digits(256)
+    keras.utils.set_random_seed(0)
+    model = compiled(keras.Sequential([keras.Input((8, 8)), L.Flatten(), L.Dense(10, activation=head)]),
+                     keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy")
+    kernel, bias = model.layers[-1].get_weights()
+    model.layers[-1].set_weights([kernel * scale, bias])
+    found = engine.plan(model, [], x, "sparse")
+    assert found.from_logits and found.output_activation is not None
+    weights = [[jnp.asarray(w) for w in layer.get_weights()] for layer in found.layers]
+    ours = float(engine.per_image_loss(found.forward(weights, jnp.asarray(engine.to_batch_minor(x))), jnp.asarray(y),
+                                       found.from_logits).mean())
+    keras_loss = model.evaluate(x, y, batch_size=len(x), verbose=0)[0]  # graph mode, as fit computes it
+    assert ours == pytest.approx(keras_loss, rel=1e-4)
+    history = engine.train(found, [], x[:200], y[:200], x[200:], y[200:], 2, 200, 0)
+    weights_after = [w.copy() for w in model.get_weights()]
+    keras.utils.set_random_seed(0)
+    again = compiled(keras.Sequential([keras.Input((8, 8)), L.Flatten(), L.Dense(10, activation=head)]),
+                     keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy")
+    again.layers[-1].set_weights([kernel * scale, bias])
+    fit = again.fit(x[:200], y[:200], batch_size=200, epochs=2, validation_data=(x[200:], y[200:]), shuffle=False, verbose=0)
+    np.testing.assert_allclose(history["val_loss"], fit.history["val_loss"], rtol=1e-4)
+    for ours_w, fit_w in zip(weights_after, again.get_weights()):
+        np.testing.assert_allclose(ours_w, fit_w, atol=1e-5)
+
+
+def test_a_callback_sees_fits_params_and_validation_hooks_and_its_edits_at_the_start_are_kept():
+    class Watcher(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def on_train_begin(self, logs=None):
+            self.calls.append(("epochs", self.params["epochs"], self.params["steps"]))
+            head = self.model.layers[-1]
+            head.set_weights([np.zeros_like(w) for w in head.get_weights()])
+
+        def on_test_begin(self, logs=None):
+            self.calls.append("test_begin")
+
+        def on_test_end(self, logs=None):
+            self.calls.append(("test_end", round(logs["loss"], 4)))
+
+    watcher = Watcher()
+    _, history = trained(seed=0, epochs=2, optimizer=keras.optimizers.SGD(1e-8), callbacks=[watcher])
+    assert history["val_loss"][0] == pytest.approx(np.log(10), rel=1e-5)  # the head zeroed before the first step
+    assert watcher.calls == [("epochs", 2, 5), "test_begin", ("test_end", round(history["val_loss"][0], 4)),
+                             "test_begin", ("test_end", round(history["val_loss"][1], 4))]
+
+
+def test_an_edit_at_an_epochs_start_is_trained_from():
+    class HalveAtEachStart(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.model.set_weights([w / 2 for w in self.model.get_weights()])
+
+    x, y = digits(300)
+    histories = []
+    for run in ("engine", "fit"):
+        keras.utils.set_random_seed(0)
+        model = compiled(keras.Sequential([keras.Input((8, 8)), L.Flatten(), L.Dense(10, activation="softmax")]),
+                         keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+        if run == "engine":
+            found = engine.plan(model, [HalveAtEachStart()], x, "sparse")
+            histories.append(engine.train(found, [HalveAtEachStart()], x[:200], y[:200], x[200:], y[200:], 2, 200, 0))
+        else:
+            histories.append(model.fit(x[:200], y[:200], batch_size=200, epochs=2, validation_data=(x[200:], y[200:]),
+                                       shuffle=False, verbose=0, callbacks=[HalveAtEachStart()]).history)
+    np.testing.assert_allclose(histories[0]["val_loss"], histories[1]["val_loss"], rtol=1e-4)
+
+
+class SignSGD(keras.optimizers.SGD):
+    pass
+
+
+SignSGD.__name__ = "SGD"  # posing as Keras's own
+
+
+class FocalCrossentropy(keras.losses.CategoricalCrossentropy):
+    def call(self, y_true, y_pred):
+        return super().call(y_true, y_pred) * 2.0
+
+
+def with_an_operation_between_layers():
+    inputs = keras.Input((64,))
+    h = L.Dense(8)(inputs)
+    return compiled(keras.Model(inputs, L.Dense(10, activation="softmax")(h * 2.0)))
+
+
 @pytest.mark.parametrize("why, build", [
     ("non-trainable", lambda: compiled(keras.Sequential([keras.Input((8, 8, 1)), L.BatchNormalization(), L.Flatten(), L.Dense(10, "softmax")]))),
     ("Dropout", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dropout(0.5), L.Dense(10, "softmax")]))),
     ("regularizer", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dense(10, "softmax", kernel_regularizer="l2")]))),
     ("RMSprop", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dense(10, "softmax")]), "rmsprop")),
     ("loss", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dense(10, "softmax")]), "adam", "mse")),
+    ("optimizer SGD", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dense(10, "softmax")]), SignSGD(0.1))),
+    ("loss", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dense(10, "softmax")]), "adam", FocalCrossentropy())),
+    ("operation 'multiply", with_an_operation_between_layers),
+    ("activation", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dense(10, activation=tf.nn.softmax)]))),
 ])
 def test_what_it_cannot_run_is_named(why, build):
     model = build()
@@ -303,6 +405,15 @@ def test_the_engine_setting_is_checked_once_and_joins_the_cache_key_only_when_no
     default, auto = config.from_dict({}), config.from_dict({"engine": "auto"})
     assert "engine" not in default.protocol() and default.protocol_hash() == config.from_dict({"engine": "keras"}).protocol_hash()
     assert auto.protocol()["engine"] == "auto" and auto.protocol_hash() != default.protocol_hash()
+
+
+def test_a_new_engine_version_retrains_the_engines_records_and_not_model_fits(monkeypatch):
+    import bench
+
+    default, auto = config.from_dict({}).protocol_hash(), config.from_dict({"engine": "auto"}).protocol_hash()
+    monkeypatch.setattr(bench, "ENGINE_VERSION", bench.ENGINE_VERSION + "-next")
+    assert config.from_dict({}).protocol_hash() == default
+    assert config.from_dict({"engine": "auto"}).protocol_hash() != auto
 
 
 def test_a_forged_engine_claim_fails_the_run():

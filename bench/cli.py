@@ -170,11 +170,8 @@ def cmd_evaluate(args) -> int:
     runs = runner.plan(challenge, good, fingerprint, list(range(challenge.seeds)), eval_kwargs=eval_kwargs,
                        hyperparameters_for=tuned_hyperparameters(own))
     extra_job = {"monitor": args.monitor} if args.monitor else None
-    now, waiting = runner.limit_seeds(runs, challenge.one_seed_above)
-    records = runner.execute(challenge, now, force=args.force, executor=executor, extra_job=extra_job)
-    if waiting:  # new entries: their size is known now that seed 0 has run
-        records += runner.execute(challenge, runner.settle_waiting(waiting, runs, challenge.one_seed_above),
-                                  force=args.force, executor=executor, extra_job=extra_job)
+    records = runner.execute(challenge, runs, force=args.force, executor=executor, extra_job=extra_job,
+                             one_seed_above=challenge.one_seed_above)
     for heatmap in monitor.write_heatmaps(records, challenge.results) if args.monitor else []:
         print(f"wrote {heatmap}")
     path = leaderboard.write(challenge)

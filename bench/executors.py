@@ -2,6 +2,8 @@
 
 An executor's train() yields (index, partial record, seconds) as each run finishes; the runner turns
 every partial record into a stored record the same way, so results/ cannot tell which one trained it.
+Runs the runner adds to the `runs` dict while train() is paused at a yield (an entry's other seeds,
+once its seed 0 is recorded) are trained too.
 """
 
 from __future__ import annotations
@@ -68,24 +70,34 @@ class RayExecutor:
             task = ray.remote(train_remotely).options(num_cpus=threads, num_gpus=self.gpus_per_run)
             # Relative data paths mean nothing on another node: send the one this machine resolves.
             shipped = runner.absolute_paths(challenge)
-            pending = {}
-            for index, run in runs.items():
-                # The absolute path names the entry in messages, as in a local run's job.
-                named = dataclasses.replace(run, submission=dataclasses.replace(run.submission, path=run.submission.path.resolve()))
-                pending[task.remote(shipped, named, entry_files(run.submission.path), threads, extra_job)] = index
-                log(f"queued  {run.label}")
-                if on_start is not None:  # Ray does not say when a task starts: count it as in flight from now
-                    on_start(index)
+            pending = {}  # ref -> index of the runs in flight
+            finished: set[int] = set()
+
+            def submit_new():
+                submitted = set(pending.values()) | finished
+                for index, run in list(runs.items()):
+                    if index in submitted:
+                        continue
+                    # The absolute path names the entry in messages, as in a local run's job.
+                    named = dataclasses.replace(run, submission=dataclasses.replace(run.submission, path=run.submission.path.resolve()))
+                    pending[task.remote(shipped, named, entry_files(run.submission.path), threads, extra_job)] = index
+                    log(f"queued  {run.label}")
+                    if on_start is not None:  # Ray does not say when a task starts: count it as in flight from now
+                        on_start(index)
+
+            submit_new()
             try:
                 while pending:
                     (done,), _ = ray.wait(list(pending), num_returns=1)
                     index = pending.pop(done)
+                    finished.add(index)
                     try:
                         partial, seconds = ray.get(done)
                     except ray.exceptions.RayError as error:  # the node or the task died, not the entry
                         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
                         partial, seconds = {"status": FAILED, "message": f"the Ray task failed: {first_line}"}, 0.0
                     yield index, partial, seconds
+                    submit_new()
             finally:  # interrupted: stop what the cluster has not finished
                 for ref in pending:
                     ray.cancel(ref, force=True)

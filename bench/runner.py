@@ -83,33 +83,35 @@ def plan(challenge: config.Challenge, submissions: list[Submission], fingerprint
     return runs
 
 
-def limit_seeds(runs: list[Run], one_seed_above: int | None) -> tuple[list[Run], list[Run]]:
-    """Split `runs` into (runs to train now, runs waiting for their entry's seed 0).
+def limit_seeds(runs: list[Run], one_seed_above: int | None) -> tuple[dict[int, Run], dict[int, Run]]:
+    """Split `runs` into (runs to train now, runs waiting for their entry's seed 0), keyed by index in `runs`.
 
     Under `one_seed_above`, an entry's seeds after the first train only if its seed-0 record, under
     the same key, counts at most that many parameters; an entry too big, or whose seed 0 ended without
     a count (it failed before building), keeps seed 0 alone. Until seed 0 is recorded, its size is
-    unknown and the other seeds wait: `settle_waiting` decides once it is.
+    unknown and the other seeds wait: `release_waiting` decides as soon as it is.
     """
     if one_seed_above is None:
-        return runs, []
+        return dict(enumerate(runs)), {}
     first = {run.path.parent: run for run in runs if run.seed == 0}
-    now, waiting = [], []
-    for run in runs:
+    now, waiting = {}, {}
+    for index, run in enumerate(runs):
         zero = first.get(run.path.parent)
         if run.seed == 0 or zero is None:
-            now.append(run)
+            now[index] = run
         elif not _recorded(zero):
-            waiting.append(run)
+            waiting[index] = run
         elif _small_enough(zero, one_seed_above):
-            now.append(run)
+            now[index] = run
     return now, waiting
 
 
-def settle_waiting(waiting: list[Run], runs: list[Run], one_seed_above: int) -> list[Run]:
-    """The waiting runs whose entry's seed 0, now recorded, is small enough for more seeds."""
-    first = {run.path.parent: run for run in runs if run.seed == 0}
-    return [run for run in waiting if _small_enough(first[run.path.parent], one_seed_above)]
+def release_waiting(waiting: dict[int, Run], finished: Run, one_seed_above: int | None) -> dict[int, Run]:
+    """Take the runs waiting for `finished` (an entry's seed 0, just recorded) out of `waiting`; return those to train."""
+    mine = {index: run for index, run in waiting.items() if finished.seed == 0 and run.path.parent == finished.path.parent}
+    for index in mine:
+        del waiting[index]
+    return mine if mine and _small_enough(finished, one_seed_above) else {}
 
 
 def _recorded(run: Run) -> bool:
@@ -134,11 +136,15 @@ def say(line: str) -> None:
 
 
 def execute(challenge: config.Challenge, runs: list[Run], force: bool = False, jobs: int = 1,
-            log=say, extra_job: dict | None = None, executor=None) -> list[dict]:
+            log=say, extra_job: dict | None = None, executor=None, one_seed_above: int | None = None) -> list[dict]:
     """Run what is not cached and return every run's record (cached ones included).
 
     The executor trains (default: worker subprocesses here, `jobs` at a time; bench.executors has
     Ray's); whichever trained a run, its record is assembled and written here as soon as it finishes.
+
+    With `one_seed_above` (`limit_seeds` says the rule), an entry's other seeds join the runs in
+    flight as soon as its own seed 0 is recorded, not after every entry's seed 0: no core waits
+    for the slowest entry.
 
     After each run the records and the board are compared with what the runner wrote (the second
     line of defence: a sandboxed entry cannot reach them at all). A change is blamed on a run only
@@ -148,26 +154,39 @@ def execute(challenge: config.Challenge, runs: list[Run], force: bool = False, j
     """
     sandboxed = sandbox.active(challenge.sandbox)  # `required` without bubblewrap stops here, before any work
     records: dict[int, dict] = {}
-    todo = {}
-    for index, run in enumerate(runs):
-        if not force and results.is_cached(run.path, run.key["hash"]) and has_requested_monitor(run.path, extra_job):
-            records[index] = results.read(run.path)
-            log(f"cached  {run.label}")
-        else:
-            todo[index] = run
+    now, waiting = limit_seeds(runs, one_seed_above)
+
+    def not_cached(candidates: dict[int, Run]) -> dict[int, Run]:
+        todo = {}
+        for index, run in candidates.items():
+            if not force and results.is_cached(run.path, run.key["hash"]) and has_requested_monitor(run.path, extra_job):
+                records[index] = results.read(run.path)
+                log(f"cached  {run.label}")
+            else:
+                todo[index] = run
+        return todo
+
+    def then(finished: Run) -> dict[int, Run]:
+        return not_cached(release_waiting(waiting, finished, one_seed_above))
+
+    todo = not_cached(now)
     threads = worker_threads()
     protected = protected_files(challenge, log)
     suspects = _train_and_store(challenge, todo, executor or LocalExecutor(jobs), threads, log, extra_job or {},
-                                protected, sandboxed, records)
+                                protected, sandboxed, records, then)
     if suspects:
         log(f"training {len(suspects)} run(s) again one at a time to find which changed the records")
         _train_and_store(challenge, {i: todo[i] for i in sorted(suspects)}, LocalExecutor(1), threads, log, extra_job or {},
-                         protected, sandboxed, records)
+                         protected, sandboxed, records, then)
     return [records[i] for i in sorted(records)]
 
 
-def _train_and_store(challenge, todo: dict[int, Run], executor, threads, log, extra_job, protected, sandboxed, records) -> set[int]:
-    """Train `todo` with `executor`, storing each record as it finishes; the runs to train again alone."""
+def _train_and_store(challenge, todo: dict[int, Run], executor, threads, log, extra_job, protected, sandboxed, records,
+                     then) -> set[int]:
+    """Train `todo` with `executor`, storing each record as it finishes; the runs to train again alone.
+
+    `then(run)`, after each stored record, names runs to add: they join `todo`, which the executor
+    keeps reading while it trains."""
     in_window: set[int] = set()  # runs in flight at some time since the last comparison
     running: set[int] = set()
     suspects: set[int] = set()
@@ -197,6 +216,7 @@ def _train_and_store(challenge, todo: dict[int, Run], executor, threads, log, ex
                 continue
             records[index] = store(challenge, todo[index], partial, seconds, threads, log)
             protected.accept(todo[index].path)
+            todo.update(then(todo[index]))
     except KeyboardInterrupt:
         log(f"interrupted: {len(records)} record(s) finished and kept")
         raise
@@ -235,13 +255,29 @@ class LocalExecutor:
         self.jobs = max(1, jobs or default_jobs())
 
     def train(self, challenge: config.Challenge, runs: dict[int, Run], threads: int, log, extra_job: dict, on_start=None):
-        """Yield (index, partial record, seconds) for each of `runs` as it finishes; `on_start(index)` as each starts."""
+        """Yield (index, partial record, seconds) for each of `runs` as it finishes; `on_start(index)` as each starts.
+
+        Runs added to `runs` while this generator is paused at a yield are queued behind the others."""
         with concurrent.futures.ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            futures = {pool.submit(timed_worker, challenge, run, threads, log, extra_job, on_start, index): index
-                       for index, run in runs.items()}
+            futures: dict[concurrent.futures.Future, int] = {}  # every run submitted, finished or not
+            unfinished: set[concurrent.futures.Future] = set()
+
+            def submit_new():
+                submitted = set(futures.values())
+                for index, run in list(runs.items()):
+                    if index not in submitted:
+                        future = pool.submit(timed_worker, challenge, run, threads, log, extra_job, on_start, index)
+                        futures[future] = index
+                        unfinished.add(future)
+
             try:
-                for future in concurrent.futures.as_completed(futures):
-                    yield (futures[future], *future.result())
+                submit_new()
+                while unfinished:
+                    done, _ = concurrent.futures.wait(unfinished, return_when=concurrent.futures.FIRST_COMPLETED)
+                    for future in done:
+                        unfinished.discard(future)
+                        yield (futures[future], *future.result())
+                        submit_new()
             except BaseException:  # Ctrl-C: say so at once, stop what is in flight (retried next time), start nothing more
                 for future in futures:
                     future.cancel()

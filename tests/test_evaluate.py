@@ -267,3 +267,35 @@ def test_ctrl_c_while_a_finished_run_is_being_stored_still_ends_the_runs_in_flig
     with pytest.raises(KeyboardInterrupt):
         runner.execute(challenge, runs, executor=OneStillTraining(), log=lambda line: None)
     assert closed == ["ended the run in flight"]
+
+
+def test_an_entrys_other_seeds_start_as_soon_as_its_own_seed_0_is_recorded(tmp_path, write_entry):
+    """Under one_seed_above, a small entry's seeds 1-2 join the runs in flight when its seed 0 is stored, while a
+    bigger entry's seed 0 still trains (no core waits for the slowest seed 0); the big entry keeps seed 0 alone."""
+    from bench import config, discover, runner
+
+    challenge = config.from_dict({"dataset": "digits", "validation_size": 300, "sandbox": "off", "seeds": 3,
+                                  "results": str(tmp_path / "results"), "leaderboard": str(tmp_path / "board.md")})
+    entries = [str(write_entry(name, DENSE_ENTRY)) for name in ("a_small", "b_big")]
+    runs = runner.plan(challenge, discover.find(entries, "submissions"), "fingerprint", [0, 1, 2])
+    params = {"a_small": 100, "b_big": 5000}
+
+    class InOrderHandedOver:
+        """Finishes one run per yield, the first handed over first, and notes what it holds after each."""
+
+        def __init__(self):
+            self.finished, self.held = [], []
+
+        def train(self, challenge, todo, threads, log, extra_job, on_start=None):
+            while left := [index for index in todo if index not in self.finished]:
+                self.finished.append(left[0])
+                yield left[0], {"status": "OK", "message": "", "total_params": params[todo[left[0]].path.parent.name]}, 1.0
+                self.held.append(sorted(todo[index].label for index in todo if index not in self.finished))
+
+    executor = InOrderHandedOver()
+    records = runner.execute(challenge, runs, executor=executor, log=lambda line: None, one_seed_above=1000)
+    # Right after a_small's seed 0 is stored, its other seeds are queued while b_big's seed 0 is still unfinished.
+    assert executor.held[0] == ["a_small seed 1", "a_small seed 2", "b_big seed 0"]
+    assert [runs[index].label for index in executor.finished] == ["a_small seed 0", "b_big seed 0", "a_small seed 1", "a_small seed 2"]
+    assert sorted((r["run_name"], r["seed"]) for r in records) == [("a_small", 0), ("a_small", 1), ("a_small", 2), ("b_big", 0)]
+    assert not (tmp_path / "results" / "digits" / "b_big" / "seed1.json").exists()

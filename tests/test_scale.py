@@ -156,3 +156,64 @@ def test_cached_rerun_starts_no_worker_and_imports_no_tensorflow(entries, sequen
                           cwd=Path(__file__).resolve().parent.parent)
     assert done.stdout.count("cached  ") == 3
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"code": 0, "workers": 0, "tensorflow": False}
+
+
+def test_the_local_executor_trains_runs_added_while_it_runs(monkeypatch):
+    """The runner adds an entry's other seeds after its seed 0 is stored: the executor must pick them up."""
+    from bench import runner
+
+    monkeypatch.setattr(runner, "timed_worker", lambda challenge, run, *rest: ({"status": "OK", "message": run}, 0.1))
+    runs = {0: "first"}
+    training = runner.LocalExecutor(2).train(None, runs, 1, print, {})
+    assert next(training) == (0, {"status": "OK", "message": "first"}, 0.1)
+    runs[5] = "added"
+    assert list(training) == [(5, {"status": "OK", "message": "added"}, 0.1)]
+
+
+def test_the_ray_executor_trains_runs_added_while_it_runs(entries, monkeypatch):
+    from bench import config, discover, executors, runner
+
+    class StandInRay:
+        """What RayExecutor calls of `ray`, each task finished at once, in the order submitted."""
+
+        class exceptions:
+            RayError = RuntimeError
+
+        def __init__(self):
+            self.submitted = []
+
+        def is_initialized(self):
+            return True
+
+        def remote(self, function):
+            stand_in = self
+
+            class Task:
+                def options(self, **resources):
+                    return self
+
+                def remote(self, challenge, run, files, threads, extra_job):
+                    stand_in.submitted.append(run.label)
+                    return run.label
+
+            return Task()
+
+        def wait(self, refs, num_returns):
+            return refs[:num_returns], refs[num_returns:]
+
+        def get(self, ref):
+            return {"status": "OK", "message": ref}, 0.1
+
+        def cancel(self, ref, force):
+            raise AssertionError("nothing is left to cancel")
+
+    stand_in = StandInRay()
+    monkeypatch.setitem(sys.modules, "ray", stand_in)
+    challenge = config.from_dict({"dataset": "digits"})
+    first, second = runner.plan(challenge, discover.find([str(entries / "dense_helper.py")], "submissions"), "fingerprint", [0, 1])
+    runs = {0: first}
+    training = executors.create("ray").train(challenge, runs, 1, lambda line: None, {})
+    assert next(training)[:2] == (0, {"status": "OK", "message": "dense_helper seed 0"})
+    runs[1] = second
+    assert [index for index, _, _ in training] == [1]
+    assert stand_in.submitted == ["dense_helper seed 0", "dense_helper seed 1"]

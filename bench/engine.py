@@ -339,6 +339,18 @@ class Plan:
         """The model's (classes, batch) outputs from what `forward` gives."""
         return values if self.output_activation is None else self.output_activation(values)
 
+    def read_weights(self) -> list:
+        """The Keras model's weights now, per layer, as JAX arrays (a callback may edit them at any hook)."""
+        import jax.numpy as jnp
+
+        return [[jnp.asarray(w) for w in layer.get_weights()] for layer in self.layers]
+
+    def write_weights(self, weights: list) -> None:
+        """Put per-layer weights, as `read_weights` gives them, into the Keras model."""
+        for layer, values in zip(self.layers, weights):
+            if values:
+                layer.set_weights([np.asarray(v) for v in values])
+
 
 def plan(model, callbacks, x_sample: np.ndarray, label_kind: str, threads: int | None = 1) -> Plan:
     """Check that this engine can train `model` as `model.fit` would, and build the plan; `threads`: XLA's
@@ -359,9 +371,9 @@ def plan(model, callbacks, x_sample: np.ndarray, label_kind: str, threads: int |
         raise Unsupported("more than one input or output")
     if model.non_trainable_weights:
         raise Unsupported("non-trainable weights (frozen layers or BatchNormalization statistics)")
-    layers = [layer for layer in model.layers]
-    operations = getattr(model, "operations", layers)
-    for operation in operations:
+    layers = list(model.layers)
+    # A functional model lists every operation, layers and `keras.ops` calls alike; a Sequential has only layers.
+    for operation in getattr(model, "operations", layers):
         if not isinstance(operation, keras.layers.Layer):
             raise Unsupported(f"operation {operation.name!r} ({type(operation).__name__}) between layers")
     for layer in layers:
@@ -515,8 +527,7 @@ def _check_forward(found: Plan, images: np.ndarray) -> None:
     import jax.numpy as jnp
 
     expected = np.asarray(found.model(images, training=False))
-    outputs = found.outputs(found.forward([[jnp.asarray(w) for w in layer.get_weights()] for layer in found.layers],
-                                          jnp.asarray(to_batch_minor(images.astype("float32")))))
+    outputs = found.outputs(found.forward(found.read_weights(), jnp.asarray(to_batch_minor(images.astype("float32")))))
     if outputs.ndim != 2 or tuple(outputs.shape[::-1]) != expected.shape:
         raise Unsupported(f"outputs of shape {expected.shape}: this engine trains (batch, classes) outputs")
     difference = float(np.max(np.abs(np.asarray(outputs).T - expected)))
@@ -627,15 +638,7 @@ def train(found: Plan, callbacks, x_fit, y_fit, x_val, y_val, epochs: int, batch
                     total[1] + _correct(found.outputs(outputs), batch[1]).sum()), None
         return jax.lax.scan(one, (jnp.zeros(()), jnp.zeros((), jnp.int32)), (xs, ys))[0]
 
-    def read_weights():  # a callback may edit the model's weights at any hook
-        return [[jnp.asarray(w) for w in layer.get_weights()] for layer in found.layers]
-
-    def write_weights(weights):
-        for layer, values in zip(found.layers, weights):
-            if values:
-                layer.set_weights([np.asarray(v) for v in values])
-
-    state = _optimizer_state(found.optimizer, read_weights())
+    state = _optimizer_state(found.optimizer, found.read_weights())
     # Validation in equal chunks (a scan) plus the remainder: the arrays are laid out once.
     val_chunks = [tuple(map(jnp.asarray, chunk)) for chunk in _chunks(x_val, y_val, batch_size)]
     steps = -(-len(x_fit) // batch_size)
@@ -652,7 +655,7 @@ def train(found: Plan, callbacks, x_fit, y_fit, x_val, y_val, epochs: int, batch
     callback_list.on_train_begin()
     for epoch in range(epochs):
         callback_list.on_epoch_begin(epoch)
-        weights = read_weights()
+        weights = found.read_weights()
         lr = jnp.float32(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
         loss_sum, correct = 0.0, 0
         if batches is not None:
@@ -661,7 +664,7 @@ def train(found: Plan, callbacks, x_fit, y_fit, x_val, y_val, epochs: int, batch
         if remainder is not None:
             weights, state, loss_part, correct_part = run_step(weights, state, lr, remainder[0][0], remainder[1][0])
             loss_sum, correct = loss_sum + float(loss_part), correct + int(correct_part)
-        write_weights(weights)  # validation's callbacks and the epoch's end see this epoch's weights, as under fit
+        found.write_weights(weights)  # validation's callbacks and the epoch's end see this epoch's weights, as under fit
         callback_list.on_test_begin()
         val_loss, val_correct = 0.0, 0
         for xs, ys in val_chunks:

@@ -87,7 +87,7 @@ def mcnemar_p_values(counts: list[tuple[int, int]]) -> np.ndarray:
     every image. Vectorized: a board compares hundreds of pairs."""
     from scipy import special
 
-    only_a, only_b = (np.array([c[i] for c in counts], dtype=float).reshape(-1) for i in (0, 1))
+    only_a, only_b = (np.array([c[i] for c in counts], dtype=np.int64).reshape(-1) for i in (0, 1))
     disagreements = only_a + only_b
     with np.errstate(divide="ignore", invalid="ignore"):
         # exact: twice the binomial tail of the smaller count (Bin(n, 1/2) is symmetric), at most 1

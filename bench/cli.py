@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from bench import config, containment, discover, results
@@ -14,12 +16,23 @@ from bench import config, containment, discover, results
 COMMAND_MODULES = ("bench.tune", "bench.studies", "bench.classroom")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, a cancelled CI job), handled as Ctrl-C is: the runs in flight end, finished
+    records stay, and the temporary copies of the dataset are removed (Python's default would leave them)."""
+
+
+def _terminated(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    in_main_thread = threading.current_thread() is threading.main_thread()  # only there can a handler be set
+    previous = signal.signal(signal.SIGTERM, _terminated) if in_main_thread else None
     try:
         # Marked as writing into its results folder, so that a concurrent evaluation does not take this
         # command's records (or tuning results, or heatmaps) for an entry's tampering.
@@ -28,9 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print("interrupted: finished records are kept; run the same command again to continue", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGTERM if isinstance(stop, Terminated) else 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:

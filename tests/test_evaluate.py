@@ -170,9 +170,12 @@ SLEEPER = '''
 '''
 
 
-def test_ctrl_c_stops_the_runs_in_flight_at_once_and_keeps_finished_records(tmp_path, write_entry):
-    """Ctrl-C while a quick entry has finished and a slow one trains: 'stopping' at once, the slow worker
-    ended, the quick record kept, the slow run left for next time (no record), exit status 130."""
+@pytest.mark.parametrize("signal_name, exit_status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_ctrl_c_stops_the_runs_in_flight_at_once_and_keeps_finished_records(tmp_path, write_entry, signal_name, exit_status):
+    """Ctrl-C (or SIGTERM, as `kill` and a cancelled CI job send) while a quick entry has finished and a slow one
+    trains: 'stopping' at once, the slow worker ended, the quick record kept, the slow run left for next time (no
+    record), exit status 128 + the signal's number, and no temporary folder (a copy of the dataset each) left."""
+    import os
     import signal
     import subprocess
     import sys
@@ -185,8 +188,10 @@ def test_ctrl_c_stops_the_runs_in_flight_at_once_and_keeps_finished_records(tmp_
     command = [sys.executable, "-m", "bench", "evaluate", str(quick), str(slow), "--jobs", "2", "--sandbox", "off",
                "--dataset", "digits", "--validation-size", "300", "--seeds", "1", "--epochs", "1",
                "--results", str(tmp_path / "results"), "--leaderboard", str(tmp_path / "board.md")]
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               cwd=Path(__file__).resolve().parent.parent)
+                               cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "TMPDIR": str(temporary)})
     quick_record = tmp_path / "results" / "digits" / "quick" / "seed0.json"
     deadline = time.monotonic() + 240
     while not (quick_record.exists() and pid_file.exists()) and time.monotonic() < deadline and process.poll() is None:
@@ -194,17 +199,20 @@ def test_ctrl_c_stops_the_runs_in_flight_at_once_and_keeps_finished_records(tmp_
     assert quick_record.exists() and pid_file.exists(), "the quick run should finish while the slow one sleeps"
     sleeper = int(pid_file.read_text())
 
-    process.send_signal(signal.SIGINT)  # a terminal's Ctrl-C reaches the evaluate process
+    assert list(temporary.glob("bench-arrays-*")), "the dataset's copy should be under TMPDIR while runs train"
+    process.send_signal(getattr(signal, signal_name))  # a terminal's Ctrl-C reaches the evaluate process
     interrupted = time.monotonic()
     output, _ = process.communicate(timeout=60)
     ended_after = time.monotonic() - interrupted
-    assert process.returncode == 130, output
+    assert process.returncode == exit_status, output
     assert "stopping" in output and "interrupted" in output
     assert ended_after < 30, f"took {ended_after:.0f} s to stop"  # generous: the slow run would sleep 600 s
     status = Path(f"/proc/{sleeper}/status")
     assert not status.exists() or "State:\tZ" in status.read_text(), "the slow entry's worker is still running"
     assert json.loads(quick_record.read_text())["status"] == "OK"
     assert not (tmp_path / "results" / "digits" / "slow").exists() or not list((tmp_path / "results" / "digits" / "slow").glob("seed*.json"))
+    # bench-writers-<uid> is the registry of evaluations writing records (containment.WRITERS), kept for all of them.
+    assert sorted(p.name for p in temporary.iterdir() if not p.name.startswith("bench-writers-")) == []
 
 
 def test_progress_lines_from_runs_in_flight_never_run_together(capfd):

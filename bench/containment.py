@@ -90,7 +90,30 @@ def _limit_and_exec(argv: list[str]) -> None:
             resource.setrlimit(getattr(resource, name), (value, value))
         except (ValueError, OSError) as error:  # a system that refuses one still runs the entry, watched by the parent
             print(f"bench: could not set {name}: {error}", file=sys.stderr)
+    _die_with_parent()
     os.execv(worker[0], worker)
+
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent() -> None:
+    """Have the kernel kill this process (and the worker it becomes) when the runner dies.
+
+    The runner ends its runs itself on Ctrl-C and SIGTERM; SIGKILL gives it no chance, and a worker
+    outside the sandbox (whose bubblewrap has --die-with-parent) would train on with no time limit.
+    The setting survives `exec` (not of a set-user-ID program). Linux only; elsewhere nothing changes.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        print(f"bench: could not set the parent-death signal: {os.strerror(ctypes.get_errno())}", file=sys.stderr)
+    elif os.getppid() != parent:  # the runner died before the setting took hold
+        os._exit(1)
 
 
 def _user_threads() -> int:

@@ -431,7 +431,7 @@ def contained(module_argv: list[str], read_only: dict, output: Path, result_file
     else {"limit": the limit it broke or None, "tail": its last lines, "returncode"}."""
     with tempfile.TemporaryDirectory(prefix="bench-home-") as home:
         env = worker_environment(home, sandboxed)
-        argv = [sys.executable, *module_argv]
+        argv = [sandbox.interpreter() if sandboxed else sys.executable, *module_argv]
         if sandboxed:
             argv = sandbox.command(argv, read_only, output, env=env)
             env = containment.environment(os.environ, home)

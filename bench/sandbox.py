@@ -66,7 +66,7 @@ def active(mode: str) -> bool:
 def resolve(mode: str, warn=print) -> bool:
     """Whether runs go through bubblewrap under `mode`; raises SandboxUnavailable for `required`.
 
-    `auto` without a working bubblewrap warns once (through `warn`) with the reason and the install line.
+    `auto` without a working bubblewrap warns once (through `warn`) with the reason, and the install line where bubblewrap is missing.
     """
     if mode not in MODES:
         raise ValueError(f"sandbox = {mode!r}: choose one of {', '.join(MODES)}")
@@ -75,11 +75,13 @@ def resolve(mode: str, warn=print) -> bool:
     problem = unavailable()
     if problem is None:
         return True
+    # The install line only where bubblewrap is missing: installed but refused, the reason is the advice.
+    install = f"install it with `{INSTALL_HINT}`, " if shutil.which(BUBBLEWRAP) is None else ""
     if mode == "required":
-        raise SandboxUnavailable(f"sandbox = \"required\" but {problem}: install it with `{INSTALL_HINT}`, "
+        raise SandboxUnavailable(f"sandbox = \"required\" but {problem}: {install or 'fix that, '}"
                                  "or run with --sandbox off on a machine you trust")
     warn(f"warning: {problem}; entries run WITHOUT a sandbox and can read what this account can read. "
-         f"Install it with `{INSTALL_HINT}` (or set sandbox = \"off\" in [tool.bench] to silence this)")
+         f"{'I' + install[1:] if install else 'Fix that, '}or set sandbox = \"off\" in [tool.bench] to silence this")
     return False
 
 
@@ -90,7 +92,7 @@ def unavailable() -> str | None:
         return f"bubblewrap runs on Linux only, not on {sys.platform}"
     if shutil.which(BUBBLEWRAP) is None:
         return "bubblewrap (bwrap) is not installed"
-    probe = subprocess.run(command([sys.executable, "-c", "import bench"], {}, None, env={"PYTHONPATH": python_path_env()}),
+    probe = subprocess.run(command([interpreter(), "-c", "import bench"], {}, None, env={"PYTHONPATH": python_path_env()}),
                            capture_output=True, text=True, env={}, timeout=60)
     if probe.returncode != 0:
         said = (probe.stderr.strip().splitlines() or [f"exit code {probe.returncode}"])[-1]
@@ -166,6 +168,18 @@ def python_paths() -> list[str]:
                 and not any(path.is_relative_to(s) for s in SYSTEM_PATHS if os.path.isdir(s) and not os.path.islink(s)):
             kept.append(path)
     return [str(p) for p in kept]
+
+
+def interpreter() -> str:
+    """This Python, named by a path that exists inside the sandbox: `sys.executable` with its folder resolved.
+
+    The sandbox binds folders at their real paths, so an interpreter reached through a linked folder
+    (a virtual environment that is a link to one elsewhere) would not be found there. The file itself
+    stays unresolved: a virtual environment's `python` is a link to the system's, and Python finds the
+    environment from the path it was started by.
+    """
+    executable = Path(sys.executable)
+    return str(executable.parent.resolve() / executable.name)
 
 
 def python_path_env() -> str:

@@ -215,6 +215,40 @@ def test_ctrl_c_stops_the_runs_in_flight_at_once_and_keeps_finished_records(tmp_
     assert sorted(p.name for p in temporary.iterdir() if not p.name.startswith("bench-writers-")) == []
 
 
+def test_a_killed_evaluate_takes_its_unsandboxed_worker_with_it(tmp_path, write_entry):
+    """SIGKILL leaves the evaluate process no time to end its runs; without the sandbox's own watch, the kernel
+    must end the worker (its parent-death signal), or an entry keeps running with no time limit."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    pid_file = tmp_path / "sleeper.pid"
+    slow = write_entry("slow", SLEEPER.format(pid_file=str(pid_file)))
+    command = [sys.executable, "-m", "bench", "evaluate", str(slow), "--sandbox", "off", "--dataset", "digits",
+               "--validation-size", "300", "--seeds", "1", "--epochs", "1",
+               "--results", str(tmp_path / "results"), "--leaderboard", str(tmp_path / "board.md")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               cwd=Path(__file__).resolve().parent.parent)
+    deadline = time.monotonic() + 240
+    while not pid_file.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)
+    assert pid_file.exists(), "the slow entry should have started"
+    sleeper = int(pid_file.read_text())
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    status = Path(f"/proc/{sleeper}/status")
+    deadline = time.monotonic() + 30
+    while status.exists() and "State:\tZ" not in status.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = status.exists() and "State:\tZ" not in status.read_text()
+    if alive:
+        os.kill(sleeper, signal.SIGKILL)
+    assert not alive, "the worker outlived the evaluate process that started it"
+
+
 def test_progress_lines_from_runs_in_flight_never_run_together(capfd):
     """Runs in flight log from several threads; each line must come out whole (print() could split them)."""
     import threading

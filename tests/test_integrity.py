@@ -305,6 +305,35 @@ def test_required_without_bubblewrap_stops_before_any_work(tmp_path, write_entry
     assert not (tmp_path / "results").exists()
 
 
+def test_an_installed_bubblewrap_that_fails_is_not_told_to_be_installed(monkeypatch):
+    """The install line is advice only where bwrap is missing; where it is installed and refused, the reason is."""
+    monkeypatch.setattr(sandbox, "unavailable", lambda: "bubblewrap is installed but cannot start a sandbox here (x)")
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: "/usr/bin/bwrap")
+    said = []
+    assert sandbox.resolve("auto", said.append) is False
+    assert "cannot start a sandbox here" in said[0] and "apt-get" not in said[0] and 'sandbox = "off"' in said[0]
+    with pytest.raises(sandbox.SandboxUnavailable) as refused:
+        sandbox.resolve("required")
+    assert "apt-get" not in str(refused.value) and "--sandbox off" in str(refused.value)
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    sandbox.resolve("auto", said.append)
+    assert "Install it with `sudo apt-get install bubblewrap" in said[1]
+
+
+def test_a_python_reached_through_a_linked_folder_still_starts_the_sandbox(tmp_path):
+    """A virtual environment behind a link (`ln -s ~/envs/bench .venv`): the sandbox binds folders at their real
+    paths, so the worker must be started by a path that exists inside it, or every run goes unsandboxed."""
+    linked = tmp_path / "linked-env"
+    linked.symlink_to(Path(sys.prefix).resolve(), target_is_directory=True)
+    python = linked / Path(sys.executable).relative_to(Path(sys.executable).parent.parent)
+    assert python.exists()
+    probe = "from bench import sandbox; print(sandbox.unavailable())"
+    done = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=120,
+                          env={"PATH": os.environ["PATH"], "PYTHONPATH": str(BENCH_DIR.parent)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "None", done.stdout
+
+
 def test_an_unprivileged_user_trains_in_the_sandbox(tmp_path):
     """Most users are not root: the sandbox must work for them too (as root, the run drops to `nobody`)."""
     work = Path(tempfile.mkdtemp(prefix="bench-unprivileged-"))

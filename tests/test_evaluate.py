@@ -230,8 +230,10 @@ def test_a_killed_evaluate_takes_its_unsandboxed_worker_with_it(tmp_path, write_
     command = [sys.executable, "-m", "bench", "evaluate", str(slow), "--sandbox", "off", "--dataset", "digits",
                "--validation-size", "300", "--seeds", "1", "--epochs", "1",
                "--results", str(tmp_path / "results"), "--leaderboard", str(tmp_path / "board.md")]
+    temporary = tmp_path / "tmp"  # what a killed evaluate cannot remove lands here, not in /tmp
+    temporary.mkdir()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               cwd=Path(__file__).resolve().parent.parent)
+                               cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "TMPDIR": str(temporary)})
     deadline = time.monotonic() + 240
     while not pid_file.exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.5)

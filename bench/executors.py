@@ -121,7 +121,11 @@ def train_remotely(challenge: config.Challenge, run: runner.Run, files: dict[str
             (Path(folder) / name).write_bytes(content)
         here = dataclasses.replace(run.submission, path=Path(folder) / run.submission.path.name)
         started = time.perf_counter()
-        partial = runner.run_worker(challenge, dataclasses.replace(run, submission=here), threads, print, extra_job)
+        try:
+            partial = runner.run_worker(challenge, dataclasses.replace(run, submission=here), threads, print, extra_job)
+        finally:
+            # Written again by the next task on this worker: a few seconds against minutes of training.
+            runner.discard_inputs()
         seconds = time.perf_counter() - started
         copy_folder = str(Path(folder).resolve())
     # Messages and tracebacks name the entry's own path, as a local run's would.

@@ -572,6 +572,15 @@ def inputs(challenge: config.Challenge, with_test: bool = True) -> Inputs:
     return prepared
 
 
+def discard_inputs() -> None:
+    """Remove the folders `inputs` wrote in this process and forget them. For processes that end without
+    running atexit: Ray kills its worker processes at ray.shutdown(), which would leave the dataset in the
+    temporary folder of every node."""
+    for prepared in _INPUTS.values():
+        for folder in (prepared.folder, prepared.images_folder):
+            shutil.rmtree(folder, True)
+    _INPUTS.clear()
+
 # The worker's result file holds a few numbers and a short history; anything far larger is not one.
 MAX_RESULT_BYTES = 64 * 2**20
 # The training stage's whole output folder (the SavedModel, a .keras copy, the result): a model within any

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -102,15 +104,25 @@ def test_two_jobs_run_at_once_and_give_the_sequential_records(entries, sequentia
     assert records(tmp_path) == expected
 
 
-def test_ray_executor_on_a_local_instance_stores_the_same_records(entries, sequential, tmp_path):
+def test_ray_executor_on_a_local_instance_stores_the_same_records(entries, sequential, tmp_path, monkeypatch):
     import ray
 
     broken = tmp_path / "elsewhere" / "broken.py"
     broken.parent.mkdir()
     broken.write_text(textwrap.dedent(BROKEN))
-    # No ray.init here: the executor starts a local instance (this machine's cores), ships bench, shuts it down.
-    assert evaluate([entries / "dense_helper.py", entries / "small_conv.py", broken], tmp_path / "ray", "--executor", "ray") == 0
-    assert not ray.is_initialized()
+    # The processes Ray starts take their temporary folder from here (Ray's own too: a short path, as its
+    # socket paths must stay under 108 bytes); this process keeps the one it already chose.
+    workers_tmp = Path(tempfile.mkdtemp(prefix="bench-ray-test-"))
+    monkeypatch.setenv("TMPDIR", str(workers_tmp))
+    try:
+        # No ray.init here: the executor starts a local instance (this machine's cores), ships bench, shuts it down.
+        assert evaluate([entries / "dense_helper.py", entries / "small_conv.py", broken], tmp_path / "ray", "--executor", "ray") == 0
+        assert not ray.is_initialized()
+        assert (workers_tmp / "ray").is_dir(), "Ray did not use the TMPDIR given, so the check below would see nothing"
+        # Ray kills its workers at shutdown, so no atexit runs there: each task must remove the arrays it wrote.
+        assert not [p.name for p in workers_tmp.iterdir() if p.name.startswith(("bench-arrays-", "bench-images-"))]
+    finally:
+        shutil.rmtree(workers_tmp, ignore_errors=True)
 
     trained = records(tmp_path / "ray")
     expected = records(sequential)

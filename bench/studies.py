@@ -38,7 +38,8 @@ STUDY_NAME = re.compile(r"[A-Za-z0-9_-]+")
 RUN_FLAGS = {
     "dataset": "--dataset", "data_dir": "--data-dir", "seeds": "--seeds", "max_epochs": "--epochs",
     "time_limit": "--time-limit", "max_params": "--max-params", "validation_size": "--validation-size",
-    "train_limit": "--train-limit", "test_limit": "--test-limit", "results": "--results",
+    "train_limit": "--train-limit", "test_limit": "--test-limit", "results": "--results", "test_set": "--test-set",
+    "memory_limit_mb": "--memory-limit", "sandbox": "--sandbox", "engine": "--engine",
 }
 # The harness passes these itself; a grid cannot set them.
 RESERVED = ("input_shape", "num_classes")

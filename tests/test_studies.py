@@ -235,6 +235,20 @@ def test_sweep_trains_each_point_and_study_rewrites_the_report_without_training(
     assert printed.count("cached  ") == 2 and "start " not in printed
 
 
+def test_a_sweep_keeps_every_run_flag_so_the_report_finds_its_records_and_shows_the_full_command(write_entry, tmp_path):
+    entry = write_entry("shared", SHARED_DENSE)
+    # --engine joins the records' cache key: a study that forgot it would look for model.fit records.
+    flags = [*DIGITS_FLAGS, "--engine", "auto", "--sandbox", "off", "--memory-limit", "4000", "--results", str(tmp_path / "results")]
+    assert cli.main(["sweep", str(entry), "--grid", "repeats=1", "--name", "flags", "--studies", str(tmp_path / "studies"), *flags]) == 0
+    folder = tmp_path / "studies" / "flags"
+    (part,) = json.loads((folder / studies.SPEC_FILE).read_text())["parts"]
+    assert {k: part["settings"][k] for k in ("engine", "sandbox", "memory_limit_mb")} == {"engine": "auto", "sandbox": "off", "memory_limit_mb": 4000}
+    assert all(f" {flag} " in part["command"] + " " for flag in ("--engine auto", "--sandbox off", "--memory-limit 4000"))
+    assert cli.main(["study", "flags", "--studies", str(tmp_path / "studies")]) == 0
+    report = (folder / "README.md").read_text()
+    assert "| 1 " in report and "†" not in report, report
+
+
 def test_evaluate_deploys_with_other_arguments_and_writes_monitor_heatmaps(write_entry, tmp_path):
     entry = write_entry("shared", SHARED_DENSE)
     assert cli.main(["evaluate", str(entry), "--eval-kwargs", "repeats=3", "--monitor", "10", *DIGITS_FLAGS,

@@ -185,8 +185,9 @@ def _problem_with(args, submission) -> str | None:
 
 
 def _tuning_protocol(challenge: config.Challenge) -> dict:
-    """The settings that change what a trial measures (the test split plays no part)."""
-    return {k: v for k, v in challenge.protocol().items() if k != "test_limit"}
+    """The settings that change what a trial measures: neither the test split nor the board's training engine
+    plays a part (trials always train with model.fit, in this process)."""
+    return {k: v for k, v in challenge.protocol().items() if k not in ("test_limit", "engine", "engine_version")}
 
 
 def _trials(args) -> int:

@@ -208,6 +208,12 @@ def test_rerun_continues_the_search_and_fresh_starts_over(tmp_path, capsys):
     assert "max_params (1000 -> 2000)" in capsys.readouterr().err
     assert len(project.trials()) == 2
 
+    # Trials train with model.fit whatever engine the board uses, so switching it keeps the search.
+    project.config.write_text(project.config.read_text().replace("[tool.bench]\n", '[tool.bench]\nengine = "auto"\n', 1))
+    assert project.challenge().engine == "auto"
+    assert project.tune("--max-params", 1000, "--trials", 3) == 0
+    assert "continuing the search" in capsys.readouterr().out and len(project.trials()) == 3
+
     assert project.tune("--max-params", 1000, "--trials", 1, "--fresh") == 0
     assert "starting over: deleting the earlier search" in capsys.readouterr().out
     assert len(project.trials()) == 1 and project.saved()["trained_trials"] == 1

@@ -581,6 +581,7 @@ def discard_inputs() -> None:
             shutil.rmtree(folder, True)
     _INPUTS.clear()
 
+
 # The worker's result file holds a few numbers and a short history; anything far larger is not one.
 MAX_RESULT_BYTES = 64 * 2**20
 # The training stage's whole output folder (the SavedModel, a .keras copy, the result): a model within any

@@ -657,13 +657,19 @@ def train(found: Plan, callbacks, x_fit, y_fit, x_val, y_val, epochs: int, batch
         callback_list.on_epoch_begin(epoch)
         weights = found.read_weights()
         lr = jnp.float32(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
-        loss_sum, correct = 0.0, 0
-        if batches is not None:
-            weights, state, loss_part, correct_part = run_epoch(weights, state, lr, *batches)
-            loss_sum, correct = loss_sum + float(loss_part), correct + int(correct_part)
-        if remainder is not None:
-            weights, state, loss_part, correct_part = run_step(weights, state, lr, remainder[0][0], remainder[1][0])
-            loss_sum, correct = loss_sum + float(loss_part), correct + int(correct_part)
+        loss_sum, correct, seen = 0.0, 0, len(x_fit)
+        if model.stop_training:
+            # Set at the epoch's start (or the run's): fit checks it after each step, so it runs one step and stops.
+            first = (batches[0][0], batches[1][0]) if batches is not None else (remainder[0][0], remainder[1][0])
+            weights, state, loss_part, correct_part = run_step(weights, state, lr, *first)
+            loss_sum, correct, seen = float(loss_part), int(correct_part), len(first[1])
+        else:
+            if batches is not None:
+                weights, state, loss_part, correct_part = run_epoch(weights, state, lr, *batches)
+                loss_sum, correct = loss_sum + float(loss_part), correct + int(correct_part)
+            if remainder is not None:
+                weights, state, loss_part, correct_part = run_step(weights, state, lr, remainder[0][0], remainder[1][0])
+                loss_sum, correct = loss_sum + float(loss_part), correct + int(correct_part)
         found.write_weights(weights)  # validation's callbacks and the epoch's end see this epoch's weights, as under fit
         callback_list.on_test_begin()
         val_loss, val_correct = 0.0, 0
@@ -671,7 +677,7 @@ def train(found: Plan, callbacks, x_fit, y_fit, x_val, y_val, epochs: int, batch
             part_loss, part_correct = evaluate(weights, xs, ys)
             val_loss, val_correct = val_loss + float(part_loss), val_correct + int(part_correct)
         callback_list.on_test_end({"loss": val_loss / len(x_val), "accuracy": val_correct / len(x_val)})
-        logs = {"accuracy": correct / len(x_fit), "loss": loss_sum / len(x_fit),
+        logs = {"accuracy": correct / seen, "loss": loss_sum / seen,
                 "val_accuracy": val_correct / len(x_val), "val_loss": val_loss / len(x_val)}
         callback_list.on_epoch_end(epoch, logs)
         if model.stop_training or not math.isfinite(logs["loss"]):

@@ -320,6 +320,34 @@ def test_an_edit_at_an_epochs_start_is_trained_from():
     np.testing.assert_allclose(histories[0]["val_loss"], histories[1]["val_loss"], rtol=1e-4)
 
 
+@pytest.mark.parametrize("hook", ["on_train_begin", "on_epoch_begin"])
+def test_a_stop_asked_before_an_epochs_first_step_runs_one_step_as_under_fit(hook):
+    """fit checks model.stop_training after each step: asked for at a start, one step runs, then validation."""
+    class StopAtTheStart(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.model.stop_training = hook == "on_train_begin"
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if hook == "on_epoch_begin" and epoch == 1:
+                self.model.stop_training = True
+
+    x, y = digits(300)
+    runs = {}
+    for run in ("engine", "fit"):
+        keras.utils.set_random_seed(0)
+        model = compiled(keras.Sequential([keras.Input((8, 8)), L.Flatten(), L.Dense(10, activation="softmax")]),
+                         keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+        if run == "engine":
+            history = engine.train(engine.plan(model, [StopAtTheStart()], x, "sparse"), [StopAtTheStart()],
+                                   x[:200], y[:200], x[200:], y[200:], 5, 50, 0)
+        else:
+            history = model.fit(x[:200], y[:200], batch_size=50, epochs=5, validation_data=(x[200:], y[200:]),
+                                verbose=0, callbacks=[StopAtTheStart()]).history
+        runs[run] = (len(history["val_loss"]), int(model.optimizer.iterations.numpy()))
+    # 4 steps an epoch: stopped at the run's start, 1 epoch of 1 step; at epoch 1's start, 4 steps then 1.
+    assert runs["engine"] == runs["fit"] == ((1, 1) if hook == "on_train_begin" else (2, 5))
+
+
 class SignSGD(keras.optimizers.SGD):
     pass
 

@@ -185,7 +185,11 @@ def test_ctrl_c_stops_the_runs_in_flight_at_once_and_keeps_finished_records(tmp_
     pid_file = tmp_path / "sleeper.pid"
     quick = write_entry("quick", TINY_ENTRY)
     slow = write_entry("slow", SLEEPER.format(pid_file=str(pid_file)))
-    command = [sys.executable, "-m", "bench", "evaluate", str(quick), str(slow), "--jobs", "2", "--sandbox", "off",
+    # As from a terminal: a shell that started these tests in the background (`cmd &` without job control)
+    # hands every child SIGINT ignored, and Python then installs no Ctrl-C handler, so give it back first.
+    as_from_a_terminal = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                          "runpy.run_module('bench', run_name='__main__', alter_sys=True)")
+    command = [sys.executable, "-c", as_from_a_terminal, "evaluate", str(quick), str(slow), "--jobs", "2", "--sandbox", "off",
                "--dataset", "digits", "--validation-size", "300", "--seeds", "1", "--epochs", "1",
                "--results", str(tmp_path / "results"), "--leaderboard", str(tmp_path / "board.md")]
     temporary = tmp_path / "tmp"

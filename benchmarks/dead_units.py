@@ -1,7 +1,8 @@
 """Does an entry's ReLU layer die in its first epoch, seed by seed, under model.fit and under bench.engine?
 
 Run from the repository root:
-    python benchmarks/dead_units.py --entry submissions/frontier_under500.py --layer squeeze [--seeds 10] [--cpu K]
+    python benchmarks/dead_units.py --entry ENTRY.py --layer LAYER [--seeds 10] [--cpu K]
+    (README's example: frontier_under500 as of b654a46, whose ReLU `squeeze` died from seed 1's start)
 
 Why: a layer whose outputs are all zero passes no gradient, and the entry never learns (10-11 % accuracy). When
 one seed of an entry collapses on one training path and not in the old records of the other, this says whether
@@ -17,15 +18,11 @@ line is `dead after one epoch: keras K/N auto A/N` (a layer is dead when no outp
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from pinned import REPO, run_pinned
+
 ENGINES = ("keras", "auto")
 FIT_IMAGES, VALIDATION_IMAGES, PROBE_IMAGES = 10_000, 2_000, 512
 
@@ -58,13 +55,8 @@ RUN = textwrap.dedent("""
 
 
 def measure(entry: str, layer: str, engine_setting: str, seed: int, data_file: str, cpu: int) -> dict:
-    pin = ["taskset", "-c", str(cpu)] if shutil.which("taskset") else []
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
-    done = subprocess.run([*pin, sys.executable, "-c", RUN, entry, layer, engine_setting, str(seed), data_file],
-                          capture_output=True, text=True, env=env, cwd=REPO)
-    if done.returncode != 0:
-        raise SystemExit(f"engine={engine_setting} seed {seed} on {entry} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_pinned(RUN, [entry, layer, engine_setting, str(seed), data_file], cpu,
+                      f"engine={engine_setting} seed {seed} on {entry}")
 
 
 def main():

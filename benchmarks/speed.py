@@ -15,16 +15,13 @@ per seed-epoch; the median over repeats and seeds is kept. The last line is
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from pinned import REPO, run_pinned
+
 ENGINES = ("keras", "auto")
 FIT_IMAGES, VALIDATION_IMAGES = 50_000, 5_000
 
@@ -61,13 +58,8 @@ RUN = textwrap.dedent("""
 
 
 def measure(entry: str, engine_setting: str, seed: int, epochs: int, data_file: str, cpu: int) -> dict:
-    pin = ["taskset", "-c", str(cpu)] if shutil.which("taskset") else []
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
-    done = subprocess.run([*pin, sys.executable, "-c", RUN, entry, engine_setting, str(seed), str(epochs), data_file],
-                          capture_output=True, text=True, env=env, cwd=REPO)
-    if done.returncode != 0:
-        raise SystemExit(f"engine={engine_setting} on {entry} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_pinned(RUN, [entry, engine_setting, str(seed), str(epochs), data_file], cpu,
+                      f"engine={engine_setting} on {entry}")
 
 
 def main():

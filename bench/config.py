@@ -266,44 +266,45 @@ def to_dict(challenge: Challenge) -> dict:
     return dataclasses.asdict(challenge)
 
 
-# Settings a command-line flag may override for one run, by their [tool.bench] names.
-RUN_FLAGS = ("dataset", "data_dir", "seeds", "max_epochs", "time_limit", "max_params", "validation_size",
-             "train_limit", "test_limit", "results", "leaderboard", "test_set", "memory_limit_mb", "sandbox", "engine")
+# Settings a command-line flag may override for one run: [tool.bench] name -> the flag.
+RUN_FLAGS = {
+    "dataset": "--dataset", "data_dir": "--data-dir", "seeds": "--seeds", "max_epochs": "--epochs",
+    "time_limit": "--time-limit", "max_params": "--max-params", "validation_size": "--validation-size",
+    "train_limit": "--train-limit", "test_limit": "--test-limit", "results": "--results", "leaderboard": "--leaderboard",
+    "test_set": "--test-set", "memory_limit_mb": "--memory-limit", "sandbox": "--sandbox", "engine": "--engine",
+}
 
 
 def add_run_flags(parser, with_paths: bool = True, omit: tuple[str, ...] = ()) -> None:
     """Flags that override [tool.bench] for one run (argparse), less the settings named in `omit` (those a
     command does not use). The leaderboard takes them too: it shows the records made under the settings
     it is given, so render with the flags you evaluated with."""
-    add = parser.add_argument
 
-    def flag(*names, **kwargs):
-        setting = kwargs.get("dest") or names[0].lstrip("-").replace("-", "_")
+    def flag(setting, **kwargs):
         if setting not in omit:
-            add(*names, **kwargs)
+            parser.add_argument(RUN_FLAGS[setting], dest=setting, **kwargs)
 
     if with_paths:
         parser.add_argument("paths", nargs="*", help="submission files or folders (default: the submissions folder)")
-    flag("--dataset", choices=DATASETS, help="the dataset (default: [tool.bench] dataset, mnist)")
-    flag("--data-dir", help="folder with mnist.npz or the four IDX files (or set BENCH_DATA_DIR)")
-    flag("--seeds", type=int, help="seeds per entry, 0..N-1 (default: [tool.bench] seeds, 3)")
-    flag("--epochs", type=int, dest="max_epochs", help="epoch cap for every entry (default: [tool.bench] max_epochs, 1000)")
-    flag("--time-limit", type=float, help="seconds per entry and seed (default: [tool.bench] time_limit, 3600)")
-    flag("--max-params", type=int, help="parameter budget; larger entries are OVER_BUDGET (default: [tool.bench] max_params)")
-    flag("--validation-size", type=_count_or_fraction, metavar="N|F",
+    flag("dataset", choices=DATASETS, help="the dataset (default: [tool.bench] dataset, mnist)")
+    flag("data_dir", help="folder with mnist.npz or the four IDX files (or set BENCH_DATA_DIR)")
+    flag("seeds", type=int, help="seeds per entry, 0..N-1 (default: [tool.bench] seeds, 3)")
+    flag("max_epochs", type=int, help="epoch cap for every entry (default: [tool.bench] max_epochs, 1000)")
+    flag("time_limit", type=float, help="seconds per entry and seed (default: [tool.bench] time_limit, 3600)")
+    flag("max_params", type=int, help="parameter budget; larger entries are OVER_BUDGET (default: [tool.bench] max_params)")
+    flag("validation_size", type=_count_or_fraction, metavar="N|F",
          help="validation images carved out of the training split: a count (5000) or a fraction (0.1) "
          "(default: [tool.bench] validation_size, 5000)")
-    flag("--train-limit", type=int, help="train on the first N training images only (smoke runs)")
-    flag("--test-limit", type=int, help="score on the first N test images only (smoke runs)")
-    flag("--test-set", help="hidden test set: an .npz with x_test, y_test kept out of the repository (or BENCH_TEST_SET)")
-    flag("--memory-limit", type=int, dest="memory_limit_mb", metavar="MB",
-         help="memory of each run's processes together (default: half of this machine's)")
-    flag("--sandbox", choices=SANDBOX_MODES,
+    flag("train_limit", type=int, help="train on the first N training images only (smoke runs)")
+    flag("test_limit", type=int, help="score on the first N test images only (smoke runs)")
+    flag("test_set", help="hidden test set: an .npz with x_test, y_test kept out of the repository (or BENCH_TEST_SET)")
+    flag("memory_limit_mb", type=int, metavar="MB", help="memory of each run's processes together (default: half of this machine's)")
+    flag("sandbox", choices=SANDBOX_MODES,
          help="run entries in bubblewrap: auto (when installed), required, or off (a trusted machine)")
-    flag("--engine", choices=ENGINES,
+    flag("engine", choices=ENGINES,
          help="keras: model.fit on TensorFlow; auto: the batch-minor JAX engine for the models it runs (default: [tool.bench] engine, keras)")
-    flag("--results", help="folder of run records (default: results)")
-    flag("--leaderboard", help="markdown file to write (default: leaderboard.md)")
+    flag("results", help="folder of run records (default: results)")
+    flag("leaderboard", help="markdown file to write (default: leaderboard.md)")
 
 
 def _count_or_fraction(text: str) -> int | float:

@@ -35,12 +35,7 @@ SPEC_FILE = "study.json"
 NOTES_FILE = "notes.md"
 STUDY_NAME = re.compile(r"[A-Za-z0-9_-]+")
 # The run flags a sweep was given, so `study` finds the same records; --leaderboard plays no part.
-RUN_FLAGS = {
-    "dataset": "--dataset", "data_dir": "--data-dir", "seeds": "--seeds", "max_epochs": "--epochs",
-    "time_limit": "--time-limit", "max_params": "--max-params", "validation_size": "--validation-size",
-    "train_limit": "--train-limit", "test_limit": "--test-limit", "results": "--results", "test_set": "--test-set",
-    "memory_limit_mb": "--memory-limit", "sandbox": "--sandbox", "engine": "--engine",
-}
+RUN_FLAGS = {setting: flag for setting, flag in config.RUN_FLAGS.items() if setting != "leaderboard"}
 # The harness passes these itself; a grid cannot set them.
 RESERVED = ("input_shape", "num_classes")
 NO_DEFAULT = object()

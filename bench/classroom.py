@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -98,24 +99,99 @@ STUDIES_FOLDER = Path("studies")
 def cmd_clear(args) -> int:
     """Remove everything that belongs to the example challenge, so a fork starts with an empty board whose
     tests still pass: every file under the submissions folder (the entries, their helpers and their tests in
-    submissions/tests/), the records, the board and its plot, studies/ and the try-outs in .bench/try/.
-    Then write the empty board. The rules in pyproject.toml stay."""
+    submissions/tests/), the records, the board and its plot, studies/ and the try-outs and smoke runs in .bench/.
+    Then write the empty board, a submissions/README.md (so git keeps the folder in a fresh clone), and the
+    rules in pyproject.toml without the example's own comments and compromises (new_challenge_settings)."""
     from bench import leaderboard
 
     challenge = config.load_challenge(args)
     board = Path(challenge.leaderboard)
     doomed = [path for path in (Path(challenge.submissions), Path(challenge.results), board, board.with_suffix(".png"),
-                                STUDIES_FOLDER, config.TRYOUT_FOLDER) if path.exists()]
+                                STUDIES_FOLDER, config.TRYOUT_FOLDER, config.SMOKE_FOLDER) if path.exists()]
+    settings = Path(args.config)
+    examples = [p.stem for p in Path(challenge.submissions).glob("*.py")]
+    rules = settings.read_text() if settings.exists() else None
+    new_rules = new_challenge_settings(rules, examples) if rules is not None else None
     if not args.yes:
         print("would remove: " + (", ".join(f"{p.as_posix()}/" if p.is_dir() else p.as_posix() for p in doomed) or "nothing"))
-        print("run `python -m bench clear --yes` to remove them and write an empty board")
+        if new_rules != rules:
+            print(f"would rewrite {settings.as_posix()}: {CLEARED_SETTINGS_NOTE}")
+        print("run `python -m bench clear --yes` to do it and write an empty board")
         return 0
     for path in doomed:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    Path(challenge.submissions).mkdir(parents=True)
-    print(f"removed {len(doomed)} path(s); wrote {leaderboard.write(challenge)} (empty); "
+    folder = Path(challenge.submissions)
+    folder.mkdir(parents=True)
+    (folder / SUBMISSIONS_README).write_text(SUBMISSIONS_NOTE.format(folder=folder.as_posix()))
+    if new_rules != rules:
+        settings.write_text(new_rules)
+        print(f"rewrote {settings.as_posix()}: {CLEARED_SETTINGS_NOTE}")
+    print(f"removed {len(doomed)} path(s); wrote {leaderboard.write(challenge)} (empty) and {(folder / SUBMISSIONS_README).as_posix()}; "
           f"students add entries with `python -m bench new NAME`")
     return 0
+
+
+# Written by `clear` into the empty submissions folder: git keeps no empty folder, and a student's fresh clone
+# needs this one. Not a .py file, so never an entry.
+SUBMISSIONS_README = "README.md"
+SUBMISSIONS_NOTE = """# Entries
+
+One Python file per entry: `python -m bench new your_name` writes `{folder}/your_name.py`, a commented starter.
+Try it with `python -m bench check {folder}/your_name.py`, then open a pull request that adds that one file.
+Files whose name starts with `_` are helpers, never entries. See "Run a classroom challenge" in the README.
+"""
+# The example board's own choices, dropped by `clear` while they still hold the example's values: its compromises
+# for a 2-core machine and a board grown over sessions, and a validation count that fits MNIST alone. A new
+# challenge starts from the defaults (every entry trains every seed; 3600 s a run; a validation size that fits
+# any dataset). A teacher who set other values keeps them.
+EXAMPLE_ONLY_SETTINGS = {"one_seed_above": "10000", "time_limit": "14400", "validation_size": "5000"}
+# The comment each [tool.bench] line carries after `clear` (the example's comments speak of its entries).
+NEW_CHALLENGE_COMMENTS = {
+    "dataset": "mnist, fashion_mnist or digits",
+    "seeds": "runs per entry: seeds 0..N-1",
+    "max_epochs": "the epoch cap; early stopping ends most runs sooner",
+    "time_limit": "seconds per entry and seed",
+    "max_params": "the budget: bigger entries are OVER_BUDGET before they train",
+    "validation_size": "images carved out of the training split (left out: 5,000 from 50,000 or more, else 10 %)",
+    "engine": "the batch-minor JAX engine where it applies, model.fit elsewhere",
+    "tiers": "upper bounds of the board's parameter tiers",
+}
+CLEARED_SETTINGS_NOTE = (f"the example's {', '.join(EXAMPLE_ONLY_SETTINGS)} go back to the defaults, and comments "
+                         "that speak of the example entries go; your other settings stay")
+TRAILING_COMMENT = re.compile(r"^(?P<setting>\s*(?P<key>[A-Za-z_][\w-]*)\s*=\s*(?P<value>.*?))\s+#.*$")
+
+
+def new_challenge_settings(text: str, examples: list[str]) -> str:
+    """`text` (pyproject.toml) for a new challenge: in [tool.bench], EXAMPLE_ONLY_SETTINGS still at the example's
+    values are dropped and each setting's comment becomes NEW_CHALLENGE_COMMENTS's (or none); anywhere, a
+    comment line that names an example entry or says "example" is dropped. Everything else stays as written."""
+    lines, table = [], None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            table = stripped
+        elif stripped.startswith("#"):
+            if "example" in stripped.lower() or any(re.search(rf"\b{name}\b", stripped) for name in examples):
+                continue
+        elif table == "[tool.bench]" and "=" in stripped:
+            line = _new_challenge_line(line)
+            if line is None:
+                continue
+        lines.append(line)
+    return "\n".join(lines) + ("\n" if text.endswith("\n") else "")
+
+
+def _new_challenge_line(line: str) -> str | None:
+    """One `key = value  # comment` line of [tool.bench] after `clear`; None when the line goes."""
+    match = TRAILING_COMMENT.match(line)
+    key, _, value = line.partition("=")
+    key, value = key.strip(), (match["value"] if match else value).strip()
+    if EXAMPLE_ONLY_SETTINGS.get(key) == value:
+        return None
+    if not match:
+        return line
+    comment = NEW_CHALLENGE_COMMENTS.get(key)
+    return f"{match['setting']:<28} # {comment}" if comment else match["setting"]
 
 
 def name_problem(name: str) -> str | None:
@@ -125,6 +201,29 @@ def name_problem(name: str) -> str | None:
     if not name or not discover.ENTRY_NAME.fullmatch(name) or not name.isascii():
         return f"{name!r} is not an entry name: use letters, digits and '_' only, e.g. {suggestion!r}"
     return None
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...), @SUM(...), +cmd|...); a tab or
+# a carriage return starts one in some. OWASP's rule against CSV injection: put a single quote before such a cell.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# Text that is one number is a number to the spreadsheet, never a formula: it stays as it is (-0.5).
+ONE_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def gradebook_cell(value):
+    """`value` as a gradebook export holds it: text a spreadsheet would run as a formula behind a single quote
+    ("'=HYPERLINK(...)"); numbers, and text that is a single number, unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not ONE_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def gradebook_safe(frame):
+    """`frame` (a pandas DataFrame) with every text cell passed through `gradebook_cell`; numeric columns untouched."""
+    import pandas as pd
+
+    texts = [name for name in frame.columns if frame[name].dtype == object or pd.api.types.is_string_dtype(frame[name])]
+    return frame.assign(**{name: frame[name].map(gradebook_cell) for name in texts})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from bench import config, containment, discover, results
 
 # Commands that live in their own module; each module has `register(subparsers)`.
-COMMAND_MODULES = ("bench.tune", "bench.studies", "bench.classroom")
+COMMAND_MODULES = ("bench.tune", "bench.studies", "bench.classroom", "bench.gate", "bench.doctor")
 
 
 class Terminated(KeyboardInterrupt):
@@ -35,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminated) if in_main_thread else None
     try:
         # Marked as writing into its results folder, so that a concurrent evaluation does not take this
-        # command's records (or tuning results, or heatmaps) for an entry's tampering.
+        # command's records (or tuning results, or heatmaps) for an entry's tampering. `doctor` writes nothing,
+        # and must report a broken config itself.
+        if not getattr(args, "writes_results", True):
+            return args.handler(args)
         with containment.writing(getattr(args, "results", None) or config.load(args.config).results):
             return args.handler(args)
     except config.ConfigError as error:
@@ -153,25 +156,28 @@ TRYOUT_FLAGS = ("dataset", "seeds", "max_epochs", "max_params", "validation_size
 TRYOUT_FOLDER = config.TRYOUT_FOLDER
 
 
-def tryout_destination(args, challenge: config.Challenge) -> config.Challenge:
-    """`challenge`, with its records and board moved to TRYOUT_FOLDER (git-ignored) when a flag changes what
-    the runs produce and no --results/--leaderboard says where they go: a student's `evaluate FILE --epochs 5`
-    leaves results/ and leaderboard.md as committed."""
+def tryout_destination(args, challenge: config.Challenge, flags: tuple[str, ...] = TRYOUT_FLAGS) -> config.Challenge:
+    """`challenge`, with its records and board moved to a git-ignored folder when its settings are not the
+    challenge's own and no --results/--leaderboard says where they go: `evaluate --smoke` to config.SMOKE_FOLDER,
+    any other run whose `flags` differ from [tool.bench] (a try-out) to TRYOUT_FOLDER. So a student's
+    `evaluate FILE --epochs 5` leaves results/ and leaderboard.md as committed, and a smoke run leaves the try-out."""
     own = config.load(args.config)
-    changed = [name for name in TRYOUT_FLAGS if getattr(challenge, name) != getattr(own, name)]
-    if not changed or args.results or args.leaderboard:
+    changed = [name for name in flags if getattr(challenge, name) != getattr(own, name)]
+    smoke = getattr(args, "smoke", False)
+    if not (changed or smoke) or args.results or getattr(args, "leaderboard", None):
         return challenge
+    folder = config.SMOKE_FOLDER if smoke else TRYOUT_FOLDER
     shown = ", ".join(f"{name}={getattr(challenge, name)}" for name in changed)
-    print(f"try-out ({shown} differ from [tool.bench]): records and board go to {TRYOUT_FOLDER}/, the committed board "
-          "is not touched; evaluate without these flags to train as the leaderboard does", file=sys.stderr)
-    return dataclasses.replace(challenge, results=str(TRYOUT_FOLDER / "results"), leaderboard=str(TRYOUT_FOLDER / "leaderboard.md"))
+    what = "smoke run ([tool.bench.smoke]'s settings)" if smoke else f"try-out ({shown} differ from [tool.bench])"
+    print(f"{what}: its records, tuned values and board go to {folder.as_posix()}/, the committed ones are not touched; "
+          "run without these flags to work on the leaderboard's own", file=sys.stderr)
+    return dataclasses.replace(challenge, results=(folder / "results").as_posix(), leaderboard=(folder / "leaderboard.md").as_posix())
 
 
 def cmd_evaluate(args) -> int:
     from bench import executors, leaderboard, monitor, runner, studies
 
-    own = config.load_challenge(args)
-    challenge = tryout_destination(args, own)
+    challenge = tryout_destination(args, config.load_challenge(args))
     executor = executors.create(args.executor, args.jobs, args.gpus_per_run)  # a missing extra is reported before any work
     eval_kwargs = studies.parse_kwargs(args.eval_kwargs) if args.eval_kwargs else None
     if args.monitor is not None and args.monitor < 1:
@@ -182,9 +188,9 @@ def cmd_evaluate(args) -> int:
     if args.shard:
         submissions = in_shard(submissions, *args.shard)
     good = [s for s in submissions if s.ok]
-    # Tuned values live beside the challenge's own records, also when a try-out writes elsewhere.
+    # A try-out's own tuned values first, else the challenge's (bench.tune.saved_paths): the records say which.
     runs = runner.plan(challenge, good, fingerprint, list(range(challenge.seeds)), eval_kwargs=eval_kwargs,
-                       hyperparameters_for=tuned_hyperparameters(own))
+                       hyperparameters_for=tuned_hyperparameters(challenge))
     extra_job = {"monitor": args.monitor} if args.monitor else None
     records = runner.execute(challenge, runs, force=args.force, executor=executor, extra_job=extra_job,
                              one_seed_above=challenge.one_seed_above)
@@ -220,7 +226,7 @@ def cmd_check(args) -> int:
     for run in runner.plan(challenge, [s for s in submissions if s.ok], fingerprint, [0], hyperparameters_for=tuned_hyperparameters(challenge)):
         record = runner.run_worker(challenge, run, threads=None, log=lambda line: None, extra_job={"mode": "check"})
         changed = protected.restore(undo=not sandbox.active(challenge.sandbox))
-        record = containment.tampering(changed) if changed else record
+        record = runner.published(containment.tampering(changed) if changed else record)  # bounded, no control characters
         params = f"{record['total_params']:,} params" if record.get("total_params") is not None else ""
         macs = f"{record['macs']:,} MACs" if record.get("macs") is not None else ""
         print(f"{record['status']:<11} {run.submission.name:<28} {params:>14} {macs:>16}  {record['message']}")

@@ -6,9 +6,10 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
-from bench.data import DATASETS
+from bench.data import AUTO_VALIDATION_RULE, DATASETS
 
 try:
     import tomllib
@@ -76,8 +77,9 @@ class Challenge:
     max_epochs: int = 1000
     time_limit: float = 3600.0
     max_params: int = 1_000_000
-    # Images carved out of the training split: a count, or a fraction of them (0.1 fits every dataset).
-    validation_size: int | float = 5000
+    # Images carved out of the training split: a count, or a fraction of them (0.1 fits every dataset); None
+    # (no setting): data.AUTO_VALIDATION's rule, 5,000 from a split of 50,000 or more, else 10 %, which fits any dataset.
+    validation_size: int | float | None = None
     batch_size: int = 128
     optimizer: str = "adam"
     learning_rate: float = 1e-3
@@ -103,6 +105,10 @@ class Challenge:
     # How entries train: "keras" (model.fit on TensorFlow) or "auto" (bench.engine's batch-minor JAX engine for
     # the models it runs, model.fit for the rest; each record's `engine` says which ran).
     engine: str = "keras"
+    # Whether models with code of their own (subclassed layers or models, Lambda layers, keras.ops between
+    # layers) are scored, on the audit's custom-code path (bench.graph_audit); false: only models Keras rebuilds
+    # from its own layers (bench.rebuild) are, and the others are INVALID. A classroom may want false.
+    allow_custom_code: bool = True
     smoke: Smoke = Smoke()
     scoring: Scoring = Scoring()
 
@@ -116,6 +122,8 @@ class Challenge:
         for name in ("data_dir", "submissions", "results", "leaderboard", "seeds", "one_seed_above", "time_limit", "tiers",
                      "memory_limit_mb", "test_set", "sandbox", "smoke", "scoring"):
             fields.pop(name)
+        if fields["allow_custom_code"]:
+            fields.pop("allow_custom_code")  # the default joins no key: records made before the setting stay cached
         if fields["engine"] == "keras":
             fields.pop("engine")  # the default joins no key, so records made before the setting existed stay cached
         else:
@@ -135,6 +143,8 @@ class ConfigError(ValueError):
 TEST_SET_ENV = "BENCH_TEST_SET"
 # Where a try-out's records and board go (git-ignored): runs whose settings differ from the challenge's.
 TRYOUT_FOLDER = Path(".bench") / "try"
+# Where `evaluate --smoke` writes (git-ignored), apart from the try-outs, so neither overwrites the other's records.
+SMOKE_FOLDER = Path(".bench") / "smoke"
 SANDBOX_MODES = ("auto", "required", "off")
 ENGINES = ("keras", "auto")
 MIN_MEMORY_MB = 1024
@@ -187,6 +197,8 @@ def from_dict(table: dict, source: str = "config") -> Challenge:
             value = scoring_from_dict(value, source)
         elif name == "tiers":
             value = tuple(sorted(int(t) for t in value))
+        elif isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{source}: {name} must be true or false, got {value!r}")
         elif isinstance(default, bool) or value is None:
             pass
         elif isinstance(default, (int, float)) and not isinstance(value, (int, float)):
@@ -202,9 +214,10 @@ def from_dict(table: dict, source: str = "config") -> Challenge:
         if getattr(challenge, name) < 1:
             raise ConfigError(f"{source}: {name} must be at least 1, got {getattr(challenge, name)}")
     size = challenge.validation_size
-    if isinstance(size, bool) or not isinstance(size, (int, float)) or not (size >= 1 and float(size).is_integer() or 0 < size < 0.5):
+    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, float))
+                             or not (size >= 1 and float(size).is_integer() or 0 < size < 0.5)):
         raise ConfigError(f"{source}: validation_size must be a whole number of images (e.g. 5000) or a fraction below 0.5 "
-                          f"(e.g. 0.1), got {size!r}")
+                          f"(e.g. 0.1), or left out ({AUTO_VALIDATION_RULE}), got {size!r}")
     if isinstance(size, float) and size >= 1:
         challenge = dataclasses.replace(challenge, validation_size=int(size))
     if challenge.sandbox not in SANDBOX_MODES:
@@ -294,7 +307,7 @@ def add_run_flags(parser, with_paths: bool = True, omit: tuple[str, ...] = ()) -
     flag("max_params", type=int, help="parameter budget; larger entries are OVER_BUDGET (default: [tool.bench] max_params)")
     flag("validation_size", type=_count_or_fraction, metavar="N|F",
          help="validation images carved out of the training split: a count (5000) or a fraction (0.1) "
-         "(default: [tool.bench] validation_size, 5000)")
+         f"(default: [tool.bench] validation_size; without one, {AUTO_VALIDATION_RULE})")
     flag("train_limit", type=int, help="train on the first N training images only (smoke runs)")
     flag("test_limit", type=int, help="score on the first N test images only (smoke runs)")
     flag("test_set", help="hidden test set: an .npz with x_test, y_test kept out of the repository (or BENCH_TEST_SET)")
@@ -320,4 +333,17 @@ def load_challenge(args) -> Challenge:
     flags = {name: getattr(args, name, None) for name in RUN_FLAGS}
     if getattr(args, "smoke", False):
         flags = {**_smoke_values(load(args.config).smoke), **{k: v for k, v in flags.items() if v is not None}}
-    return load(args.config, **flags)
+    challenge = load(args.config, **flags)
+    return _validation_for_limit(challenge) if flags.get("validation_size") is None else challenge
+
+
+def _validation_for_limit(challenge: Challenge) -> Challenge:
+    """A --train-limit run keeps [tool.bench]'s validation count when it fits the limited split; when it cannot
+    (a count of at least half the limit), the run takes the default rule instead and says so: the person asked
+    for fewer images, not for a refusal. A --validation-size given beside the limit is always taken as it is."""
+    size, limit = challenge.validation_size, challenge.train_limit
+    if not limit or not isinstance(size, int) or size < limit // 2:
+        return challenge
+    print(f"note: validation_size = {size} does not fit --train-limit {limit}; this run takes {AUTO_VALIDATION_RULE} "
+          "(pass --validation-size to choose)", file=sys.stderr)
+    return dataclasses.replace(challenge, validation_size=None)

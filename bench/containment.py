@@ -9,6 +9,13 @@ An entry is someone else's Python code, run with the evaluator's user account. W
 - Processes: the worker leads its own session; the parent counts the session's processes and stops the
   run past MAX_PROCESSES, and kills whatever is left of the session when the run ends, however it ends.
   RLIMIT_NPROC bounds a fork bomb for ordinary users; the kernel does not apply it to root.
+- Memory kept in files: in the sandbox, what its /tmp and /dev/shm hold (memory-backed), and in every
+  mode the memory-only files (memfd_create) its processes hold open, count against the memory limit with
+  the processes' own, at every poll. Not counted: SysV shared memory (shmget) left unattached.
+- Disk and files: what a run writes (its output folder, and in the sandbox /tmp and /dev/shm) is counted
+  at every poll, bytes against MAX_WRITTEN_BYTES and files and folders against MAX_WRITTEN_FILES (and
+  MAX_WRITTEN_DEPTH); past either the run is stopped. RLIMIT_FSIZE keeps any one file under the byte
+  cap between two polls.
 - Time: the wall-clock `time_limit`, enforced by the parent.
 - Environment: only ALLOWED_ENV (no tokens or credentials), a temporary HOME and TMPDIR.
 - Records: `ProtectedFiles` keeps a copy of results/ and the leaderboard, and after each run undoes any
@@ -26,12 +33,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench import untrusted
 
 try:
     import fcntl
@@ -49,7 +60,14 @@ ALLOWED_PREFIXES = ("TF_",)
 # Terraform's TF_TOKEN_* and TF_VAR_* share TensorFlow's prefix: names like these never pass.
 SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "KEY", "AUTH", "TF_VAR_")
 
-TIME, MEMORY, PROCESSES = "time", "memory", "processes"
+# What one run may write while it runs, all places together: a model within any budget needs a few MB in a few
+# dozen files (runner.MAX_OUTPUT_BYTES caps the output again after the run). Past these the run is stopped.
+MAX_WRITTEN_BYTES = 2 * 2**30
+MAX_WRITTEN_FILES = 10_000
+# Folders nested deeper than this count as past MAX_WRITTEN_FILES: a SavedModel is 2 deep.
+MAX_WRITTEN_DEPTH = 32
+
+TIME, MEMORY, PROCESSES, DISK, FILES = "time", "memory", "processes", "disk", "files"
 
 
 def default_memory_limit_mb() -> int | None:
@@ -75,14 +93,16 @@ def command(worker: list[str], memory_mb: int | None) -> list[str]:
     """`worker` started through this module, which sets the limits and then becomes the worker."""
     if os.name != "posix":
         return worker
-    return [sys.executable, "-m", "bench.containment", str(memory_mb or 0), "--", *worker]
+    return [sys.executable, "-m", "bench.containment", str(memory_mb or 0), str(MAX_WRITTEN_BYTES), "--", *worker]
 
 
 def _limit_and_exec(argv: list[str]) -> None:
     import resource
 
-    memory_mb, worker = int(argv[0]), argv[2:]
-    limits = {"RLIMIT_NPROC": _user_threads() + EXTRA_THREADS}
+    memory_mb, file_bytes, worker = int(argv[0]), int(argv[1]), argv[3:]
+    # RLIMIT_FSIZE: a write past it fails with EFBIG (Python ignores SIGXFSZ), so no single file outgrows the
+    # byte cap between two of the watcher's polls.
+    limits = {"RLIMIT_NPROC": _user_threads() + EXTRA_THREADS, "RLIMIT_FSIZE": file_bytes}
     if memory_mb:
         limits["RLIMIT_DATA"] = memory_mb * 2**20
     for name, value in limits.items():
@@ -127,8 +147,10 @@ def _user_threads() -> int:
     return count
 
 
-def watch(process: subprocess.Popen, time_limit: float, memory_mb: int | None) -> str | None:
-    """Wait for the worker; None when it ended by itself, else the limit it broke (TIME, MEMORY, PROCESSES)."""
+def watch(process: subprocess.Popen, time_limit: float, memory_mb: int | None, written: tuple = ()) -> str | None:
+    """Wait for the worker; None when it ended by itself, else the limit it broke (TIME, MEMORY, PROCESSES,
+    DISK, FILES). `written`: the folders outside any sandbox the run may write (its output, its HOME), counted
+    with the sandbox's memory-backed folders at every poll."""
     deadline = time.monotonic() + time_limit
     while True:
         try:
@@ -141,13 +163,165 @@ def watch(process: subprocess.Popen, time_limit: float, memory_mb: int | None) -
         members = session_members(process.pid)
         if len(members) > MAX_PROCESSES:
             return PROCESSES
-        if memory_mb and memory_of(members, memory_mb * 2**20) > memory_mb * 2**20:
+        held_bytes, held_files = held_in_sandbox(members)
+        held_bytes += held_in_memory_files(members)
+        limit = memory_mb * 2**20 if memory_mb else None
+        if limit and held_bytes + memory_of(members, limit - held_bytes) > limit:
             return MEMORY
+        broken = written_limit(held_bytes, held_files, written)
+        if broken:
+            return broken
+
+
+def written_limit(held_bytes: int, held_files: int, folders: tuple) -> str | None:
+    """DISK or FILES when `held_bytes` and `held_files` (the sandbox's /tmp and /dev/shm) and what `folders` hold
+    together pass MAX_WRITTEN_BYTES or MAX_WRITTEN_FILES; else None."""
+    size, files = held_bytes, held_files
+    for folder in folders:
+        more_size, more_files = tree_usage(folder, MAX_WRITTEN_FILES - files)
+        size, files = size + more_size, files + more_files
+        if files > MAX_WRITTEN_FILES:
+            return FILES
+    if size > MAX_WRITTEN_BYTES:
+        return DISK
+    return FILES if files > MAX_WRITTEN_FILES else None
+
+
+def tree_usage(root: str | Path, max_files: int) -> tuple[int, int]:
+    """(bytes, files and folders) under `root`, links not followed, each file counted at the larger of its size
+    and its allocated blocks (a sparse or preallocated file counts in full). Counting stops past `max_files`;
+    a folder deeper than MAX_WRITTEN_DEPTH counts as `max_files` + 1. Folders are opened relative to their
+    parent (no path grows with the depth), at most MAX_WRITTEN_DEPTH of them at a time; what vanishes while
+    it is read (the run is still writing) is skipped."""
+    size = files = 0
+    try:
+        top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return 0, 0
+    stack = [(top, _listing(top))]
+    try:
+        while stack:
+            folder, listing = stack[-1]
+            entry = next(listing, None)
+            if entry is None:
+                stack.pop()
+                _close(folder, listing)
+                continue
+            files += 1
+            if files > max_files:
+                return size, files
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            size += max(info.st_size, info.st_blocks * 512)
+            if not stat.S_ISDIR(info.st_mode):
+                continue
+            if len(stack) >= MAX_WRITTEN_DEPTH:
+                return size, max_files + 1
+            try:
+                inner = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=folder)
+            except OSError:
+                continue
+            stack.append((inner, _listing(inner)))
+    finally:
+        for folder, listing in stack:
+            _close(folder, listing)
+    return size, files
+
+
+def _listing(folder: int):
+    try:
+        return os.scandir(folder)
+    except OSError:
+        return iter(())
+
+
+def _close(folder: int, listing) -> None:
+    if hasattr(listing, "close"):
+        listing.close()
+    os.close(folder)
+
+
+def held_in_sandbox(members: list[int]) -> tuple[int, int]:
+    """(bytes, files and folders) held in the writable tmpfs mounts (memory-backed: /tmp and /dev/shm) of the
+    sandboxes that `members` run in: each process in a mount namespace other than this one's, read through
+    /proc/PID/root. (0, 0) for a run outside a sandbox: its files are on the disk, counted by `written_limit`."""
+    own, seen = _mount_namespace("self"), set()
+    size = files = 0
+    for pid in members:
+        namespace = _mount_namespace(pid)
+        if namespace is None or namespace == own or namespace in seen:
+            continue
+        seen.add(namespace)
+        for mount in writable_tmpfs(pid):
+            try:
+                info = os.statvfs(f"/proc/{pid}/root{mount}")
+            except OSError:
+                continue
+            size += (info.f_blocks - info.f_bfree) * info.f_frsize
+            files += info.f_files - info.f_ffree
+    return size, files
+
+
+def held_in_memory_files(pids: list[int]) -> int:
+    """Bytes in the memory-only files (memfd_create) the processes hold open, each file once: like /dev/shm they
+    are memory, and pages written to one but never mapped are in no process's resident memory."""
+    seen, size = set(), 0
+    for pid in pids:
+        try:
+            descriptors = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for descriptor in descriptors:
+            try:
+                if not os.readlink(f"/proc/{pid}/fd/{descriptor}").startswith("/memfd:"):
+                    continue
+                info = os.stat(f"/proc/{pid}/fd/{descriptor}")
+            except OSError:
+                continue
+            if (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                size += info.st_blocks * 512
+    return size
+
+
+def writable_tmpfs(pid: int) -> list[str]:
+    """Mount points of the writable tmpfs filesystems process `pid` sees, each filesystem once (from its
+    /proc/PID/mountinfo: read from the kernel, so a mount point bound over /tmp is never taken for /tmp)."""
+    try:
+        lines = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    found = {}
+    for line in lines:
+        fields, _, filesystem = line.partition(" - ")
+        fields = fields.split()
+        if len(fields) >= 6 and filesystem.split(" ")[0] == "tmpfs" and "rw" in fields[5].split(","):
+            # mountinfo writes a space in a path as \040, and a tab, newline or backslash likewise
+            found.setdefault(fields[2], re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
+    return list(found.values())
+
+
+def _mount_namespace(pid) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return None
 
 
 def explain(limit: str, memory_mb: int | None) -> str:
+    """The FAILED message of a run stopped at `limit` (MEMORY, PROCESSES, DISK or FILES): what it broke and what to change."""
     if limit == MEMORY:
-        return f"stopped: its processes used more than {memory_mb:,} MB of memory, {memory_hint(memory_mb)}"
+        return (f"stopped: its processes, with what they kept in /tmp and /dev/shm, used more than {memory_mb:,} MB of memory, "
+                f"{memory_hint(memory_mb)}")
+    if limit == DISK:
+        return (f"stopped: it wrote more than {MAX_WRITTEN_BYTES:,} bytes (its output folder, /tmp and /dev/shm together; "
+                "MAX_WRITTEN_BYTES in bench/containment.py); an entry needs no files of its own: the harness saves the model")
+    if limit == FILES:
+        return (f"stopped: it made more than {MAX_WRITTEN_FILES:,} files and folders, or folders nested more than "
+                f"{MAX_WRITTEN_DEPTH} deep (its output folder, /tmp and /dev/shm together; MAX_WRITTEN_FILES and "
+                "MAX_WRITTEN_DEPTH in bench/containment.py); an entry needs no files of its own: the harness saves the model")
     return (f"stopped: it started more than {MAX_PROCESSES} processes; an entry must not start processes "
             "(no multiprocessing, os.fork or subprocess): build the model and let the harness train it")
 
@@ -245,14 +419,19 @@ class ProtectedFiles:
         self.checked_at = time.time()
 
     def _read(self) -> dict[Path, bytes]:
+        """Every file under the roots, walked iteratively and never following a link: outside the sandbox an entry
+        can leave a 1,500-deep folder, a link to /dev/zero or a named pipe there, and none may end or hang the run."""
         found = {}
         for root in self.roots:
-            if root.is_symlink() or root.is_file():
+            if not root.is_symlink() and root.is_dir():
+                try:
+                    for relative, info in untrusted.walk(root, PROTECTED_DEPTH, PROTECTED_ENTRIES):
+                        if not stat.S_ISDIR(info.st_mode):
+                            found[root / relative] = _content(root / relative)
+                except untrusted.Refused as error:
+                    self.log(f"not checked: the rest of {root}, which holds {error}")
+            elif os.path.lexists(root):
                 found[root] = _content(root)
-            elif root.is_dir():
-                for folder, _, files in os.walk(root):
-                    for name in files:
-                        found[Path(folder) / name] = _content(Path(folder) / name)
         return found
 
     def accept(self, path: Path) -> None:
@@ -345,12 +524,21 @@ def _folder_key(results_dir: str | Path) -> str:
     return hashlib.sha256(str(Path(results_dir).resolve()).encode()).hexdigest()[:16]
 
 
+# Bounds on what ProtectedFiles reads: records lie three folders down and hold kilobytes; the board's plot, less than
+# a megabyte.
+PROTECTED_DEPTH, PROTECTED_ENTRIES, PROTECTED_FILE_BYTES = 32, 1_000_000, 64 * 2**20
+
+
 def _content(path: Path) -> bytes:
-    if path.is_symlink():
-        return b"symlink -> " + os.readlink(path).encode()
+    """What identifies the file at `path`: its bytes, where a link points, or what else it is (never read)."""
     try:
-        return path.read_bytes()
-    except OSError as error:
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode):
+            return b"symlink -> " + os.readlink(path).encode()
+        if not stat.S_ISREG(info.st_mode):
+            return f"{untrusted.kind(info.st_mode)}, never read".encode()
+        return untrusted.read_regular(path, PROTECTED_FILE_BYTES)
+    except (OSError, untrusted.Refused) as error:
         return f"unreadable: {error}".encode()
 
 
@@ -361,5 +549,5 @@ def tampering(changed: list[str]) -> dict:
 
 
 if __name__ == "__main__":
-    # python -m bench.containment MEMORY_MB -- WORKER...: set the limits, then become the worker.
+    # python -m bench.containment MEMORY_MB FILE_BYTES -- WORKER...: set the limits, then become the worker.
     _limit_and_exec(sys.argv[1:])

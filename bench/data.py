@@ -79,23 +79,36 @@ def load(name: str, data_dir: str | None = None, train_limit: int | None = None,
     )
 
 
-def validation_count(size: int | float, images: int) -> int:
-    """Validation images for `validation_size`: a count, or a fraction (0 < f < 1) of the training images."""
+# validation_size left out: a count for the big sets (MNIST's records were made with 5,000), a fraction that fits
+# any smaller one (digits, a --train-limit try-out); stratified like any other size.
+AUTO_VALIDATION = {"count": 5000, "from_images": 50_000, "fraction": 0.1}
+AUTO_VALIDATION_RULE = "5,000 images when the training split has at least 50,000, else 10 % of it"
+
+
+def validation_count(size: int | float | None, images: int) -> int:
+    """Validation images for `validation_size`: a count, a fraction (0 < f < 1) of the training images, or None
+    for AUTO_VALIDATION's rule."""
+    if size is None:
+        big = images >= AUTO_VALIDATION["from_images"]
+        return AUTO_VALIDATION["count"] if big else max(1, int(round(AUTO_VALIDATION["fraction"] * images)))
     return int(round(size * images)) if isinstance(size, float) and 0 < size < 1 else int(size)
 
 
-def split_validation(x: np.ndarray, y: np.ndarray, size: int | float):
-    """A stratified validation split carved out of the training images (`size`: a count or a fraction).
+def split_validation(x: np.ndarray, y: np.ndarray, size: int | float | None):
+    """A stratified validation split carved out of the training images (`size`: a count, a fraction, or None for
+    AUTO_VALIDATION's rule).
 
-    Raises DataError when the split does not leave at least half of the images for training."""
+    Raises DataError when the split does not leave at least half of the images for training, or holds fewer
+    images than there are classes."""
     from sklearn.model_selection import train_test_split
 
     given, size = size, validation_count(size, len(x))
-    if not 0 < size < len(x) // 2:
+    classes = len(np.unique(y))  # a stratified split holds at least one image of each class
+    if not classes <= size < len(x) // 2:
         raise DataError(
-            f"validation_size={given} does not fit {len(x)} training images: "
-            f"choose a count between 1 and {len(x) // 2 - 1}, or a fraction such as 0.1 "
-            "(--validation-size or [tool.bench] validation_size)"
+            f"validation_size={'(the default rule)' if given is None else given} does not fit {len(x)} training images: "
+            f"choose a count between {classes} and {len(x) // 2 - 1}, or a fraction such as 0.1 "
+            f"(--validation-size or [tool.bench] validation_size), or leave the setting out for {AUTO_VALIDATION_RULE}"
         )
     x_fit, x_val, y_fit, y_val = train_test_split(x, y, test_size=size, stratify=y, random_state=VALIDATION_SPLIT_SEED)
     return (x_fit, y_fit), (x_val, y_val)
@@ -110,20 +123,28 @@ def candidate_dirs(name: str, data_dir: str | None) -> list[Path]:
     return dirs + SYSTEM_DIRS.get(name, [])
 
 
-def _load_image_set(name: str, data_dir: str | None):
+def find_local(name: str, data_dir: str | None) -> tuple[Path | None, list[str]]:
+    """The local copy of dataset `name` the loader reads (an .npz file, or a folder of the four IDX files), or None;
+    and the places it looked, in order. Reads no images."""
     for path in [Path(d) for d in (data_dir, os.environ.get(DATA_DIR_ENV)) if d]:
         if path.is_file():
-            return _read_npz(path) + (str(path),)
+            return path, [str(path)]
     looked = []
     for folder in candidate_dirs(name, data_dir):
         for npz in NPZ_NAMES[name]:
             looked.append(str(folder / npz))
             if (folder / npz).is_file():
-                return _read_npz(folder / npz) + (str(folder / npz),)
+                return folder / npz, looked
         looked.append(str(folder) + "/{" + ",".join(IDX_NAMES) + "}[.gz]")
-        idx = _read_idx_folder(folder)
-        if idx is not None:
-            return idx + (str(folder),)
+        if _idx_files(folder) is not None:
+            return folder, looked
+    return None, looked
+
+
+def _load_image_set(name: str, data_dir: str | None):
+    found, looked = find_local(name, data_dir)
+    if found is not None:
+        return (_read_npz(found) if found.is_file() else _read_idx_folder(found)) + (str(found),)
     try:
         import keras
 
@@ -146,14 +167,19 @@ def _read_npz(path: Path):
         return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
 
 
-def _read_idx_folder(folder: Path):
+def _idx_files(folder: Path) -> list[Path] | None:
+    """The four IDX files in `folder` (each plain or .gz), or None when one is missing."""
     files = []
     for stem in IDX_NAMES:
         found = [folder / (stem + ext) for ext in ("", ".gz") if (folder / (stem + ext)).is_file()]
         if not found:
             return None
         files.append(found[0])
-    x_train, y_train, x_test, y_test = (_read_idx(f) for f in files)
+    return files
+
+
+def _read_idx_folder(folder: Path):
+    x_train, y_train, x_test, y_test = (_read_idx(f) for f in _idx_files(folder))
     return (x_train, y_train), (x_test, y_test)
 
 

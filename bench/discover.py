@@ -9,9 +9,12 @@ from __future__ import annotations
 import ast
 import dataclasses
 import hashlib
+import os
 import re
 import unicodedata
 from pathlib import Path
+
+from bench import untrusted
 
 ENTRY_NAME = re.compile(r"[A-Za-z0-9_]+")
 
@@ -51,13 +54,47 @@ def find(paths: list[str] | None, submissions_dir: str) -> list[Submission]:
     return sorted((read(f) for f in dict.fromkeys(files)), key=lambda s: s.name)
 
 
+def helpers(folder: Path) -> list[Path]:
+    """The `_*.py` files beside the entries of `folder`, which travel with each of them (checked by `helpers_problem`)."""
+    return sorted(Path(folder).glob("_*.py"))
+
+
+def helpers_problem(folder: Path) -> str | None:
+    """Why the helpers of `folder` cannot travel with its entries (None when they can): each must be a regular file
+    (never a link, device or pipe, which reading would follow) of at most untrusted.MAX_SOURCE_BYTES."""
+    for helper in helpers(folder):
+        problem = untrusted.regular_file_problem(helper)
+        if problem:
+            return (f"the helper {problem}, or remove it. Helpers (_*.py) travel with every entry of their folder, "
+                    "so its entries are skipped until then")
+    return None
+
+
+def helper_digests(folder: Path) -> dict[str, str]:
+    """sha256 of each helper of `folder`, read without following links; "refused" for one that is not a regular
+    file (its run fails, and the key stays the same from run to run whatever the link points to)."""
+    digests = {}
+    for helper in helpers(folder):
+        try:
+            digests[helper.name] = hashlib.sha256(untrusted.read_regular(helper)).hexdigest()
+        except untrusted.Refused:
+            digests[helper.name] = "refused"
+    return digests
+
+
 def read(path: Path) -> Submission:
+    """The entry at `path`, or a Submission with a `problem` when it cannot be one: no such file, not a regular
+    file (a link is never followed), too large, a bad name, or a helper beside it that is not a regular file."""
     name = path.stem
-    if not path.is_file():
+    if not os.path.lexists(path):
         return Submission(name, path, "", "", "", False, f"{path}: no such file")
-    source = path.read_bytes()
+    try:
+        source = untrusted.read_regular(path)
+    except untrusted.Refused as error:
+        return Submission(name, path, "", "", "", False, str(error))
     file_hash = hashlib.sha256(source).hexdigest()
-    problem = None
+    problem = helpers_problem(path.parent)
+    problem = problem and f"{path}: {problem}"
     if path.suffix != ".py":
         problem = f"{path}: a submission must be a .py file"
     elif not ENTRY_NAME.fullmatch(name):
@@ -68,7 +105,7 @@ def read(path: Path) -> Submission:
     summary, author, has_hypermodel = "", "", False
     try:
         tree = ast.parse(source, filename=str(path))
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # ValueError: null bytes (Python 3.11)
         pass  # still an entry: its run reports the syntax error, with the line, as FAILED
     else:
         doc = ast.get_docstring(tree) or ""

@@ -20,8 +20,9 @@ Keras's (within FORWARD_TOLERANCE): any difference sends the entry to `model.fit
 
 How it trains (`train`): the fit images in one order drawn from the run's seed (the comment on the data order, above, says why one), one
 jitted `lax.scan` per epoch over the full batches and one step on the last partial batch, then logs loss and accuracy
-(per-image means over the epoch, as Keras's fit logs them) and val_loss and val_accuracy, writes the weights
-into the Keras model and calls Keras's own callback objects with those logs; a callback may cut the learning
+(per-image means over the epoch, as Keras's fit logs them), sends its outputs on the validation images to the
+harness (bench.validation) for val_loss and val_accuracy, writes the weights into the Keras model and calls
+Keras's own callback objects with those logs; a callback may cut the learning
 rate, stop training or restore weights exactly as under `fit`. The same seed gives the same history.
 """
 
@@ -595,14 +596,21 @@ def _optimizer_update(kind: str, hyper: dict):
 
 # ---- training -----------------------------------------------------------------------------------------
 
-def train(found: Plan, callbacks, x_fit, y_fit, x_val, y_val, epochs: int, batch_size: int, seed: int) -> dict:
+def train(found: Plan, callbacks, x_fit, y_fit, x_val, answers, epochs: int, batch_size: int, seed: int) -> dict:
     """Train `found.model` in place (its weights end as the callbacks leave them) and return the history,
     {name: [one float per epoch]} with loss, accuracy, val_loss, val_accuracy and learning_rate.
 
-    x_* are (images, *input_shape) float32, y_* (images,) integer class labels."""
+    x_* are (images, *input_shape) float32, y_fit (images,) integer class labels. `answers` validates each epoch's
+    (images, classes) outputs on x_val: a bench.validation channel to the harness, or the (images,) validation
+    labels (answered in this process, as the harness would). Training stops at the answer that says it is the
+    last; bench.validation.ProtocolError when the harness answers no more."""
     import jax
     import jax.numpy as jnp
     import keras
+
+    from bench import validation
+
+    answers = validation.channel(answers)
 
     model = found.model
     update = _optimizer_update(found.optimizer, found.hyper)
@@ -631,16 +639,13 @@ def train(found: Plan, callbacks, x_fit, y_fit, x_val, y_val, epochs: int, batch
         return weights, state, loss_sum, correct
 
     @jax.jit
-    def evaluate(weights, xs, ys):
-        def one(total, batch):
-            outputs = found.forward(weights, batch[0])
-            return (total[0] + per_image_loss(outputs, batch[1], found.from_logits).sum(),
-                    total[1] + _correct(found.outputs(outputs), batch[1]).sum()), None
-        return jax.lax.scan(one, (jnp.zeros(()), jnp.zeros((), jnp.int32)), (xs, ys))[0]
+    def predict(weights, xs):
+        """(chunks, classes, batch) values the loss reads (the logits under a softmax output layer)."""
+        return jax.lax.map(lambda x: found.forward(weights, x), xs)
 
     state = _optimizer_state(found.optimizer, found.read_weights())
     # Validation in equal chunks (a scan) plus the remainder: the arrays are laid out once.
-    val_chunks = [tuple(map(jnp.asarray, chunk)) for chunk in _chunks(x_val, y_val, batch_size)]
+    val_chunks = [jnp.asarray(xs) for xs, _ in _chunks(x_val, np.zeros(len(x_val), np.int32), batch_size)]
     steps = -(-len(x_fit) // batch_size)
     # The params model.fit gives its callbacks (keras/src/backend/tensorflow/trainer.py).
     callback_list = keras.callbacks.CallbackList(callbacks, model=model, add_history=True, verbose=0, epochs=epochs, steps=steps)
@@ -672,19 +677,23 @@ def train(found: Plan, callbacks, x_fit, y_fit, x_val, y_val, epochs: int, batch
                 loss_sum, correct = loss_sum + float(loss_part), correct + int(correct_part)
         found.write_weights(weights)  # validation's callbacks and the epoch's end see this epoch's weights, as under fit
         callback_list.on_test_begin()
-        val_loss, val_correct = 0.0, 0
-        for xs, ys in val_chunks:
-            part_loss, part_correct = evaluate(weights, xs, ys)
-            val_loss, val_correct = val_loss + float(part_loss), val_correct + int(part_correct)
-        callback_list.on_test_end({"loss": val_loss / len(x_val), "accuracy": val_correct / len(x_val)})
+        outputs = np.concatenate([_image_rows(predict(weights, xs)) for xs in val_chunks])
+        answer = answers.ask(epoch, outputs, found.from_logits)
+        callback_list.on_test_end({"loss": answer.val_loss, "accuracy": answer.val_accuracy})
         logs = {"accuracy": correct / seen, "loss": loss_sum / seen,
-                "val_accuracy": val_correct / len(x_val), "val_loss": val_loss / len(x_val)}
+                "val_accuracy": answer.val_accuracy, "val_loss": answer.val_loss}
         callback_list.on_epoch_end(epoch, logs)
-        if model.stop_training or not math.isfinite(logs["loss"]):
+        if model.stop_training or answer.last or not math.isfinite(logs["loss"]):
             break
     callback_list.on_train_end()
     model.optimizer.iterations.assign(int(state["step"]))
     return model.history.history
+
+
+def _image_rows(values) -> np.ndarray:
+    """(chunks, classes, batch) values as (images, classes) float32 rows, images in their chunks' order."""
+    values = np.asarray(values, dtype=np.float32)
+    return values.transpose(0, 2, 1).reshape(-1, values.shape[1])
 
 
 def _correct(outputs, labels):

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import bench
-from bench import config, runner
+from bench import config, discover, runner, untrusted
 from bench.status import FAILED
 
 EXECUTORS = ("local", "ray")
@@ -107,9 +107,14 @@ class RayExecutor:
 
 
 def entry_files(path: Path) -> dict[str, bytes]:
-    """The entry's file and the `_*.py` helpers it may import from its folder."""
-    files = {helper.name: helper.read_bytes() for helper in path.parent.glob("_*.py")}
-    files[path.name] = path.read_bytes()
+    """The entry's file and the `_*.py` helpers it may import from its folder, read without following links. A file
+    that is not a regular one stays behind (never read): the run without it fails on its own, the evaluation goes on."""
+    files = {}
+    for source in (*discover.helpers(path.parent), path):
+        try:
+            files[source.name] = untrusted.read_regular(source)
+        except untrusted.Refused:
+            continue
     return files
 
 

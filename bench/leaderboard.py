@@ -22,7 +22,16 @@ EXPORT_COLUMNS = [
     # bench.scoring: storage, uncertainty, and the challenge's rule ([tool.bench.scoring])
     "nonzero_params", "storage_bits", "test_accuracy_se", "group", "rank", "score", "passed", "failed_criteria",
     "macs_nonzero",
+    # True for an entry whose seeds all gave the same predictions (see seeds_identical)
+    "seeds_identical",
+    # How the audit read the model (bench.audit): "rebuilt" from Keras's layers, or "custom code"; empty for older records
+    "audit_path",
+    # True when `macs` leaves out layers or operations the audit could not count (the record's notes name them)
+    "macs_lower_bound",
 ]
+# The flag on such an entry's row.
+SEEDS_IDENTICAL = "seeds identical: the entry sets its own seed"
+CUSTOM_CODE = "custom code"  # bench.audit.CUSTOM_CODE, without importing the audit (and TensorFlow) here
 STATUS_ORDER = ["FAILED", "TIMEOUT", "OVER_BUDGET", "INVALID"]
 MAX_PLOT_LABELS = 40
 
@@ -50,8 +59,10 @@ def board(records: list[dict], challenge: config.Challenge) -> pd.DataFrame:
         ok = [r for r in runs if r["status"] == "OK"]
         bad = [r for r in runs if r["status"] != "OK"]
         first = (bad or runs)[0]
-        accuracies = pd.Series([r["test_accuracy"] for r in ok], dtype="float64")
-        ok_runs[entry] = {r["seed"]: r for r in ok}
+        identical = seeds_identical(ok)
+        # Seeds that trained one model are one run: no spread to show, and one seed in the significance tests.
+        accuracies = pd.Series([r["test_accuracy"] for r in (ok[:1] if identical else ok)], dtype="float64")
+        ok_runs[entry] = {r["seed"]: r for r in (ok[:1] if identical else ok)}
         test_images = (ok[0].get("test_correct") or {}).get("images") if ok else None
         rows.append({
             "entry": entry,
@@ -61,8 +72,8 @@ def board(records: list[dict], challenge: config.Challenge) -> pd.DataFrame:
             "total_params": first.get("total_params"),
             "trainable_params": first.get("trainable_params"),
             "test_accuracy": round(float(accuracies.mean()), 6) if ok else None,
-            # Sample standard deviation across seeds; 0 with a single seed.
-            "test_accuracy_std": round(float(accuracies.std(ddof=1)), 6) if len(ok) > 1 else 0.0 if ok else None,
+            # Sample standard deviation across seeds; 0 with a single seed; none where the seeds are identical.
+            "test_accuracy_std": None if identical else round(float(accuracies.std(ddof=1)), 6) if len(ok) > 1 else 0.0 if ok else None,
             "seeds": len(ok),
             "epochs": round(float(pd.Series([r["epochs"] for r in ok]).mean()), 1) if ok else None,
             "train_seconds": round(float(pd.Series([r["train_seconds"] for r in ok]).mean()), 1) if ok else None,
@@ -75,6 +86,9 @@ def board(records: list[dict], challenge: config.Challenge) -> pd.DataFrame:
             "macs_nonzero": first.get("macs_nonzero"),
             "storage_bits": scoring.storage_bits(first.get("weight_tensors"), challenge.scoring.float_bits),
             "test_accuracy_se": _rounded(scoring.standard_error(list(accuracies), test_images)),
+            "seeds_identical": identical,
+            "audit_path": first.get("audit_path"),
+            "macs_lower_bound": bool(first.get("macs_lower_bound")),
         })
     frame = pd.DataFrame(rows, columns=[c for c in EXPORT_COLUMNS if c not in RULE_COLUMNS])
     for column in ("total_params", "trainable_params", "seeds", "macs", "tuned_trials", "nonzero_params", "storage_bits", "macs_nonzero"):
@@ -86,6 +100,14 @@ def board(records: list[dict], challenge: config.Challenge) -> pd.DataFrame:
 
 
 RULE_COLUMNS = ("group", "rank", "score", "passed", "failed_criteria")
+
+
+def seeds_identical(ok: list[dict]) -> bool:
+    """Whether two or more OK runs of one entry all gave the same audited predictions (`predictions_sha256`, computed
+    by the runner): the harness's seed changed nothing, so the entry sets its own. Records from before the runner
+    stored the digest are never flagged."""
+    digests = [r.get("predictions_sha256") for r in ok]
+    return len(digests) >= 2 and all(digests) and len(set(digests)) == 1
 
 
 def _rounded(value: float | None) -> float | None:
@@ -144,6 +166,8 @@ def render_markdown(frame: pd.DataFrame, records: list[dict], challenge: config.
         "- ★ marks the Pareto front: no other entry has as few parameters and as high an accuracy.",
         rule_line(challenge.scoring),
         significance_line(challenge.scoring),
+        *([f"- ({SEEDS_IDENTICAL}): all of the entry's seeds gave the same predictions, so they are one run: its ± is that "
+           "run's binomial error, as for one seed, and it counts as one seed in the tests above."] if frame["seeds_identical"].any() else []),
         "",
     ]
     ok = frame[frame["status"] == "OK"]
@@ -239,9 +263,13 @@ def _table(rows: pd.DataFrame, rules: config.Scoring) -> str:
         name = f"{r.entry} ★" if r.pareto else r.entry
         if r.tuned_trials:
             name += f" (tuned, {r.tuned_trials} trials)"
+        if r.seeds_identical:
+            name += f" ({SEEDS_IDENTICAL})"
+        if r.audit_path == CUSTOM_CODE:
+            name += " (custom code)"
         row = [r.rank, name, accuracy, r.group, r.seeds, f"{int(r.total_params):,}", _count(r.nonzero_params)]
         row += [f"{int(r.storage_bits):,} ({r.storage_bits / 32:,.0f})" if pd.notna(r.storage_bits) else "-"]
-        row += [_count(r.macs)] + ([_count(r.macs_nonzero)] if rules.sparse_macs else []) + [f"{r.epochs:g}", f"{r.train_seconds:.0f}"]
+        row += [("≥ " if r.macs_lower_bound else "") + _count(r.macs)] + ([_count(r.macs_nonzero)] if rules.sparse_macs else []) + [f"{r.epochs:g}", f"{r.train_seconds:.0f}"]
         row += [f"{r.score:g}" if pd.notna(r.score) else "-"] if show_score else []
         row += [("yes" if r.passed else f"no: {r.failed_criteria}")] if rules.rule == "threshold" else []
         body.append(row + [cell(r.author) or "-", cell(r.summary)])
@@ -311,12 +339,18 @@ def export(challenge: config.Challenge, fmt: str) -> str:
 def export_frame(frame: pd.DataFrame, fmt: str) -> str:
     """A board (from `board`) as CSV or JSON text with the EXPORT_COLUMNS, in board order."""
     frame = frame[EXPORT_COLUMNS]
-    if fmt == "csv":
-        return frame.to_csv(index=False)
+    if fmt == "csv":  # for spreadsheets: a cell an entry wrote (its AUTHOR, its summary) must not run as a formula
+        from bench import classroom
+
+        return classroom.gradebook_safe(frame).to_csv(index=False)
     return json.dumps(json.loads(frame.to_json(orient="records")), indent=1)
 
 
 def _validation(size) -> str:
+    if size is None:  # validation_size left out: bench.data's default rule
+        from bench.data import AUTO_VALIDATION_RULE
+
+        return f"validation images ({AUTO_VALIDATION_RULE})"
     return f"{size:.0%} of the training images as validation images" if isinstance(size, float) else f"{size} validation images"
 
 

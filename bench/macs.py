@@ -28,10 +28,13 @@ class Count:
     uncounted: list[str]  # names of layers whose multiply-accumulates are missing from `macs`
 
 
-def count(model) -> Count:
-    """MACs of one image through a built model (functional, Sequential, or anything with the hook)."""
+def count(model, skip_zero_weights: bool = False) -> Count:
+    """MACs of one image through a built model (functional, Sequential, or anything with the hook).
+
+    With `skip_zero_weights`, each layer's count is scaled by the fraction of its kernel that is nonzero
+    (the MACs a sparse kernel would do: `macs_nonzero`)."""
     uncounted: list[str] = []
-    total = _layer_macs(model, None, None, uncounted)
+    total = _layer_macs(model, None, None, uncounted, skip_zero_weights)
     if uncounted == [model.name]:
         return Count(None, uncounted)
     return Count(int(total), sorted(set(uncounted)))
@@ -46,7 +49,7 @@ def graph_nodes(model) -> list | None:
     return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
 
 
-def _layer_macs(layer, inputs, outputs, uncounted: list[str]) -> int:
+def _layer_macs(layer, inputs, outputs, uncounted: list[str], skip_zero_weights: bool = False) -> int:
     import keras  # here, not at the top: the runner and the leaderboard import this package without TensorFlow
 
     if callable(getattr(layer, HOOK, None)):
@@ -54,42 +57,79 @@ def _layer_macs(layer, inputs, outputs, uncounted: list[str]) -> int:
     nodes = graph_nodes(layer) if isinstance(layer, keras.Model) else None
     if nodes is not None:
         return sum(
-            _layer_macs(node.operation, node.input_tensors, node.outputs, uncounted)
+            _layer_macs(node.operation, node.input_tensors, node.outputs, uncounted, skip_zero_weights)
             for node in nodes if not node.is_input
         )
     if inputs is None:  # a subclassed model, called by nothing we can see
         uncounted.append(layer.name)
         return 0
-    return _call_macs(layer, inputs[0].shape, outputs[0].shape, uncounted)
+    return _call_macs(layer, inputs, outputs[0].shape, uncounted, skip_zero_weights)
 
 
-def _call_macs(layer, input_shape, output_shape, uncounted: list[str]) -> int:
+def _call_macs(layer, inputs, output_shape, uncounted: list[str], skip_zero_weights: bool = False) -> int:
     """One call of a built layer, from its kernel's shape and the call's input/output shapes."""
     import keras
 
+    input_shape = inputs[0].shape
     per_image_out = _size(output_shape)
+    share = (lambda weight: _nonzero_share(weight)) if skip_zero_weights else (lambda weight: 1.0)
     if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
         # depthwise: every (position, channel x multiplier) pair reads one kernel window;
         # pointwise: every output value sums over all channels x multiplier
         depthwise = tuple(layer.depthwise_kernel.shape)
         expanded = depthwise[-2] * depthwise[-1]
         positions = per_image_out // layer.filters
-        return positions * math.prod(depthwise) + per_image_out * expanded
+        return round(positions * math.prod(depthwise) * share(layer.depthwise_kernel)
+                     + per_image_out * expanded * share(layer.pointwise_kernel))
+    if isinstance(layer, keras.layers.EinsumDense):
+        return round(_einsum_dense_macs(layer, input_shape) * share(layer.kernel))
     if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
-        return per_image_out * math.prod(layer.kernel_size)
+        return round(per_image_out * math.prod(layer.kernel_size) * share(layer.kernel))
     if isinstance(layer, (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)):
         # each input value is spread over a kernel window of every output channel: kernel is (*window, out, in)
-        return _size(input_shape) * math.prod(tuple(layer.kernel.shape)[:-1])
+        return round(_size(input_shape) * math.prod(tuple(layer.kernel.shape)[:-1]) * share(layer.kernel))
     if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
         # each output value is a dot product over the window and the group's input channels: kernel[:-1]
-        return per_image_out * math.prod(tuple(layer.kernel.shape)[:-1])
+        return round(per_image_out * math.prod(tuple(layer.kernel.shape)[:-1]) * share(layer.kernel))
     if isinstance(layer, keras.layers.Dense):
-        return per_image_out * int(layer.kernel.shape[0])
+        return round(per_image_out * int(layer.kernel.shape[0]) * share(layer.kernel))
+    if isinstance(layer, keras.layers.Bidirectional):
+        return sum(_recurrent_macs(part, input_shape, share) for part in (layer.forward_layer, layer.backward_layer))
+    if isinstance(layer, (keras.layers.SimpleRNN, keras.layers.LSTM, keras.layers.GRU)):
+        return _recurrent_macs(layer, input_shape, share)
     if isinstance(layer, keras.Model):
-        return _layer_macs(layer, None, None, uncounted)
+        return _layer_macs(layer, None, None, uncounted, skip_zero_weights)
     if any(len(w.shape) >= 2 for w in layer.weights):
         uncounted.append(layer.name)
     return 0
+
+
+def _recurrent_macs(layer, input_shape, share) -> int:
+    """Every time step multiplies the step's input by the input kernel and the state by the recurrent kernel (an
+    LSTM's four gates and a GRU's three are the kernels' columns): steps x (input kernel + recurrent kernel)."""
+    cell = layer.cell
+    steps = tuple(input_shape)[1]
+    if steps is None:
+        raise ValueError(f"cannot count MACs of {layer.name} over sequences of unknown length: give keras.Input a fixed shape")
+    return round(steps * (math.prod(tuple(cell.kernel.shape)) * share(cell.kernel)
+                          + math.prod(tuple(cell.recurrent_kernel.shape)) * share(cell.recurrent_kernel)))
+
+
+def _einsum_dense_macs(layer, input_shape) -> int:
+    """One image through an EinsumDense: the product of the sizes of every index of its equation but the batch's."""
+    operands = layer.equation.split("->")[0].split(",")
+    sizes = dict(zip(operands[1], tuple(layer.kernel.shape)))
+    sizes.update((letter, size) for letter, size in zip(operands[0][1:], tuple(input_shape)[1:]))
+    if any(size is None for size in sizes.values()) or "." in layer.equation:
+        raise ValueError(f"cannot count MACs of {layer.name} ({layer.equation}) through a tensor of shape {tuple(input_shape)}")
+    return math.prod(sizes.values())
+
+
+def _nonzero_share(weight) -> float:
+    import numpy as np
+
+    value = np.asarray(weight)
+    return float(np.count_nonzero(value)) / value.size if value.size else 1.0
 
 
 def _size(shape) -> int:

@@ -60,6 +60,34 @@ def callback(every_steps: int, x_probe: np.ndarray, y_probe: np.ndarray):
     return TrainingMonitor()
 
 
+# Bounds of a monitor claim the runner accepts: far above what a board entry records (measurements: one every
+# N steps of at most max_epochs epochs; a few dozen layers).
+MAX_MEASUREMENTS, MAX_LAYERS, MAX_LABEL = 100_000, 1_000, 200
+
+
+def well_formed(claim, every_steps: int | None) -> bool:
+    """Whether a record's `monitor` (written by the training process, so a claim) is what `result()` writes for a
+    run asked to measure every `every_steps` steps: the keys `render` reads, labels as short strings, one number
+    per measurement and one per layer in each, within the bounds above. False when no monitor was asked for."""
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    if not (every_steps and isinstance(claim, dict) and claim.get("every_steps") == every_steps and number(claim.get("probe_images"))):
+        return False
+    labels = {key: claim.get(key) for key in ("layers", "activation_layers")}
+    if not all(isinstance(v, list) and len(v) <= MAX_LAYERS and all(isinstance(x, str) and len(x) <= MAX_LABEL for x in v)
+               for v in labels.values()):
+        return False
+    steps, losses = claim.get("step"), claim.get("probe_loss")
+    if not (isinstance(steps, list) and isinstance(losses, list) and len(steps) == len(losses) <= MAX_MEASUREMENTS
+            and all(number(v) for v in steps + losses)):
+        return False
+    for key, labels_key, _, _ in PANELS:
+        rows = claim.get(key)
+        if not (isinstance(rows, list) and len(rows) == len(steps)
+                and all(isinstance(r, list) and len(r) == len(labels[labels_key]) and all(number(v) for v in r) for r in rows)):
+            return False
+    return True
+
+
 def _probe_function(model):
     """(layer labels, activation labels, a compiled function of (x, y) giving the loss and per-layer statistics)."""
     import keras

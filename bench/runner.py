@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import bench
-from bench import audit, config, containment, data, results, sandbox, scoring, train
+from bench import audit, config, containment, data, discover, monitor, results, sandbox, scoring, train, untrusted, validation
 from bench.discover import Submission
 from bench.status import ENGINES, FAILED, OK, OVER_BUDGET, STATUSES, TIMEOUT
 from bench.train import PROGRESS_PREFIX
@@ -73,8 +73,9 @@ def plan(challenge: config.Challenge, submissions: list[Submission], fingerprint
     for submission in submissions:
         hyperparameters = hyperparameters_for(submission) if hyperparameters_for else None
         name = results.variant_name(submission.name, build_kwargs, eval_kwargs)
-        # The helpers travel with the entry into the sandbox (run_worker), so an edit to one retrains it.
-        helpers = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(submission.path.parent.glob("_*.py"))}
+        # The helpers travel with the entry into the sandbox (run_worker), so an edit to one retrains it. Read without
+        # following links: a link's target (a hidden file, /dev/zero, /proc/uptime) is never read, and keys it "refused".
+        helpers = discover.helper_digests(submission.path.parent)
         for seed in seeds:
             key = results.cache_key(submission.file_hash, challenge.protocol_hash(), fingerprint, seed,
                                     build_kwargs, eval_kwargs, hyperparameters, helpers)
@@ -331,18 +332,46 @@ def store(challenge: config.Challenge, run: Run, partial: dict, seconds: float, 
 
         record["hyperparameters"] = run.hyperparameters
         record["tuned_trials"] = tune.tuned_trials(challenge, run.submission)
+    record = published(record)
     results.write(run.path, record)
     shown = f"test_accuracy={record['test_accuracy']:.4f}" if "test_accuracy" in record else record["message"].splitlines()[0] if record["message"] else ""
     log(f"{record['status']:<7} {run.label} {shown} ({record['wall_seconds']:.0f}s)")
     return record
 
 
-# The audit loads and runs a graph it has already checked; minutes are plenty even for 10,000 images.
+def published(record: dict) -> dict:
+    """`record` as it may be committed and shown: every text field bounded and without control characters (a
+    carriage return or an escape sequence in a message could print a fake line for another entry), and, for a
+    hidden test set, no per-image correctness (which test images a run got right would tell, run after run,
+    the hidden labels): its `test_correct` keeps the number of images only, so scoring runs no paired test on it."""
+    record = dict(record)
+    for name, (limit, lines) in PUBLISHED_TEXT.items():
+        if isinstance(record.get(name), str):
+            record[name] = untrusted.clean_text(record[name], limit, lines)
+    for name, (most, limit) in (("notes", (2 * MAX_NOTES, MAX_TEXT)), ("output_tail", (OUTPUT_TAIL_LINES, MAX_LINE_CHARS))):
+        if isinstance(record.get(name), list):
+            record[name] = [untrusted.clean_text(line, limit) for line in record[name][-most:]]
+    if record.get("test_set") and isinstance(record.get("test_correct"), dict):
+        record["test_correct"] = {"images": record["test_correct"].get("images")}
+    return record
+
+
+# The audit loads and runs a graph it has already checked; minutes are plenty even for 10,000 images (the board's
+# took at most 30 s). It gets what the run's time_limit leaves after training, at least AUDIT_MIN_SECONDS (so a
+# run that trained to its limit is still scored: the run may end that much past its limit) and at most AUDIT_TIME_LIMIT.
 AUDIT_TIME_LIMIT = 600.0
+AUDIT_MIN_SECONDS = 120.0
+
+
+def audit_time_limit(time_limit: float, elapsed: float) -> float:
+    """Seconds the audit may run when the run's stages so far took `elapsed` of its `time_limit` (seconds)."""
+    return min(AUDIT_TIME_LIMIT, max(AUDIT_MIN_SECONDS, time_limit - elapsed))
+
+
 # What the runner takes from the training process's claims (bench.train's result.json): never a count
-# or an accuracy, which come from the audit and from the runner's own labels.
-CLAIMED_FIELDS = ("status", "message", "notes", "history", "epochs", "train_seconds", "monitor", "train_macs",
-                  "worker_seconds", "export_seconds", "traceback", "engine")
+# or an accuracy, which come from the audit and from the runner's own labels, and never the epochs, the
+# validation history or the timings, which come from the runner's own validation answers (bench.validation).
+CLAIMED_FIELDS = ("status", "message", "notes", "history", "monitor", "train_macs", "worker_seconds", "traceback", "engine")
 
 
 def run_worker(challenge: config.Challenge, run: Run, threads: int | None, log, extra_job: dict) -> dict:
@@ -355,13 +384,14 @@ def run_worker(challenge: config.Challenge, run: Run, threads: int | None, log, 
     sandboxed = sandbox.active(challenge.sandbox)
     prepared = inputs(challenge, with_test=(mode == "train"))
     memory_mb = challenge.memory_limit_mb or containment.default_memory_limit_mb()
-    with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+    with untrusted.temporary_folder("bench-") as workdir:  # removed without recursion, however deep the entry's output
         work = Path(workdir)
         job_dir, train_out, audit_out = work / "job", work / "train", work / "audit"
         for folder in (job_dir / "entry", train_out, audit_out):
             folder.mkdir(parents=True)
-        for source in (run.submission.path, *sorted(run.submission.path.parent.glob("_*.py"))):
-            shutil.copyfile(source, job_dir / "entry" / source.name)
+        problem = copy_entry(run.submission, job_dir / "entry")
+        if problem:
+            return {"status": FAILED, "message": problem, "sandbox": _sandbox_name(sandboxed)}
         # Inside the sandbox the job folder, the arrays and the output folder sit at fixed paths.
         at = (lambda inside, outside: inside if sandboxed else str(outside))
         job = {
@@ -381,59 +411,89 @@ def run_worker(challenge: config.Challenge, run: Run, threads: int | None, log, 
             "threads": threads,
             **{k: v for k, v in extra_job.items() if k != "mode"},
         }
-        (job_dir / "job.json").write_text(json.dumps(job))
+        # The validation labels stay here: this process answers each epoch's validation (check mode trains no epoch).
+        served = validation.Served(validation.Harness(prepared.y_val, prepared.num_classes, challenge.max_epochs)) if mode == "train" else None
+        job["validation"] = served.job_fields() if served else None
         mounts = {sandbox.INPUT: job_dir, ARRAYS_INSIDE: prepared.folder}
-        started = time.perf_counter()
-        ended = contained(["-m", "bench.train", at(f"{sandbox.INPUT}/job.json", job_dir / "job.json")], mounts, train_out,
-                          train.RESULT_FILE, sandboxed, challenge.time_limit, memory_mb, log)
+        try:
+            (job_dir / "job.json").write_text(json.dumps(job))
+            started = time.perf_counter()
+            ended = contained(["-m", "bench.train", at(f"{sandbox.INPUT}/job.json", job_dir / "job.json")], mounts, train_out,
+                              train.RESULT_FILE, sandboxed, challenge.time_limit, memory_mb, log, served)
+            ended_at = time.perf_counter()
+        finally:
+            if served:
+                served.close()
         if ended is not None:
             return {**_ended_early(ended, challenge.time_limit, memory_mb, "training"), "sandbox": _sandbox_name(sandboxed)}
         problem = untrusted_tree_problem(train_out)
         claims = read_result(train_out / train.RESULT_FILE) if problem is None else {"status": FAILED, "message": problem}
-        claims = checked_claims({k: claims[k] for k in CLAIMED_FIELDS if k in claims}, challenge, extra_job)
+        measured = served.harness.record_fields(started, ended_at) if served else None
+        claims = checked_claims({k: claims[k] for k in CLAIMED_FIELDS if k in claims}, challenge, extra_job, measured)
+        if served and served.harness.problem:  # a request refused (past max_epochs, malformed): this run fails
+            claims = {**claims, "status": FAILED, "message": served.harness.problem}
         # Wall seconds of each contained stage, start-up included (benchmarks/harness_overhead.py reads them).
-        claims["stage_seconds"] = {"train": round(time.perf_counter() - started, 3)}
-        if isinstance(claims.get("train_seconds"), (int, float)):  # a claim: at most the training stage's wall time
-            claims["train_seconds"] = min(max(claims["train_seconds"], 0.0), claims["stage_seconds"]["train"])
+        claims["stage_seconds"] = {"train": round(ended_at - started, 3)}
         claims["sandbox"] = _sandbox_name(sandboxed)
         if claims["status"] != OK:
             return claims
-        if not (train_out / train.MODEL_DIR / "saved_model.pb").is_file():
-            return {**claims, "status": FAILED, "message": "the training process reported success but left no exported model: "
+        if not ((train_out / train.KERAS_COPY).is_file() or (train_out / train.MODEL_DIR / "saved_model.pb").is_file()):
+            return {**claims, "status": FAILED, "message": "the training process reported success but left no trained model: "
                     "an entry must not remove or replace the harness's files"}
         images = {"val": prepared.val_images_file, **({"test": prepared.test_images_file} if mode == "train" else {})}
         audit_job = {
-            "model": at(f"{sandbox.INPUT}/model", train_out / train.MODEL_DIR),
+            "model": at(f"{sandbox.INPUT}/trained", work / "audit_job" / "trained"),
             "images": {name: at(f"{ARRAYS_INSIDE}/{Path(path).name}", path) for name, path in images.items()},
             "output": at(sandbox.OUTPUT, audit_out),
             "threads": threads,
+            "allow_custom_code": challenge.allow_custom_code,
         }
         audit_dir = work / "audit_job"
-        try:
-            shutil.copytree(train_out / train.MODEL_DIR, audit_dir / "model")  # the audit never sees the entry's other files
+        try:  # the audit sees the trained model and nothing else the entry wrote
+            (audit_dir / "trained").mkdir(parents=True)
+            if (train_out / train.KERAS_COPY).is_file():
+                shutil.copyfile(train_out / train.KERAS_COPY, audit_dir / "trained" / train.KERAS_COPY)
+            if (train_out / train.MODEL_DIR).is_dir():
+                shutil.copytree(train_out / train.MODEL_DIR, audit_dir / "trained" / train.MODEL_DIR)
         except (OSError, shutil.Error) as error:
-            return {**claims, "status": FAILED, "message": f"the exported model could not be copied for the audit: {error}"}
+            return {**claims, "status": FAILED, "message": f"the trained model could not be copied for the audit: {error}"}
         (audit_dir / "job.json").write_text(json.dumps(audit_job))
+        audit_limit = audit_time_limit(challenge.time_limit, time.perf_counter() - started)  # `started`: when training started
         started = time.perf_counter()
         ended = contained(["-m", "bench.audit", at(f"{sandbox.INPUT}/job.json", audit_dir / "job.json")],
-                          {sandbox.INPUT: audit_dir, ARRAYS_INSIDE: prepared.images_folder}, audit_out, audit.RESULT_FILE, sandboxed, AUDIT_TIME_LIMIT, memory_mb, log)
+                          {sandbox.INPUT: audit_dir, ARRAYS_INSIDE: prepared.images_folder}, audit_out, audit.RESULT_FILE, sandboxed, audit_limit, memory_mb, unshown)
         if ended is not None:
-            return {**claims, **_ended_early(ended, AUDIT_TIME_LIMIT, memory_mb, "the audit of the exported model")}
+            return {**claims, **_ended_early(ended, audit_limit, memory_mb, "the audit of the exported model")}
         claims["stage_seconds"]["audit"] = round(time.perf_counter() - started, 3)
         audited = results.read(audit_out / audit.RESULT_FILE) or {"status": FAILED, "message": "the audit ended without a result"}
         return score(challenge, claims, audited, prepared, audit_out, mode)
 
 
+def copy_entry(submission: Submission, folder: Path) -> str | None:
+    """Copy the entry's file and its folder's helpers into `folder`, never following a link (a file swapped for
+    one since discovery is refused, not read); why they cannot be copied, or None."""
+    try:
+        for source in (submission.path, *discover.helpers(submission.path.parent)):
+            content = untrusted.read_regular(source)
+            if source == submission.path and hashlib.sha256(content).hexdigest() != submission.file_hash:
+                return f"{source} changed while the evaluation ran: run it again once the file stays as it is"
+            (folder / source.name).write_bytes(content)
+    except untrusted.Refused as error:
+        return f"{error}; an entry and its helpers (_*.py) must be regular files"
+    return None
+
+
 def contained(module_argv: list[str], read_only: dict, output: Path, result_file: str, sandboxed: bool,
-              time_limit: float, memory_mb: int | None, log) -> dict | None:
+              time_limit: float, memory_mb: int | None, log, served: "validation.Served | None" = None) -> dict | None:
     """Run `python MODULE_ARGV` contained, in the sandbox when `sandboxed`, with `read_only` {inside: outside}
-    folders and `output` writable. None when it ended by itself and left `output/result_file`;
+    folders and `output` writable, and `served`'s pipes inherited (bubblewrap keeps them) and answered while it
+    runs. None when it ended by itself and left `output/result_file`;
     else {"limit": the limit it broke or None, "tail": its last lines, "returncode"}."""
-    with tempfile.TemporaryDirectory(prefix="bench-home-") as home:
+    with untrusted.temporary_folder("bench-home-") as home:  # outside the sandbox, HOME and TMPDIR: the entry fills it
         env = worker_environment(home, sandboxed)
         argv = [sandbox.interpreter() if sandboxed else sys.executable, *module_argv]
         if sandboxed:
-            argv = sandbox.command(argv, read_only, output, env=env)
+            argv = sandbox.command(argv, read_only, output, env=env, memory_mb=memory_mb)
             env = containment.environment(os.environ, home)
         process = subprocess.Popen(
             containment.command(argv, memory_mb),
@@ -443,13 +503,17 @@ def contained(module_argv: list[str], read_only: dict, output: Path, result_file
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # every process the entry starts is found, and ended, through its session
+            pass_fds=served.child_fds if served else (),
         )
+        if served:
+            served.start()
         _live.add(process)
         tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         reader = threading.Thread(target=_drain, args=(process.stdout, tail, log), daemon=True)
         reader.start()
         try:
-            broken = containment.watch(process, time_limit, memory_mb)
+            # What it writes is counted while it runs: its output, and its HOME (the TMPDIR of a run outside the sandbox).
+            broken = containment.watch(process, time_limit, memory_mb, written=(output, Path(home)))
         finally:  # however the run ends (Ctrl-C included), nothing it started outlives it
             containment.end_session(process.pid)
             if process.poll() is None:  # no sessions to end (Windows)
@@ -462,8 +526,19 @@ def contained(module_argv: list[str], read_only: dict, output: Path, result_file
     return {"limit": broken, "tail": list(tail), "returncode": process.returncode}
 
 
+# The one stage whose own output a record may quote: training never sees a test image. Every other stage (the
+# audit runs the entry's graph on the test images, and an op's error message can spell out their pixels) gets
+# harness-written messages only.
+QUOTED_STAGE = "training"
+
+
 def _ended_early(ended: dict, time_limit: float, memory_mb: int | None, stage: str) -> dict:
-    """The partial record of a stage that a limit stopped or that died before writing its result."""
+    """The partial record of a stage that a limit stopped or that died before writing its result.
+
+    Only the QUOTED_STAGE's output is quoted (its last line, its last progress, its tail); of any other stage
+    the message says what ended it (time, memory, exit code or signal) and nothing it printed."""
+    if stage != QUOTED_STAGE:
+        return _ended_unquoted(ended, time_limit, memory_mb, stage)
     tail = ended["tail"]
     if ended["limit"] == containment.TIME:
         last = next((line for line in reversed(tail) if line.startswith(PROGRESS_PREFIX)), "")
@@ -484,25 +559,45 @@ def _ended_early(ended: dict, time_limit: float, memory_mb: int | None, stage: s
             "output_tail": own_lines}
 
 
+def _ended_unquoted(ended: dict, time_limit: float, memory_mb: int | None, stage: str) -> dict:
+    if ended["limit"] == containment.TIME:
+        return {"status": TIMEOUT, "message": f"{stage} ran longer than its time limit of {time_limit:.0f} s: "
+                "make the model cheaper to run (fewer or smaller layers)"}
+    if ended["limit"]:
+        return {"status": FAILED, "message": containment.explain(ended["limit"], memory_mb)}
+    code = ended["returncode"]
+    how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    return {"status": FAILED, "message": f"{stage} ended without a result ({how}): the model crashed or exhausted "
+            f"memory while it predicted (its output is not shown, since it ran on the test images); try the entry "
+            f"with `python -m bench check`; if it ran out of memory, stay within {containment.memory_hint(memory_mb)}"}
+
+
 def score(challenge: config.Challenge, claims: dict, audited: dict, prepared: "Inputs", audit_out: Path, mode: str) -> dict:
     """The run's partial record: the training claims, the audit's counts, and accuracies from the labels held here."""
     if audited.get("status") != OK:
         return {**claims, "status": audited.get("status", FAILED), "message": audited.get("message", "")}
-    record = {**claims, "notes": [*claims.get("notes", []), *audited.get("notes", [])]}
-    for name in ("total_params", "trainable_params", "nonzero_params", "weight_tensors", "embedded_constants", "macs", "macs_nonzero"):
+    record = {**claims, "notes": [*claims.get("notes", []), *audited.get("notes", [])], "audit_path": audited.get("path")}
+    for name in ("total_params", "trainable_params", "nonzero_params", "weight_tensors", "embedded_constants", "macs", "macs_nonzero",
+                 "macs_lower_bound"):
         record[name] = audited.get(name)
     if record["total_params"] > challenge.max_params:
         return {**record, "status": OVER_BUDGET, "message": train.over_budget_message(record["total_params"], challenge.max_params)}
     labels = {"val": prepared.y_val, **({"test": prepared.y_test} if mode == "train" else {})}
+    digest = hashlib.sha256()
     for name, truth in labels.items():
         predictions = np.load(audit_out / f"{name}_predictions.npy", allow_pickle=False)
         if predictions.shape != truth.shape:
             return {**record, "status": FAILED, "message": f"the audit returned {predictions.shape} predictions for {truth.shape} {name} images"}
+        digest.update(f"{name} {predictions.size};".encode() + predictions.astype("<i8").tobytes())
         record[f"{name}_accuracy"] = float(np.mean(predictions == truth))
         if name == "test":  # which test images this run got right, for the paired tests between entries (bench.scoring)
             record["test_correct"] = scoring.pack_correct(predictions == truth)
+    # The audited predictions' fingerprint, computed here and never claimed: seeds with equal ones trained the same
+    # model, which the board flags (bench.leaderboard: the entry sets its own seed).
+    record["predictions_sha256"] = digest.hexdigest()
     if mode == "check":
-        record["message"] = "check passed: imports, builds, output shape, one training step, export and audit"
+        how = "rebuilt from Keras's layers" if record["audit_path"] == audit.REBUILT else f"audited as {record['audit_path']}"
+        record["message"] = f"check passed: imports, builds, output shape, one training step, saved, {how}"
     elif prepared.test_set:
         record["test_set"] = prepared.test_set
     return record
@@ -519,10 +614,11 @@ ARRAYS_INSIDE = "/data"
 @dataclasses.dataclass
 class Inputs:
     """What one evaluation gives its runs: arrays on disk, in a folder every sandbox sees read-only, and
-    the labels, which stay in this process. `x_fit/y_fit/x_val/y_val.npy` go to training; `val_images.npy`
-    and `test_images.npy` (images only) to the audit."""
+    the labels, which stay in this process. `x_fit/y_fit/x_val.npy` go to training (the validation images
+    without their labels: this process answers validations, bench.validation); `val_images.npy` and
+    `test_images.npy` (images only) to the audit."""
 
-    folder: Path  # training's arrays: x_fit, y_fit, x_val, y_val
+    folder: Path  # training's arrays: x_fit, y_fit, x_val
     images_folder: Path  # the audit's: val_images, test_images (never mounted where training runs)
     num_classes: int
     y_val: np.ndarray
@@ -561,7 +657,7 @@ def inputs(challenge: config.Challenge, with_test: bool = True) -> Inputs:
     for made in (folder, images_folder):
         atexit.register(shutil.rmtree, made, True)
         made.chmod(0o700)  # readable by the account a sandbox runs as (the same one), and by nobody else
-    for name, array in (("x_fit", x_fit), ("y_fit", y_fit), ("x_val", x_val), ("y_val", y_val)):
+    for name, array in (("x_fit", x_fit), ("y_fit", y_fit), ("x_val", x_val)):
         np.save(folder / f"{name}.npy", array)
     np.save(images_folder / "val_images.npy", x_val)
     if with_test:
@@ -588,27 +684,44 @@ MAX_RESULT_BYTES = 64 * 2**20
 # budget is far smaller; a bigger folder is an entry filling the disk.
 MAX_OUTPUT_BYTES = 2 * 2**30
 MAX_NOTES, MAX_TEXT = 20, 4000
+# The text fields a record holds from the entry (its file's summary and AUTHOR, the training stage's messages), as
+# `published` bounds them: {field: (most characters, whether newlines stay)}. `notes` and `output_tail` are lists of lines.
+PUBLISHED_TEXT = {"message": (MAX_TEXT, True), "traceback": (5 * MAX_TEXT, True), "summary": (1000, False), "author": (200, False)}
+
+
+# An export is a few files a few folders deep (model/variables/variables.index); far more is an entry's doing.
+MAX_OUTPUT_DEPTH, MAX_OUTPUT_ENTRIES = 16, 10_000
 
 
 def untrusted_tree_problem(root: Path) -> str | None:
     """Why the folder an entry could write is not safe to read (None when it is): only plain files and
-    folders (no links, devices or pipes, which a copy or a read would follow), and not too large."""
+    folders (no links, devices or pipes, which a copy or a read would follow), within MAX_OUTPUT_DEPTH levels,
+    MAX_OUTPUT_ENTRIES files and folders and MAX_OUTPUT_BYTES. Walked iteratively: no depth ends the runner."""
     size = 0
-    for folder, folders, files in os.walk(root):
-        for name in [*folders, *files]:
-            info = os.lstat(os.path.join(folder, name))
+    try:
+        for relative, info in untrusted.walk(root, MAX_OUTPUT_DEPTH, MAX_OUTPUT_ENTRIES):
             if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
-                return (f"the training process left {os.path.relpath(os.path.join(folder, name), root)}, which is not a plain "
+                return (f"the training process left {relative}, which is {untrusted.kind(info.st_mode)}, not a plain "
                         "file or folder: an entry must not write links, devices or pipes into the output")
             size += info.st_size
-    if size > MAX_OUTPUT_BYTES:
-        return f"the training process left {size:,} bytes of output, over {MAX_OUTPUT_BYTES:,}"
+            if size > MAX_OUTPUT_BYTES:
+                return f"the training process left over {MAX_OUTPUT_BYTES:,} bytes of output: an entry must not fill the disk"
+    except untrusted.Refused as error:
+        return f"the training process left {error} in its output: an entry must only export its model there"
     return None
 
 
-def checked_claims(claims: dict, challenge: config.Challenge, extra_job: dict) -> dict:
+# The worker's own timing claim (bench.train.main): at most these keys, each at most the training stage's wall time.
+WORKER_SECONDS = ("tensorflow_import", "after_import")
+
+
+def checked_claims(claims: dict, challenge: config.Challenge, extra_job: dict, measured: dict | None = None) -> dict:
     """The worker's claims cut to what an honest worker writes: the entry runs in that process and may
-    forge its result file, and whatever it claims is shown on the board (never scored from)."""
+    forge its result file, and whatever it claims is shown on the board (never scored from).
+
+    `measured` (bench.validation.Harness.record_fields) is what this process answered and timed: `epochs`, the
+    history's val_loss and val_accuracy, `train_seconds` and `export_seconds` come from it alone (none without
+    it: check mode trains no epoch), and the claimed history keeps at most one number per answered epoch."""
     epochs = challenge.max_epochs + 1
     problems = []
     history = claims.get("history", {})
@@ -622,17 +735,36 @@ def checked_claims(claims: dict, challenge: config.Challenge, extra_job: dict) -
     for name in ("message", "traceback"):
         if name in claims and not (isinstance(claims[name], str) and len(claims[name]) <= 5 * MAX_TEXT):
             problems.append(name)
-    if "monitor" in claims and not extra_job.get("monitor"):
+    if "monitor" in claims and not monitor.well_formed(claims["monitor"], extra_job.get("monitor")):
         problems.append("monitor")
     if "engine" in claims and claims["engine"] not in ENGINES:
         problems.append("engine")
+    worker_seconds = claims.get("worker_seconds", {})
+    if not (isinstance(worker_seconds, dict) and set(worker_seconds) <= set(WORKER_SECONDS) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in worker_seconds.values())):
+        problems.append("worker_seconds")
     if problems:
         return {"status": FAILED, "message": f"the training process's result has malformed {', '.join(problems)}: "
                 "an entry must not write the harness's files"}
-    if isinstance(history.get("loss"), list) and "epochs" in claims:
-        claims = {**claims, "epochs": len(history["loss"])}  # what the history shows, not a number the entry may write
-    return claims
-NUMBER_FIELDS = ("epochs", "train_seconds", "train_macs")
+    return with_measured(claims, measured)
+
+
+def with_measured(claims: dict, measured: dict | None) -> dict:
+    """`claims` (checked) with the epochs, validation history and timings this process measured in place of any claimed."""
+    claims = {k: v for k, v in claims.items() if k not in ("epochs", "train_seconds", "export_seconds")}
+    history = {k: v for k, v in claims.pop("history", {}).items() if not k.startswith("val_")}
+    if measured is None or not (measured["epochs"] or claims.get("status") == OK):
+        return {**claims, **({"history": history} if history else {})}
+    answered = measured["epochs"]
+    if not answered:  # every honest run trains at least one epoch, and each epoch asks for its validation
+        return {**claims, "status": FAILED, "message": "the training process reported success without asking the harness "
+                "for any validation: an entry must let the harness's callbacks run (no fit call of its own)"}
+    stage = measured["train_seconds"] + measured["export_seconds"]
+    if "worker_seconds" in claims:  # a claim, shown as one: never more than the stage the harness timed
+        claims["worker_seconds"] = {k: round(min(v, stage), 3) for k, v in claims["worker_seconds"].items()}
+    return {**claims, "epochs": answered, "train_seconds": measured["train_seconds"], "export_seconds": measured["export_seconds"],
+            "history": {**{k: v[:answered] for k, v in history.items()}, **measured["history"]}}
+NUMBER_FIELDS = ("train_macs",)
 
 
 def _not_a_number(token: str):
@@ -664,12 +796,18 @@ MEMORY_ERRORS = ("MemoryError", "ResourceExhaustedError", "std::bad_alloc", "OOM
 TENSORFLOW_LOG = re.compile(r"[IW]\d{4} |WARNING: All log messages before absl::InitializeLog")
 
 
+def unshown(line: str) -> None:
+    """The log of a stage whose output nobody may see (the audit's: it ran on the test images)."""
+
+
 def _drain(stream, tail, log):
+    """Keep the last lines of `stream` in `tail` and `log` its progress lines, each bounded and cleaned of control
+    characters: a carriage return or an escape sequence cannot rewrite the terminal line above it."""
     logged = 0
     rest_of_long_line = False
     for raw in iter(lambda: stream.readline(MAX_LINE_CHARS), b""):
         if not rest_of_long_line:
-            line = raw.decode("utf-8", "replace").rstrip()
+            line = untrusted.clean_text(raw.decode("utf-8", "replace").rstrip(), MAX_LINE_CHARS)
             tail.append(line)
             if line.startswith(PROGRESS_PREFIX) and logged < MAX_LOGGED_LINES:
                 logged += 1

@@ -7,7 +7,12 @@
   directory), and this copy of the `bench` package at its own path (its source is public anyway);
 - read-only, at `INPUT`: the run's job folder (the job, the arrays it is given, the entry's file and
   its `_*.py` helpers) and nothing else of the checkout, the dataset files or the hidden test set;
-- writable: `OUTPUT` (what the run leaves for the harness) and a private `/tmp` that is also `HOME`;
+- writable: `OUTPUT` (what the run leaves for the harness), and a private `/tmp` (also `HOME`) and
+  `/dev/shm`, memory-backed and each no larger than the run's memory limit or the cap on what a run
+  writes (bench.containment.MAX_WRITTEN_BYTES), whichever is smaller; everything else, the sandbox's own
+  root and `/dev` included, is read-only, so those two are all the memory a run can keep in files, and
+  the watcher counts them (bench.containment.watch);
+- no nested user namespaces (`--disable-userns`), so no mounts of the entry's own making;
 - its own user, PID, IPC, UTS, cgroup and network namespaces: no network, no view of any process
   outside the sandbox (so no other process's command line or environment), and every process in it
   dies with the sandbox's first process (`--die-with-parent`, and the PID namespace's init);
@@ -102,11 +107,14 @@ def unavailable() -> str | None:
 
 
 def command(argv: list[str], read_only: dict[str, str | Path], output_dir: str | Path | None,
-            env: dict | None = None, workdir: str = "/tmp") -> list[str]:
+            env: dict | None = None, workdir: str = "/tmp", memory_mb: int | None = None) -> list[str]:
     """`argv` run inside bubblewrap, each of `read_only` {path inside: folder outside} bound read-only,
-    `output_dir` writable at OUTPUT, and the environment `env` alone."""
+    `output_dir` writable at OUTPUT, and the environment `env` alone; `/tmp` and `/dev/shm` hold at most
+    `tmpfs_bytes(memory_mb)` each (MB; None: the cap on what a run writes alone)."""
+    size = ["--size", str(tmpfs_bytes(memory_mb))] if supports("--size") else []
     args = [shutil.which(BUBBLEWRAP) or BUBBLEWRAP, "--unshare-all", "--die-with-parent", "--cap-drop", "ALL", "--clearenv",
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", HOME]
+            *(["--unshare-user", "--disable-userns"] if supports("--disable-userns") else []),
+            "--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", "/dev/shm", *size, "--tmpfs", "/tmp", "--dir", HOME]
     for path in SYSTEM_PATHS:
         if os.path.islink(path):
             args += ["--symlink", os.readlink(path), path]
@@ -116,15 +124,37 @@ def command(argv: list[str], read_only: dict[str, str | Path], output_dir: str |
     for path in python_paths():
         args += ["--ro-bind", path, path]
     for path in dataset_paths():
-        args += ["--tmpfs", path] if os.path.isdir(path) else ["--ro-bind", "/dev/null", path]
+        args += ["--tmpfs", path, "--remount-ro", path] if os.path.isdir(path) else ["--ro-bind", "/dev/null", path]
     for inside, outside in read_only.items():
         args += ["--ro-bind", str(Path(outside).resolve()), inside]
     if output_dir is not None:
         args += ["--bind", str(Path(output_dir).resolve()), OUTPUT]
     for name, value in sorted((env or {}).items()):
         args += ["--setenv", name, value]
-    args += ["--chdir", workdir, "--", *argv]
+    # Last, once every mount point exists: the root and /dev are tmpfs too, and writable ones would be memory
+    # that nothing counts. /dev's devices and /dev/shm are mounts of their own, and stay as they are.
+    args += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", workdir, "--", *argv]
     return args
+
+
+def tmpfs_bytes(memory_mb: int | None) -> int:
+    """Bytes each of the sandbox's /tmp and /dev/shm may hold: the run's memory limit (MB) or the cap on what a run
+    writes (bench.containment.MAX_WRITTEN_BYTES), whichever is smaller; what they hold counts against both."""
+    from bench import containment
+
+    cap = containment.MAX_WRITTEN_BYTES
+    return min(cap, memory_mb * 2**20) if memory_mb else cap
+
+
+@functools.lru_cache(maxsize=None)
+def supports(option: str) -> bool:
+    """Whether this bubblewrap knows `option` (`--size` and `--disable-userns` came with 0.8.0); without them the
+    watcher's live count alone bounds /tmp and /dev/shm."""
+    try:
+        shown = subprocess.run([shutil.which(BUBBLEWRAP) or BUBBLEWRAP, "--help"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return f"{option} " in shown.stdout + shown.stderr
 
 
 @functools.lru_cache(maxsize=None)

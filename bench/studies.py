@@ -359,7 +359,7 @@ def _setting_line(challenge: config.Challenge, submission, shown: list[dict]) ->
                        for r in shown if r.get("versions")})
     limits = "".join(f"; {what} limited to {n}" for what, n in (("training images", challenge.train_limit), ("test images", challenge.test_limit)) if n)
     return (f"Entry `{submission.path.as_posix()}`: {(submission.summary or 'no summary').rstrip('.')}. Dataset **{challenge.dataset}**{limits}; "
-            f"the benchmark's protocol (validation split of {challenge.validation_size}, early stopping on it, test split scored once) "
+            f"the benchmark's protocol (validation split of {'the default size' if challenge.validation_size is None else challenge.validation_size}, early stopping on it, test split scored once) "
             f"with at most {challenge.max_epochs} epochs; {challenge.seeds} seed(s) per point, accuracy as mean ± sample std. "
             f"Versions: {'; '.join(versions) or '-'}.")
 

@@ -2,16 +2,19 @@
 
 Runs as `python -m bench.train JOB.json`, inside the sandbox (bench.sandbox) when there is one. The
 job names the entry's file, the seed, the challenge's settings and two folders: `input`, holding the
-training and validation arrays (`x_fit.npy`, `y_fit.npy`, `x_val.npy`, `y_val.npy`, float32 images
-in [0, 1] and int64 labels), and `output`, where this process leaves:
+training arrays and the validation images (`x_fit.npy`, `y_fit.npy`, `x_val.npy`: float32 images in [0, 1]
+and int64 labels), and `output`, where this process leaves:
 
-- `model/`: the trained model as a TensorFlow SavedModel (`model.export(..., format="tf_saved_model")`),
-  which bench.audit counts and runs on the test images: the only thing of this run that is scored;
-- `model.keras`: a copy for people to load (not scored);
+- `model.keras`: the trained model as Keras's own file (`model.save`), which bench.audit rebuilds from
+  Keras's layers, counts and runs on the test images (bench.rebuild): the only thing of this run scored;
+- `model/`: for a model with code of its own (which the audit cannot rebuild), its inference function
+  (`training=False`) as a TensorFlow SavedModel, which the audit counts and runs instead (bench.graph_audit);
 - `result.json`: status, message, notes, history and timings. The entry runs in this process and may
   rewrite the file, so the runner reads it as a claim: it can fail its own run, never raise a score.
 
-This process never holds the test split, its labels or the hidden test set, and reports no accuracy.
+This process never holds the validation labels, the test split, its labels or the hidden test set. At each
+epoch's end it sends its outputs on the validation images to the runner through the pipes the job names
+(`validation`: bench.validation) and trains on the runner's answers (val_loss, val_accuracy).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import config, engine, macs, monitor
+from bench import config, engine, macs, monitor, validation
 from bench.status import FAILED, INVALID, JAX_ENGINE, KERAS_ENGINE, OK, OVER_BUDGET, EntryProblem
 
 TRAINING_KEYS = {"optimizer": str, "learning_rate": (int, float), "batch_size": int, "epochs": int, "loss": str}
@@ -40,7 +43,7 @@ PROGRESS_PREFIX = "[bench]"
 # How close a row of outputs must sum to 1 to be read as probabilities (float32 softmax is within 1e-6).
 PROBABILITY_TOLERANCE = 1e-3
 STANDARD_ARGUMENTS = ("input_shape", "num_classes")
-INPUT_ARRAYS = ("x_fit", "y_fit", "x_val", "y_val")
+INPUT_ARRAYS = ("x_fit", "y_fit", "x_val")  # no validation labels: the runner holds them
 RESULT_FILE, MODEL_DIR, KERAS_COPY = "result.json", "model", "model.keras"
 
 
@@ -63,8 +66,11 @@ def load_arrays(folder: str | Path) -> dict[str, np.ndarray]:
     return {name: np.load(Path(folder) / f"{name}.npy", allow_pickle=False) for name in INPUT_ARRAYS}
 
 
-def run_job(job: dict) -> dict:
-    """Import, build, check, train (or take one step, in check mode) and export; returns the claims."""
+def run_job(job: dict, answers=None) -> dict:
+    """Import, build, check, train (or take one step, in check mode) and export; returns the claims.
+
+    `answers` validates each epoch (anything with bench.validation.Client's `ask`): by default, the runner
+    through the pipes the job names; tests that run every stage in one process pass a bench.validation.Local."""
     challenge = config.from_dict(job["challenge"])
     path = Path(job["submission"])
     shown = job.get("shown_as", str(path))
@@ -74,7 +80,7 @@ def run_job(job: dict) -> dict:
         module = import_submission(path, shown)
         training = validated_training(module, challenge)
         arrays = load_arrays(job["input"])
-        x_fit, y_fit, x_val, y_val = (arrays[name] for name in INPUT_ARRAYS)
+        x_fit, y_fit, x_val = (arrays[name] for name in INPUT_ARRAYS)
         num_classes = int(job["num_classes"])
         model = build(module, x_fit, num_classes, job.get("build_kwargs") or {}, job.get("hyperparameters"))
         # The harness's own count stops an oversized entry before training; bench.audit counts again, from the export.
@@ -89,8 +95,8 @@ def run_job(job: dict) -> dict:
             probe = slice(0, monitor.PROBE_IMAGES)  # a fixed batch of training images, measured every N steps
             monitors = [monitor.callback(job["monitor"], x_fit[probe], encode(y_fit[probe], label_kind, num_classes))] if job.get("monitor") else []
             started = time.perf_counter()
-            history, record["engine"] = fit(model, module, training, challenge, job, label_kind, num_classes, x_fit, y_fit, x_val, y_val,
-                          record["notes"], monitors)
+            history, record["engine"] = fit(model, module, training, challenge, job, label_kind, num_classes, x_fit, y_fit, x_val,
+                                            answers or harness_channel(job), record["notes"], monitors)
             record["train_seconds"] = round(time.perf_counter() - started, 3)
             record["history"] = history
             record["epochs"] = len(history.get("loss", []))
@@ -102,13 +108,21 @@ def run_job(job: dict) -> dict:
                 model = rebuild_for_evaluation(module, model, x_fit, num_classes, job["build_kwargs"] or {}, job["eval_kwargs"])
         model = finalized(module, model)
         exporting = time.perf_counter()
-        export(model, output)
+        export(model, output, tuple(x_fit.shape[1:]))
         record["export_seconds"] = round(time.perf_counter() - exporting, 3)
     except EntryProblem as problem:
         record.update(status=problem.status, message=str(problem))
     except Exception as error:  # anything the submission's code raised
         record.update(status=FAILED, message=explain(error, path, shown), traceback=traceback.format_exc())
     return record
+
+
+def harness_channel(job: dict) -> validation.Client:
+    """The pipes to the runner, which answers validations (bench.validation); named by the job."""
+    fds = job.get("validation")
+    if not fds:
+        raise RuntimeError("the job names no validation channel: training needs the runner to answer validations")
+    return validation.Client(int(fds["requests_fd"]), int(fds["answers_fd"]))
 
 
 def import_submission(path: Path, shown: str | None = None):
@@ -362,28 +376,34 @@ def training_callbacks(module, challenge: config.Challenge, model=None, notes: l
     return callbacks, early_stopping
 
 
-def fit(model, module, training, challenge, job, label_kind, num_classes, x_fit, y_fit, x_val, y_val, notes,
+def fit(model, module, training, challenge, job, label_kind, num_classes, x_fit, y_fit, x_val, answers, notes,
         extra_callbacks=()) -> tuple[dict, str]:
-    """Train with the standard callbacks. Returns the history, with a non-finite value written as null (strict
-    JSON), and the engine that ran (bench.status.JAX_ENGINE or KERAS_ENGINE).
+    """Train with the standard callbacks, each epoch validated by `answers`: a bench.validation channel to the
+    harness, or the validation labels themselves (benchmarks; answered in this process, as the harness would).
+    Returns the history, with a non-finite value written as null (strict JSON), and the engine that ran
+    (bench.status.JAX_ENGINE or KERAS_ENGINE).
 
-    Raises EntryProblem(FAILED) when the loss goes non-finite: such a model is not scored."""
+    Raises EntryProblem(FAILED) when the loss goes non-finite: such a model is not scored; and
+    bench.validation.ProtocolError when the harness answers no more."""
+    answers = validation.channel(answers, challenge.max_epochs)
     callbacks, early_stopping = training_callbacks(module, challenge, model, notes)
     callbacks.append(Progress(job["entry"], job["seed"], training["epochs"]))
     callbacks += list(extra_callbacks)
     plan = batch_minor_plan(model, callbacks, x_fit, label_kind, challenge, notes, job.get("threads"))
     if plan is not None:
         job_engine = JAX_ENGINE
-        history = engine.train(plan, callbacks, x_fit, y_fit, x_val, y_val, training["epochs"], training["batch_size"], job["seed"])
+        history = engine.train(plan, callbacks, x_fit, y_fit, x_val, answers, training["epochs"], training["batch_size"], job["seed"])
     else:
         job_engine = KERAS_ENGINE
+        # First, so the harness's val_loss is in the epoch's logs before ReduceLROnPlateau, EarlyStopping and the
+        # entry's callbacks read them (fit hands one logs dict to each callback in turn).
+        harness = HarnessValidation(answers, x_val, training["batch_size"], declared_logits(model, module))
         history = model.fit(
             x_fit,
             encode(y_fit, label_kind, num_classes),
-            validation_data=(x_val, encode(y_val, label_kind, num_classes)),
             epochs=training["epochs"],
             batch_size=training["batch_size"],
-            callbacks=callbacks,
+            callbacks=[harness, *callbacks],
             verbose=0,
         ).history
     history = {k: [float(v) if math.isfinite(float(v)) else None for v in values] for k, values in history.items()}
@@ -437,18 +457,39 @@ def rebuild_for_evaluation(module, trained, x_train, num_classes, build_kwargs, 
     return model
 
 
-def export(model, output: Path) -> None:
-    """The SavedModel the audit scores, and a .keras copy for people (best effort: not every model saves)."""
-    try:
-        model.export(str(output / MODEL_DIR), format="tf_saved_model", verbose=False)
-    except Exception as error:
-        raise EntryProblem(INVALID, "the trained model could not be exported as a TensorFlow graph, which is what the harness scores: "
-                                    f"{_first_line(error)}. Write the model's call() with keras.ops (no Python-only logic "
-                                    "on tensor values, no numpy calls on tensors)") from None
+def export(model, output: Path, input_shape: tuple) -> None:
+    """The trained model as the audit reads it: `model.keras` (Keras's own file, which the audit rebuilds when it
+    holds only Keras's layers: bench.rebuild), and for any other model the inference function (the model called
+    with `training=False`, so augmentation and dropout are off) as a TensorFlow SavedModel in `model/`.
+
+    Raises EntryProblem(INVALID) when neither can be written."""
+    from bench import rebuild
+
     try:
         model.save(output / KERAS_COPY)
-    except Exception:  # a custom layer without get_config: the SavedModel is enough to score
-        pass
+        rebuildable = not rebuild.custom_code(rebuild.read_config(output / KERAS_COPY))
+    except Exception:  # a custom layer without get_config: the graph is what the audit reads
+        (output / KERAS_COPY).unlink(missing_ok=True)
+        rebuildable = False
+    if not rebuildable:
+        export_graph(model, output / MODEL_DIR, input_shape)
+
+
+def export_graph(model, folder: Path, input_shape: tuple) -> None:
+    import keras
+    import tensorflow as tf
+
+    dtype = model.inputs[0].dtype if getattr(model, "inputs", None) else "float32"
+    try:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serve", lambda images: model(images, training=False),
+                             input_signature=[tf.TensorSpec((None, *input_shape), dtype)])
+        archive.write_out(str(folder), verbose=False)
+    except Exception as error:
+        raise EntryProblem(INVALID, "the trained model could not be exported as a TensorFlow graph, which is what the harness scores "
+                                    f"for a model with its own layer code: {_first_line(error)}. Write the model's call() with "
+                                    "keras.ops (no Python-only logic on tensor values, no numpy calls on tensors)") from None
 
 
 # Keras wraps an error raised in a layer's call() as "Exception encountered when calling X.call()".
@@ -526,6 +567,60 @@ def _progress_class():
 
 def Progress(entry, seed, epochs):
     return _progress_class()(entry, seed, epochs)
+
+
+def _logits_under_softmax(outputs):
+    """The logits a softmax (or sigmoid) output layer leaves on its (graph) output, which Keras on TensorFlow reads its
+    cross-entropy from (keras/src/backend/tensorflow/nn.py, _get_logits); None for any other output."""
+    logits = getattr(outputs, "_keras_logits", None)
+    if logits is None and getattr(getattr(outputs, "op", None), "type", None) == "Softmax":
+        logits = outputs.op.inputs[0]
+    return logits
+
+
+def _harness_validation_class():
+    import keras
+    import tensorflow as tf
+
+    class HarnessValidation(keras.callbacks.Callback):
+        """At each epoch's end: the model's outputs on the validation images go to the harness, whose answer
+        becomes the epoch's val_loss and val_accuracy; the answer that says it is the last stops training."""
+
+        def __init__(self, answers, x_val: np.ndarray, batch_size: int, from_logits: bool):
+            super().__init__()
+            self.answers, self.x_val, self.batch_size = answers, x_val, batch_size
+            self.from_logits, self.asked = from_logits, 0
+
+        def on_train_begin(self, logs=None):
+            model = self.model
+
+            def values(x):
+                outputs = model(x, training=False)
+                logits = _logits_under_softmax(outputs)
+                if logits is not None:
+                    self.from_logits = True  # read while tracing: the loss reads these logits, as under fit
+                    return logits
+                return outputs
+
+            # One trace (for any batch size), before the first epoch.
+            self.values = tf.function(values, input_signature=[tf.TensorSpec((None, *self.x_val.shape[1:]), tf.float32)])
+            self.values.get_concrete_function()
+
+        def on_epoch_end(self, epoch, logs=None):
+            outputs = np.concatenate([np.asarray(self.values(self.x_val[start:start + self.batch_size]), dtype=np.float32)
+                                      for start in range(0, len(self.x_val), self.batch_size)])
+            answer = self.answers.ask(self.asked, outputs, self.from_logits)
+            self.asked += 1
+            if logs is not None:
+                logs.update(val_loss=answer.val_loss, val_accuracy=answer.val_accuracy)
+            if answer.last:
+                self.model.stop_training = True
+
+    return HarnessValidation
+
+
+def HarnessValidation(answers, x_val, batch_size, from_logits):
+    return _harness_validation_class()(answers, x_val, batch_size, from_logits)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ keras-tuner runs the search; this module adds the benchmark's rules to it:
 - the search lives in tuning/<dataset>/<entry>/, so the same command continues it (`--fresh`
   starts over); the best values go to results/<dataset>/<entry>/hyperparameters.json, which
   `evaluate` trains with and which is part of the entry's cache key;
+- a search under try-out settings (a dataset, validation size or training limit other than the
+  challenge's: TUNE_TRYOUT_FLAGS) keeps its search and values in config.TRYOUT_FOLDER, as a try-out
+  `evaluate` keeps its records there: only the challenge's own settings write the committed files;
 - `--chief` and `--worker ID` use keras-tuner's own distributed mode: the chief holds the search
   and trains nothing, each worker asks it for trials.
 
@@ -36,6 +39,9 @@ SETTINGS_FILE = "bench_search.json"
 # Written into each trial's folder by the process that ran it.
 TRIAL_OUTCOME_FILE = "bench_trial.json"
 DEFAULT_TUNING_DIR = "tuning"
+# The settings that make a search a try-out. Not the budget or the epoch cap: those are the search's own knobs
+# (`--max-params 1000 --epochs 3` searches for the committed board under its 1,000,000 and 1000 epochs).
+TUNE_TRYOUT_FLAGS = ("dataset", "validation_size", "train_limit")
 DISTRIBUTION_ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 # The oracle's gRPC port has no authentication: anyone who reaches it can steer the search.
 LOOPBACK = "127.0.0.1"
@@ -58,8 +64,9 @@ def register(subparsers) -> None:
                              "a continued search counts the trials it already has; hyperband sets its own number from --epochs")
     parser.add_argument("--fresh", action="store_true", help="delete this entry's earlier search and start over (default: continue it)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the search and of the trials' training (default 0)")
-    parser.add_argument("--tuning-dir", default=DEFAULT_TUNING_DIR,
-                        help="folder of searches; this one lives in TUNING_DIR/<dataset>/<entry> (default: tuning)")
+    parser.add_argument("--tuning-dir",
+                        help="folder of searches; this one lives in TUNING_DIR/<dataset>/<entry> "
+                             f"(default: tuning, or {(config.TRYOUT_FOLDER / DEFAULT_TUNING_DIR).as_posix()} for a try-out)")
     role = parser.add_mutually_exclusive_group()
     role.add_argument("--chief", action="store_true", help="hold the search for workers at --oracle-ip:--oracle-port; trains nothing itself")
     role.add_argument("--worker", metavar="ID", help="run trials for the chief at --oracle-ip:--oracle-port; ID names this worker")
@@ -76,7 +83,7 @@ def best_hyperparameters(challenge: config.Challenge, submission) -> dict | None
     if saved is None:
         return None
     if saved.get("submission") != submission.file_hash:
-        print(f"note: {hyperparameters_path(challenge, submission.name)} was tuned on an earlier version of {submission.path}; "
+        print(f"note: {saved_path(challenge, submission.name)} was tuned on an earlier version of {submission.path}; "
               "training with those values anyway (run `python -m bench tune` again to refresh them)", file=sys.stderr)
     return saved["values"]
 
@@ -88,11 +95,23 @@ def tuned_trials(challenge: config.Challenge, submission) -> int:
 
 
 def hyperparameters_path(challenge: config.Challenge, entry: str) -> Path:
+    """Where `bench tune` writes the values: beside the challenge's records (a try-out's, under a try-out)."""
     return Path(challenge.results) / challenge.dataset / entry / HYPERPARAMETERS_FILE
 
 
+def saved_path(challenge: config.Challenge, entry: str) -> Path:
+    """The values a run under `challenge` trains with: its own results folder's; for a try-out or smoke run whose
+    folder has none, the committed ones (results/ of ./pyproject.toml), which such a run trains with and its board
+    marks as tuned. The path may not exist (the entry was never tuned)."""
+    own = hyperparameters_path(challenge, entry)
+    scratch = {(folder / "results").as_posix() for folder in (config.TRYOUT_FOLDER, config.SMOKE_FOLDER)}
+    if own.exists() or Path(challenge.results).as_posix() not in scratch:
+        return own
+    return Path(config.load().results) / challenge.dataset / entry / HYPERPARAMETERS_FILE
+
+
 def _read_saved(challenge: config.Challenge, entry: str) -> dict | None:
-    path = hyperparameters_path(challenge, entry)
+    path = saved_path(challenge, entry)
     if not path.exists():
         return None
     try:
@@ -106,7 +125,11 @@ def _read_saved(challenge: config.Challenge, entry: str) -> dict | None:
 
 
 def cmd_tune(args) -> int:
-    challenge = config.load_challenge(args)
+    from bench import cli
+
+    challenge = cli.tryout_destination(args, config.load_challenge(args), flags=TUNE_TRYOUT_FLAGS)
+    tryout = Path(challenge.results).as_posix() == (config.TRYOUT_FOLDER / "results").as_posix()
+    args.tuning_dir = args.tuning_dir or (config.TRYOUT_FOLDER / DEFAULT_TUNING_DIR if tryout else DEFAULT_TUNING_DIR)
     submission = discover.read(Path(args.entry))
     problem = _problem_with(args, submission)
     if problem:
@@ -368,7 +391,8 @@ def save_best(tuner, args, challenge, submission, module, dataset, search_dir: P
     results.write(path, saved)
     print(f"best of {len(trained)} trained trial(s) ({over_budget} over the budget, {len(untrained) - over_budget} failed): "
           f"{OBJECTIVE}={best.score:.4f}, {size:,} parameters, {values}\nwrote {path}: "
-          "`python -m bench evaluate` trains the entry with these values (given the same --dataset and --results)")
+          "`python -m bench evaluate` trains the entry with these values (given the same --dataset and --results; "
+          f"values in {config.TRYOUT_FOLDER.as_posix()}/ serve try-outs only)")
     return 0
 
 
@@ -394,7 +418,9 @@ def _command(args, challenge: config.Challenge, submission) -> str:
     parts = ["python -m bench tune", submission.path.as_posix(), f"--max-params {challenge.max_params}", f"--tuner {args.tuner}"]
     if args.tuner != "hyperband":
         parts.append(f"--trials {_trials(args)}")
-    parts += [f"--epochs {challenge.max_epochs}", f"--dataset {challenge.dataset}", f"--validation-size {challenge.validation_size}"]
+    parts += [f"--epochs {challenge.max_epochs}", f"--dataset {challenge.dataset}"]
+    if challenge.validation_size is not None:  # None: the default rule, which the same command applies again
+        parts.append(f"--validation-size {challenge.validation_size}")
     if challenge.train_limit:
         parts.append(f"--train-limit {challenge.train_limit}")
     if args.seed:

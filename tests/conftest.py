@@ -64,12 +64,14 @@ TINY = {"dataset": "digits", "validation_size": 300, "max_epochs": 2, "max_param
 def run_in_process(path, mode="train", build_kwargs=None, job_extra=None, **settings):
     """The partial record of one run of the entry at `path`, every stage in this process.
 
-    `settings` override TINY's challenge settings; `job_extra` adds keys to the training job (e.g. monitor)."""
+    `settings` override TINY's challenge settings; `job_extra` adds keys to the training job (e.g. monitor).
+    Validations are answered in this process (bench.validation.Local) and recorded as the runner records them."""
     import tempfile
+    import time
 
     import numpy as np
 
-    from bench import audit, config, runner, train
+    from bench import audit, config, runner, train, validation
 
     challenge = config.from_dict({**TINY, **settings})
     prepared = runner.inputs(challenge, with_test=(mode == "train"))
@@ -79,11 +81,18 @@ def run_in_process(path, mode="train", build_kwargs=None, job_extra=None, **sett
     job = {"mode": mode, "submission": str(path), "entry": path.stem, "seed": 0, "num_classes": prepared.num_classes,
            "challenge": config.to_dict(challenge), "build_kwargs": build_kwargs or {}, "eval_kwargs": {},
            "input": str(prepared.folder), "output": str(work / "train"), **(job_extra or {})}
-    claims = train.run_job(job)
+    harness = validation.Harness(prepared.y_val, prepared.num_classes, challenge.max_epochs)
+    started = time.perf_counter()
+    claims = train.run_job(job, answers=validation.Local(harness) if mode == "train" else None)
+    measured = harness.record_fields(started, time.perf_counter()) if mode == "train" else None
+    claims = {**runner.checked_claims(claims, challenge, job_extra or {}, measured),
+              **{k: claims[k] for k in ("total_params", "trainable_params") if k in claims}}  # the train stage's own count
+    if harness.problem:
+        claims = {**claims, "status": "FAILED", "message": harness.problem}
     if claims["status"] != "OK":
         return claims
     images = {"val": np.load(prepared.val_images_file)}
     if mode == "train":
         images["test"] = np.load(prepared.test_images_file)
-    audited = audit.audit(work / "train" / train.MODEL_DIR, images, work / "audit")
+    audited = audit.audit(work / "train", images, work / "audit", challenge.allow_custom_code)
     return runner.score(challenge, claims, audited, prepared, work / "audit", mode)

@@ -31,11 +31,11 @@ def test_storage_bits_takes_the_cheaper_of_dense_and_masked_sparse_per_tensor():
 
 
 def _audited(model, tmp_path):
-    from bench import audit
+    from bench import audit, train
 
-    model.export(str(tmp_path / "export"), format="tf_saved_model", verbose=False)
+    train.export(model, tmp_path, tuple(model.input_shape[1:]))
     images = np.random.default_rng(0).random((3, *model.input_shape[1:]), dtype=np.float32)
-    record = audit.audit(tmp_path / "export", {"test": images}, tmp_path)
+    record = audit.audit(tmp_path, {"test": images}, tmp_path)
     assert record["status"] == "OK", record["message"]
     return record
 

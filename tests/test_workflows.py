@@ -14,7 +14,8 @@ from bench import cli
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / ".github" / "workflows"
 # Values standing in for the variables the scripts read, to parse their commands.
-SAMPLE_ENV = {"SHARD": "2", "SHARDS": "4", "RUNNER_TEMP": "/tmp/runner", "HOME": "/home/runner"}
+SAMPLE_ENV = {"SHARD": "2", "SHARDS": "4", "RUNNER_TEMP": "/tmp/runner", "HOME": "/home/runner", "BASE_SHA": "abc123",
+              "HEAD_SHA": "def456"}
 
 
 def load(name: str) -> dict:
@@ -49,7 +50,7 @@ ALL = sorted(p.name for p in WORKFLOWS.glob("*.yml"))
 
 
 def test_both_workflows_exist():
-    assert {"pull-request.yml", "leaderboard.yml"} <= set(ALL)
+    assert {"pull-request.yml", "leaderboard.yml", "pull-request-gate.yml"} <= set(ALL)
 
 
 @pytest.mark.parametrize("name", ALL)

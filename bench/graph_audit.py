@@ -1,0 +1,315 @@
+"""The custom-code path of the audit: count and run an exported graph, without the entry's code.
+
+bench.audit takes this path for a model Keras cannot rebuild from its own layers (the entry's own layer
+or model classes, a Lambda, keras.ops calls between layers): it reads the TensorFlow SavedModel that
+bench.train exported (the model called with `training=False`) and its `serve` signature.
+
+What it refuses (INVALID): a graph with any operation outside ALLOWED_OPS, the operations Keras's built-in
+layers and `keras.ops` emit for inference (names as in `tf.raw_ops`; control-flow bodies are audited the
+same way, as every function of the graph's library is), and an export without a serving signature taking
+one batch of images. Files, Python calls, processes, printing, random numbers, variable assignments,
+strings and lookup tables are not in it: a scored model only computes on its input, the same way every time.
+
+What it counts, from the graph the serving function runs:
+- `total_params`: every variable the function reads, each once however often it is used (shared
+  weights), and `trainable_params` those of them marked trainable; an element wider than 32 bits counts as
+  the 32-bit numbers it can hold (an int64 2, a complex128 4: bitcast, they carry as many float32 weights);
+- `embedded_constants`: every number the graph itself carries, which joins `total_params`: every
+  element of a non-scalar floating-point constant or of an integer constant of more than
+  FREE_INTEGER_CONSTANT elements; and, of the small numbers every Keras graph holds (scalar constants
+  such as epsilons, 0.5 and 1; shapes, axes, paddings; the dimensions of every constant, empty ones
+  included; numeric attributes of operations such as strides or a LeakyRelu's alpha), every distinct
+  value past the first FREE_SMALL_ELEMENTS elements (only numbers of at most 32 bits are small);
+- `nonzero_params`: `total_params` less the elements that are exactly zero (pruned weights), and
+  `weight_tensors`: [dtype, elements, nonzero elements] of every variable and counted constant, from
+  which bench.scoring computes the storage in bits (a quantized weight's bits come from its dtype);
+- `macs`: multiply-accumulates per image, the mean over every image predicted: the frozen graph is
+  traced while it predicts, so what is counted is what produced the scored predictions (a branch chosen
+  by the input or the batch size, a loop's iterations, each once per run): Conv2D/Conv3D (output values x
+  window x input channels), DepthwiseConv2dNative (output values x window), Conv2DBackpropInput (input
+  values x window x output channels), MatMul and BatchMatMul (output values x the summed axis), Einsum
+  (the product of every index's size, batch included, divided over the images). Other ops
+  (pooling, activations, element-wise arithmetic, normalisation) cost none, as in bench.macs. The count
+  needs the graph as written: Grappler's remapper and oneDNN's fusions are off in this process (a fused
+  Conv2D + BiasAdd runs under the BiasAdd's name). `macs_nonzero` scales each op's count by the fraction of
+  its weight operand that is nonzero (the MACs a sparse kernel would do; a computed weight, such as an int8
+  kernel times its scales, counts in full). An op whose shapes were not known at run time is named in a
+  note, and the count is then a lower bound.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from pathlib import Path
+
+import numpy as np
+
+from bench.status import INVALID, OK
+
+SIGNATURE = "serving_default"
+# Scalars, and integer constants up to this many elements (shapes, axes, perms, paddings), are "small".
+FREE_INTEGER_CONSTANT = 8
+# Distinct small numbers are free up to this many elements in all; each element past it counts.
+# iterated_loop and gradnet, the board's custom-code entries, hold 25 and 8 (counted with this set to 0);
+# a table cut into scalars or attributes does not fit. bench.rebuild gives settings' scalars the same allowance.
+FREE_SMALL_ELEMENTS = 64
+# What Keras's built-in layers and keras.ops emit for inference (collected by exporting a model of every
+# built-in layer and the board's entries, then reviewed): arithmetic, shapes, the layers' kernels,
+# function calls and loops. Nothing that reads or writes outside the graph, draws random numbers,
+# assigns variables, or turns strings or attributes into numbers.
+ALLOWED_OPS = frozenset({
+    "Placeholder", "Const", "Identity", "IdentityN", "NoOp", "ReadVariableOp", "StopGradient", "PreventGradient",
+    "PartitionedCall", "StatefulPartitionedCall", "While", "StatelessWhile", "If", "StatelessIf",
+    "TensorListFromTensor", "TensorListGetItem", "TensorListReserve", "TensorListSetItem", "TensorListStack",
+    "TensorListLength", "TensorListElementShape",
+    "Abs", "Neg", "Sign", "Square", "Sqrt", "Rsqrt", "Reciprocal", "Exp", "Expm1", "Log", "Log1p", "Pow",
+    "Sin", "Cos", "Tan", "Tanh", "Sinh", "Cosh", "Atan", "Atan2", "Erf", "Erfc", "Floor", "Ceil", "Round", "Rint",
+    "AddV2", "Add", "AddN", "Sub", "Mul", "RealDiv", "Div", "DivNoNan", "FloorDiv", "FloorMod", "Mod",
+    "Maximum", "Minimum", "SquaredDifference", "ClipByValue", "Cumsum", "Cumprod",
+    "Greater", "GreaterEqual", "Less", "LessEqual", "Equal", "NotEqual", "LogicalAnd", "LogicalOr", "LogicalNot",
+    "Select", "SelectV2", "IsNan", "IsFinite", "ZerosLike", "OnesLike",
+    "Relu", "Relu6", "Elu", "Selu", "LeakyRelu", "Sigmoid", "Softplus", "Softsign", "Softmax", "LogSoftmax",
+    "Sum", "Mean", "Max", "Min", "Prod", "ArgMax", "ArgMin", "All", "Any",
+    "MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "Einsum", "BiasAdd",
+    "Conv2D", "Conv3D", "DepthwiseConv2dNative", "Conv2DBackpropInput", "Conv3DBackpropInputV2",
+    "MaxPool", "MaxPoolV2", "MaxPool3D", "AvgPool", "AvgPool3D", "FusedBatchNorm", "FusedBatchNormV3",
+    "ResizeBilinear", "ResizeNearestNeighbor", "ResizeBicubic",
+    "Cast", "Bitcast", "Reshape", "Squeeze", "ExpandDims", "Transpose", "ConcatV2", "Concat", "Split", "SplitV",
+    "Pack", "Unpack", "Tile", "Pad", "PadV2", "MirrorPad", "ReverseV2", "StridedSlice", "Slice", "GatherV2",
+    "Fill", "Range", "Shape", "ShapeN", "Size", "Rank", "BroadcastTo", "BroadcastArgs", "OneHot",
+    "MatrixDiagV3", "MatrixDiagPartV3", "MatrixBandPart",
+})
+PREDICT_BATCH = 1000
+
+
+def audit(model_dir: str | Path) -> tuple[dict, "FrozenGraph | None"]:
+    """Check and count the SavedModel in `model_dir`; (the audit's record, the graph to predict with or None).
+
+    The record: status OK or INVALID, message, and (when OK) total_params, trainable_params, nonzero_params,
+    weight_tensors, embedded_constants, notes; `macs` and `macs_nonzero` join it from the FrozenGraph once
+    it has predicted (FrozenGraph.counted)."""
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(model_dir))
+    except Exception as error:
+        return _invalid(f"the exported model could not be loaded: {_first_line(error)}"), None
+    function = getattr(loaded, "signatures", {}).get(SIGNATURE)
+    if function is None or len(function.structured_input_signature[1]) != 1:
+        return _invalid("the export has no serving signature taking one batch of images: export with model.export(path)"), None
+    graph_def = function.graph.as_graph_def()
+    nodes = [*graph_def.node, *(node for f in graph_def.library.function for node in f.node_def)]
+    refused = sorted({node.op for node in nodes if node.op not in ALLOWED_OPS})
+    if refused:
+        return _invalid(f"the model's graph uses operation(s) {', '.join(refused[:10])}, which Keras's layers and keras.ops do "
+                        "not use for inference (files, Python calls, printing, random numbers, variable updates, strings "
+                        "or lookups): a scored model may only compute on its input, the same way every time (keep weights "
+                        "in variables, and build the model from keras.layers and keras.ops)"), None
+    variables = {id(v): v for v in function.variables}
+    total = sum(parameters_in(int(np.prod(v.shape)), v.dtype.size) for v in variables.values())
+    trainable = sum(parameters_in(int(np.prod(v.shape)), v.dtype.size) for v in variables.values() if v.trainable)
+    constants, constant_tensors = counted_numbers(nodes)
+    weight_tensors = [tensor_summary(v.dtype.name, v.dtype.size, v.numpy()) for v in variables.values()] + constant_tensors
+    notes = []
+    if constants:
+        notes.append(f"{constants:,} numbers are embedded in the graph as constants or attributes and count as parameters")
+    zeros = sum(parameters_in(elements - nonzero, bits // 8) for _, elements, nonzero, bits in weight_tensors)
+    record = {"status": OK, "message": "", "total_params": int(total + constants), "trainable_params": int(trainable),
+              "nonzero_params": int(total + constants - zeros), "weight_tensors": weight_tensors,
+              "embedded_constants": int(constants), "notes": notes}
+    return record, FrozenGraph(function)
+
+
+def parameters_in(elements: int, itemsize: int) -> int:
+    """Parameters `elements` of `itemsize` bytes count as: one each up to 32 bits, and as many 32-bit numbers as
+    they can hold above that (an int64 or complex128 element can carry 2 or 4 float32 weights, bitcast back)."""
+    return elements * max(1, itemsize // 4)
+
+
+def tensor_summary(dtype: str, itemsize: int, value: np.ndarray) -> list:
+    """[dtype name, elements, nonzero elements, bits per element] of one stored tensor."""
+    bits = 4 if dtype in ("int4", "uint4") else 8 * itemsize
+    return [dtype, int(value.size), int(np.count_nonzero(value)), bits]
+
+
+def counted_numbers(nodes) -> tuple[int, list[list]]:
+    """Numbers the graph carries that count as parameters (the rule in this module's docstring), and the
+    [dtype, elements, nonzero, bits] summary of each constant counted in full (the small numbers past the free
+    allowance as one float32 tensor)."""
+    from tensorflow.python.framework import tensor_util
+
+    counted, small, tensors = 0, set(), []
+    for node in nodes:
+        for name, attr in node.attr.items():
+            if name.startswith("_"):  # TensorFlow's own annotations (which inputs are read-only, ...): no op reads them
+                continue
+            kind = attr.WhichOneof("value")
+            if kind in ("i", "f"):
+                small.add(("attr", (getattr(attr, kind),)))
+            elif kind == "list" and (attr.list.i or attr.list.f):
+                small.add(("attr", tuple(attr.list.i) + tuple(attr.list.f)))
+        if node.op != "Const":
+            continue
+        value = tensor_util.MakeNdarray(node.attr["value"].tensor)
+        small.add(("dims", value.shape))  # an empty constant's dimensions are numbers Shape reads back
+        if value.dtype.itemsize <= 4 and (value.ndim == 0 or (np.issubdtype(value.dtype, np.integer) and value.size <= FREE_INTEGER_CONSTANT)):
+            small.add((value.dtype.str, value.tobytes()))
+        else:  # wider than 32 bits, even a scalar, counts in full: it can carry several float32 weights
+            counted += parameters_in(int(value.size), value.dtype.itemsize)
+            tensors.append(tensor_summary(np.dtype(value.dtype).name, value.dtype.itemsize, value))
+    over = max(0, sum(_elements(entry) for entry in small) - FREE_SMALL_ELEMENTS)
+    if over:
+        tensors.append(["float32", over, over, 32])
+    return counted + over, tensors
+
+
+def _elements(entry: tuple) -> int:
+    kind, content = entry
+    if kind in ("attr", "dims"):
+        return len(content)
+    return max(1, len(content) // np.dtype(kind).itemsize)
+
+
+class FrozenGraph:
+    """The serving function with its variables frozen into constants, run in a session that traces every
+    call: `graph(images)` returns the scores; while `counting`, each call's MACs are added up (counted())."""
+
+    def __init__(self, function):
+        import tensorflow as tf
+        from tensorflow.core.protobuf import rewriter_config_pb2
+        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+        frozen = convert_variables_to_constants_v2(function)
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            tf.compat.v1.import_graph_def(frozen.graph.as_graph_def(), name="")
+        self.input_name, self.input_dtype = frozen.inputs[0].name, frozen.inputs[0].dtype.as_numpy_dtype
+        self.outputs = [t.name for t in frozen.outputs][:1]
+        # Grappler would fuse ops (MatMul + BiasAdd into _FusedMatMul) under other names; count the graph as written.
+        config = tf.compat.v1.ConfigProto()
+        config.graph_options.rewrite_options.remapping = rewriter_config_pb2.RewriterConfig.OFF
+        self.session = tf.compat.v1.Session(graph=self.graph, config=config)
+        self.counting = True
+        self.macs, self.macs_nonzero, self.images, self.uncounted = 0, 0, 0, set()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import tensorflow as tf
+
+        metadata = tf.compat.v1.RunMetadata()
+        options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE) if self.counting else None
+        (scores,) = self.session.run(self.outputs, {self.input_name: batch.astype(self.input_dtype)},
+                                     run_metadata=metadata, options=options)
+        if self.counting:
+            macs, macs_nonzero, missing = _traced_macs(self.graph, metadata)
+            self.macs, self.macs_nonzero, self.images = self.macs + macs, self.macs_nonzero + macs_nonzero, self.images + len(batch)
+            self.uncounted |= missing
+        return np.asarray(scores)
+
+    def counted(self) -> dict:
+        """MACs per image over every image predicted so far (and a note on any op left out); stops counting."""
+        self.counting = False
+        per_image = (lambda count: round(count / self.images) if self.images else None)
+        notes = [f"MACs are a lower bound: operation(s) {', '.join(sorted(self.uncounted))} are left out (their shapes "
+                 "were not known)"] if self.uncounted else []
+        return {"macs": per_image(self.macs), "macs_nonzero": per_image(self.macs_nonzero), "notes": notes}
+
+
+def _traced_macs(graph, metadata) -> tuple[int, int, set[str]]:
+    """MACs of one traced run (all its images), the same with zero weights skipped, and the op types whose
+    shapes were unknown."""
+    runs, shapes = collections.Counter(), {}
+    for device in metadata.step_stats.dev_stats:
+        for stats in device.node_stats:
+            runs[stats.node_name] += 1
+            if stats.output:
+                shapes[stats.node_name] = [d.size for d in stats.output[0].tensor_description.shape.dim]
+    total, nonzero, uncounted = 0, 0.0, set()
+    for op in graph.get_operations():
+        if runs[op.name] and op.type in MAC_OPS:
+            macs = _einsum_macs(op, shapes) if op.type == "Einsum" else MAC_OPS[op.type](op, shapes.get(op.name))
+            if macs is None:
+                uncounted.add(op.type)
+            else:
+                total += macs * runs[op.name]
+                nonzero += macs * runs[op.name] * _nonzero_fraction(op.inputs[1])
+    return int(total), int(round(nonzero)), uncounted
+
+
+def _nonzero_fraction(weights) -> float:
+    """The fraction of nonzero elements of a weight operand that is a constant of the frozen graph (a
+    variable's value, through Identity ops); 1 for anything computed (an int8 kernel times its scales)."""
+    from tensorflow.python.framework import tensor_util
+
+    op = weights.op
+    while op.type == "Identity" and op.inputs:
+        op = op.inputs[0].op
+    if op.type != "Const":
+        return 1.0
+    value = tensor_util.MakeNdarray(op.get_attr("value"))
+    return float(np.count_nonzero(value)) / value.size if value.size else 1.0
+
+
+def _static(tensor) -> list[int] | None:
+    shape = tensor.shape
+    return None if shape.rank is None or any(d is None for d in shape.as_list()) else shape.as_list()
+
+
+def _window_macs(op, out, kernel_axes_used) -> int | None:
+    kernel = _static(op.inputs[1])
+    if out is None or kernel is None:
+        return None
+    return math.prod(out) * math.prod(kernel[:kernel_axes_used])
+
+
+def _conv_transpose_macs(op, out) -> int | None:
+    kernel, values = _static(op.inputs[1]), _static(op.inputs[2])  # inputs: output shape, filter, the layer's input
+    if kernel is None or values is None:
+        return None
+    return math.prod(values) * math.prod(kernel[:-1])  # each input value spreads over window x output channels
+
+
+def _matmul_macs(op, out) -> int | None:
+    """Output values (the whole batch's) x the summed axis."""
+    a = op.inputs[0].shape
+    transposed = any(op.node_def.attr[k].b for k in ("transpose_a", "adj_x") if k in op.node_def.attr)
+    summed = a.as_list()[-2 if transposed else -1] if a.rank else None
+    if out is None or summed is None:
+        return None
+    return math.prod(out) * summed
+
+
+MAC_OPS = {
+    "Conv2D": lambda op, out: _window_macs(op, out, 3),  # kernel (h, w, in, out): window x input channels
+    "Conv3D": lambda op, out: _window_macs(op, out, 4),
+    "DepthwiseConv2dNative": lambda op, out: _window_macs(op, out, 2),  # kernel (h, w, in, multiplier)
+    "Conv2DBackpropInput": _conv_transpose_macs,
+    "MatMul": _matmul_macs,
+    "BatchMatMul": _matmul_macs,
+    "BatchMatMulV2": _matmul_macs,
+    "BatchMatMulV3": _matmul_macs,
+    "Einsum": None,  # _einsum_macs, which reads its operands' traced shapes
+}
+
+
+def _einsum_macs(op, shapes: dict) -> int | None:
+    """The product of every index's size over the whole batch: each combination of indices is one multiply-add.
+    `shapes`: the traced output shape of each node, for operands whose shape the graph leaves open (the batch)."""
+    equation = op.get_attr("equation")
+    equation = equation.decode() if isinstance(equation, bytes) else equation
+    operands = equation.split("->")[0].split(",")
+    sizes = {}
+    for letters, tensor in zip(operands, op.inputs):
+        shape = _static(tensor) or (shapes.get(tensor.op.name) if tensor.value_index == 0 else None)
+        if shape is None or "." in letters or len(letters) != len(shape):
+            return None
+        sizes.update(zip(letters, shape))
+    return math.prod(sizes.values())
+
+
+def _invalid(message: str) -> dict:
+    return {"status": INVALID, "message": message}
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -1,0 +1,265 @@
+"""The audit scores a model it rebuilt from Keras's own layers, or audits a custom-code graph against an allow-list
+of operations counting every number it carries; on both paths a prediction depends on its own image alone.
+
+The attacks here are a student's ways to score more parameters than the board shows, or accuracy that is not
+the model's own, written from issue 28's descriptions: numbers hidden in op attributes, in the dimensions of empty
+constants and in non-Const ops; predictions smoothed over the batch; state kept across calls; config numbers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_in_process
+
+from bench import audit, rebuild, train
+
+CASES = Path(__file__).parent / "cases"
+IMAGES = {"val": np.random.default_rng(0).random((40, 8, 8), dtype=np.float32)}
+
+
+def audited(model, tmp_path, images=None, allow_custom_code=True):
+    """The audit's record of `model` as the training stage hands it over (train.export)."""
+    trained, out = tmp_path / "trained", tmp_path / "audit"
+    for folder in (trained, out):
+        folder.mkdir(parents=True)
+    train.export(model, trained, tuple(model.input_shape[1:]))
+    return audit.audit(trained, images if images is not None else IMAGES, out, allow_custom_code)
+
+
+def dense_head(x, units=10):
+    import keras
+
+    return keras.layers.Dense(units, activation="softmax")(keras.layers.Flatten()(x))
+
+
+def lambda_model(function):
+    """Digits in, `function` of the flat image inside a Lambda (custom code), a softmax head."""
+    import keras
+
+    inputs = keras.Input((8, 8))
+    x = keras.layers.Lambda(function, output_shape=(64,))(keras.layers.Flatten()(inputs))
+    return keras.Model(inputs, dense_head(x))
+
+
+# ---- the rebuilt path --------------------------------------------------------------------------------------
+
+def test_augmentation_layers_train_and_are_off_when_scored(tmp_path):
+    """fc2_09: RandomRotation/Translation/Zoom inside the model, as Keras's guide recommends: OK, rebuilt, 1,418 weights."""
+    (tmp_path / "submissions").mkdir()
+    record = run_in_process(Path(shutil.copy(CASES / "fc2_09_augmentation.py", tmp_path / "submissions")))
+    assert record["status"] == "OK", record["message"]
+    assert record["audit_path"] == audit.REBUILT
+    assert record["total_params"] == 80 + 1168 + 170 and record["embedded_constants"] == 0
+
+
+def test_a_float64_weight_is_one_parameter_before_training_and_on_the_board(tmp_path):
+    """fc2_01 calls set_floatx('float64'): 3,354 weights are 3,354 parameters (their 64 bits are storage)."""
+    import keras
+
+    (tmp_path / "submissions").mkdir()
+    # In a fresh worker the entry's set_floatx also sets Keras's dtype policy; this process read the policy already.
+    keras.config.set_dtype_policy("float64")
+    try:
+        record = run_in_process(Path(shutil.copy(CASES / "fc2_01_floatx_float64.py", tmp_path / "submissions")), max_params=5000)
+    finally:
+        keras.backend.set_floatx("float32")  # the entry set it, and through it the dtype policy, for this whole process
+        keras.config.set_dtype_policy("float32")
+    assert record["status"] == "OK", record["message"]
+    assert record["total_params"] == 3354 and record["audit_path"] == audit.REBUILT
+    assert {tensor[3] for tensor in record["weight_tensors"]} == {64}
+
+
+def test_config_numbers_that_act_at_inference_count_and_training_only_ones_do_not(tmp_path):
+    import keras
+
+    inputs = keras.Input((8, 8))
+    x = keras.layers.Reshape((8, 8, 1))(inputs)
+    x = keras.layers.Rescaling(scale=np.linspace(0.5, 1.5, 8).reshape(1, 8, 1).tolist())(x)  # 8 numbers
+    x = keras.layers.LeakyReLU(negative_slope=0.17)(x)  # a scalar: free, as the graph path's small numbers
+    x = keras.layers.GaussianNoise(0.3)(x)  # identity at inference: nothing
+    x = keras.layers.Dropout(0.25)(x)
+    record = audited(keras.Model(inputs, dense_head(x)), tmp_path)
+    assert record["status"] == "OK" and record["path"] == audit.REBUILT
+    assert record["embedded_constants"] == 8 and record["total_params"] == 650 + 8
+
+
+def test_a_table_cut_into_layer_settings_counts(tmp_path):
+    """200 weights as the scales of 200 Rescaling layers, one scalar each: the distinct ones past 64 count."""
+    import keras
+
+    inputs = keras.Input((8, 8))
+    flat = keras.layers.Flatten()(inputs)
+    scaled = [keras.layers.Rescaling(float(w))(flat) for w in np.random.default_rng(6).random(200)]
+    record = audited(keras.Model(inputs, dense_head(keras.layers.Add()(scaled))), tmp_path)
+    assert record["status"] == "OK" and record["path"] == audit.REBUILT
+    assert record["embedded_constants"] == 200 - 64
+
+
+def test_a_config_key_keras_does_not_write_refuses_the_model(tmp_path):
+    import keras
+
+    inputs = keras.Input((8, 8))
+    trained = tmp_path / "trained"
+    trained.mkdir()
+    train.export(keras.Model(inputs, dense_head(inputs)), trained, (8, 8))
+    keras_file = trained / rebuild.KERAS_FILE
+    with zipfile.ZipFile(keras_file) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(files["config.json"])
+    dense = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")
+    dense["config"]["table"] = np.arange(640).tolist()
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(keras_file, "w") as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    (tmp_path / "audit").mkdir()
+    record = audit.audit(trained, IMAGES, tmp_path / "audit")
+    assert record["status"] == "INVALID" and "could not be rebuilt" in record["message"]
+
+
+def test_custom_code_is_audited_as_a_graph_and_a_challenge_may_refuse_it(tmp_path):
+    model = lambda_model(lambda t: t * 2.0)
+    allowed = audited(model, tmp_path / "a")
+    assert allowed["status"] == "OK" and allowed["path"] == audit.CUSTOM_CODE
+    assert any(note.startswith("custom code") for note in allowed["notes"])
+    refused = audited(model, tmp_path / "b", allow_custom_code=False)
+    assert refused["status"] == "INVALID" and "allow_custom_code = false" in refused["message"] and "Lambda" in refused["message"]
+
+
+# ---- numbers hidden in the custom-code graph ------------------------------------------------------------------
+
+def test_numbers_in_op_attributes_count(tmp_path):
+    """640 weights carried as LeakyRelu alphas, one op per weight: each distinct alpha counts."""
+    import tensorflow as tf
+
+    alphas = np.random.default_rng(1).random(640).astype("float32")
+
+    def hidden(t):
+        return t + 0.0 * tf.add_n([tf.nn.leaky_relu(-tf.ones_like(t[:, :1]), alpha=float(a)) for a in alphas])
+
+    record = audited(lambda_model(hidden), tmp_path)
+    assert record["status"] == "OK", record["message"]
+    assert record["embedded_constants"] >= 640 - 64
+
+
+def test_numbers_in_the_dimensions_of_empty_constants_count(tmp_path):
+    """Weights as the widths of empty constants, read back with Shape."""
+    import tensorflow as tf
+
+    widths = np.random.default_rng(2).integers(1, 10_000, size=300)
+
+    def hidden(t):
+        read = tf.cast(tf.stack([tf.shape(tf.constant(np.zeros((0, int(w)), "float32")))[1] for w in widths]), "float32")
+        return t + 0.0 * tf.reduce_sum(read)
+
+    record = audited(lambda_model(hidden), tmp_path)
+    assert record["status"] == "OK", record["message"]
+    assert record["embedded_constants"] >= 300 * 2 - 64
+
+
+@pytest.mark.parametrize("make", ["string_template", "bucketize", "assign"])
+def test_operations_outside_the_allow_list_are_refused(tmp_path, make):
+    """Numbers in a string template, a lookup keyed on the pixels (boundaries in an attribute), state kept across calls."""
+    import keras
+    import tensorflow as tf
+
+    if make == "string_template":
+        template = " ".join(str(v) for v in np.random.default_rng(5).random(64)) + " {}"
+        model = lambda_model(lambda t: t + 0.0 * tf.cast(tf.strings.length(tf.strings.format(template, t[0, 0])), "float32"))
+        op = "StringFormat"
+    elif make == "bucketize":
+        model = lambda_model(lambda t: tf.cast(tf.raw_ops.Bucketize(input=t, boundaries=[0.1, 0.5, 0.9]), "float32"))
+        op = "Bucketize"
+    else:
+        class Counter(keras.layers.Layer):
+            def build(self, shape):
+                self.calls = self.add_weight(shape=(), initializer="zeros", trainable=False)
+
+            def call(self, t):
+                self.calls.assign_add(1.0)
+                return t + 0.0 * self.calls
+
+        inputs = keras.Input((8, 8))
+        model = keras.Model(inputs, dense_head(Counter()(inputs)))
+        op = "AssignVariableOp"
+    record = audited(model, tmp_path)
+    assert record["status"] == "INVALID" and op in record["message"]
+
+
+# ---- each prediction from its own image -------------------------------------------------------------------
+
+def test_predictions_smoothed_over_batch_neighbours_are_invalid(tmp_path):
+    """Each image's scores averaged with its nearest neighbour in the batch (k-nearest neighbours inside the batch)."""
+    import keras
+    import tensorflow as tf
+
+    inputs = keras.Input((8, 8))
+    scores = dense_head(inputs)
+
+    def smooth(pair):
+        images, s = pair
+        flat = tf.reshape(images, (-1, 64))
+        index = tf.range(tf.shape(flat)[0])
+        itself = tf.cast(tf.equal(index[:, None], index[None]), "float32")
+        distances = tf.reduce_sum(tf.square(flat[:, None] - flat[None]), -1) + 1e9 * itself
+        return 0.5 * s + 0.5 * tf.gather(s, tf.argmin(distances, axis=1))
+
+    merged = keras.layers.Lambda(smooth, output_shape=(10,))([inputs, scores])
+    record = audited(keras.Model(inputs, merged), tmp_path)
+    assert record["status"] == "INVALID" and "other images in the batch" in record["message"]
+
+
+def test_a_batch_axis_normalisation_in_built_in_layers_is_invalid(tmp_path):
+    """Keras's own layers can mix images too: a Softmax over the batch axis."""
+    import keras
+
+    inputs = keras.Input((8, 8))
+    x = keras.layers.Dense(10)(keras.layers.Flatten()(inputs))
+    record = audited(keras.Model(inputs, keras.layers.Softmax(axis=0)(x)), tmp_path)
+    assert record["path"] == audit.REBUILT
+    assert record["status"] == "INVALID" and "other images in the batch" in record["message"]
+
+
+# ---- MACs ---------------------------------------------------------------------------------------------------
+
+def test_einsum_macs_count_on_both_paths(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    kernel = np.random.default_rng(3).random((64, 32)).astype("float32")
+    inputs = keras.Input((8, 8))
+    x = keras.layers.Lambda(lambda t: tf.einsum("bi,ij->bj", t, kernel), output_shape=(32,))(keras.layers.Flatten()(inputs))
+    graph = audited(keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)), tmp_path / "graph")
+    assert graph["path"] == audit.CUSTOM_CODE and graph["macs"] == 64 * 32 + 32 * 10
+
+    x = keras.layers.EinsumDense("bi,ij->bj", output_shape=32)(keras.layers.Flatten()(inputs))
+    rebuilt = audited(keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)), tmp_path / "rebuilt")
+    assert rebuilt["path"] == audit.REBUILT and rebuilt["macs"] == 64 * 32 + 32 * 10
+
+
+def test_a_recurrent_net_reading_rows_counts_every_step(tmp_path):
+    """An LSTM over the image's rows: 8 steps x (input kernel 8 x 64 + recurrent kernel 16 x 64), then the head."""
+    import keras
+
+    inputs = keras.Input((8, 8))
+    x = keras.layers.LSTM(16)(inputs)
+    record = audited(keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)), tmp_path)
+    assert record["status"] == "OK" and record["path"] == audit.REBUILT
+    assert record["macs"] == 8 * (8 * 64 + 16 * 64) + 16 * 10 and not record["macs_lower_bound"]
+
+
+def test_macs_the_audit_cannot_count_are_marked_a_lower_bound_on_the_board():
+    from bench import config, leaderboard
+
+    challenge = config.from_dict({"dataset": "digits", "seeds": 1})
+    record = {"entry": "rnn", "dataset": "digits", "seed": 0, "status": "OK", "test_accuracy": 0.9, "total_params": 500,
+              "trainable_params": 500, "epochs": 3, "train_seconds": 1.0, "macs": 1234, "macs_lower_bound": True,
+              "key": {"config": challenge.protocol_hash()}, "build_kwargs": {}, "eval_kwargs": {}}
+    frame = leaderboard.board([record], challenge)
+    assert bool(frame.loc[0, "macs_lower_bound"])
+    assert "≥ 1,234" in leaderboard._table(frame, challenge.scoring)

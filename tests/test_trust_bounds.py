@@ -1,0 +1,330 @@
+"""Bounds that hold while a run runs, and seeds that are the harness's (issue 28, items 7 and 8).
+
+Disk and files a run writes are counted at every poll and the run is stopped past MAX_WRITTEN_BYTES or
+MAX_WRITTEN_FILES; what the sandbox keeps in its memory-backed /tmp and /dev/shm counts against the memory
+limit, and each is a tmpfs no larger than that limit; the rest of the sandbox is read-only. An entry whose
+seeds give identical predictions is flagged on the board, with no `± 0.00`.
+
+The limits are checked on plain-Python children first (fast, no TensorFlow), inside bubblewrap where the
+sandbox matters (also as the unprivileged user `nobody`), then through the real runner on digits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bench import config, containment, data, discover, leaderboard, runner, sandbox
+
+SMALL_CAP = 32 * 2**20
+BWRAP_MISSING = sandbox.unavailable()
+needs_bwrap = pytest.mark.skipif(BWRAP_MISSING is not None, reason=f"no sandbox here: {BWRAP_MISSING}")
+
+
+def child(code: str, memory_mb: int | None = None, sandboxed: bool = False) -> subprocess.Popen:
+    """A plain Python child started as the runner starts a worker (through bench.containment), in bubblewrap when `sandboxed`."""
+    argv = [sys.executable, "-c", textwrap.dedent(code)]
+    if sandboxed:
+        argv = sandbox.command([sandbox.interpreter(), "-c", textwrap.dedent(code)], {}, None,
+                               env={"PATH": "/usr/bin:/bin"}, memory_mb=memory_mb)
+    return subprocess.Popen(containment.command(argv, memory_mb), start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def watched(process: subprocess.Popen, memory_mb: int | None = None, written: tuple = ()) -> tuple[str | None, str]:
+    """(the limit `watch` reports, the child's output), the child's session ended either way."""
+    try:
+        broken = containment.watch(process, time_limit=60, memory_mb=memory_mb, written=written)
+    finally:
+        containment.end_session(process.pid)
+    return broken, process.communicate(timeout=30)[0].decode(errors="replace")
+
+
+# ---- disk and files, live --------------------------------------------------------------------------
+
+def test_a_child_writing_past_the_disk_cap_is_stopped_while_it_writes(tmp_path, monkeypatch):
+    monkeypatch.setattr(containment, "MAX_WRITTEN_BYTES", SMALL_CAP)
+    out = tmp_path / "out"
+    out.mkdir()
+    process = child(f"""
+        import time
+        for i in range(400):  # 400 MB in files of 1 MB, each under RLIMIT_FSIZE; then it would end by itself
+            with open({str(out)!r} + f"/chunk{{i}}", "wb") as f:
+                f.write(b"x" * 2**20)
+            time.sleep(0.005)
+    """)
+    broken, output = watched(process, written=(out,))
+    assert broken == containment.DISK, output
+    written = sum(p.stat().st_size for p in out.iterdir())
+    assert SMALL_CAP < written < 400 * 2**20  # stopped on the way, not counted after the run
+    message = containment.explain(broken, None)
+    assert f"wrote more than {SMALL_CAP:,} bytes" in message and "MAX_WRITTEN_BYTES" in message
+
+
+def test_a_child_making_too_many_files_is_stopped(tmp_path, monkeypatch):
+    monkeypatch.setattr(containment, "MAX_WRITTEN_FILES", 500)
+    out = tmp_path / "out"
+    out.mkdir()
+    process = child(f"""
+        import os, time
+        for i in range(100_000):
+            open(os.path.join({str(out)!r}, str(i)), "w").close()
+            if i % 100 == 0:
+                time.sleep(0.01)
+    """)
+    broken, output = watched(process, written=(out,))
+    assert broken == containment.FILES, output
+    assert len(os.listdir(out)) < 100_000
+    assert "more than 500 files and folders" in containment.explain(broken, None)
+
+
+def test_one_file_cannot_outgrow_the_cap_between_two_polls(monkeypatch, tmp_path):
+    monkeypatch.setattr(containment, "MAX_WRITTEN_BYTES", SMALL_CAP)
+    process = child(f"""
+        with open({str(tmp_path / 'big')!r}, "wb") as f:
+            f.write(b"x" * {2 * SMALL_CAP})
+    """)
+    output = process.communicate(timeout=60)[0].decode()
+    assert process.returncode == 1 and "File too large" in output
+    assert (tmp_path / "big").stat().st_size <= SMALL_CAP
+
+
+def test_a_sparse_file_counts_at_its_size_and_a_deep_tree_past_the_file_cap(tmp_path):
+    (tmp_path / "sparse").mkdir()
+    with open(tmp_path / "sparse" / "hole", "wb") as f:
+        f.truncate(100 * 2**30)  # 100 GB that take no blocks
+    assert containment.tree_usage(tmp_path / "sparse", 1000)[0] >= 100 * 2**30
+    deep = tmp_path / "deep"
+    path = deep
+    for _ in range(containment.MAX_WRITTEN_DEPTH + 5):  # a few files, nested too deep
+        path = path / "d"
+        path.mkdir(parents=True)
+    assert containment.tree_usage(deep, 1000)[1] == 1001
+    assert containment.written_limit(0, 0, (deep,)) == containment.FILES
+
+
+# ---- the sandbox's memory-backed folders ------------------------------------------------------------
+
+HOARD = """
+    import time
+    with open({path!r}, "wb") as f:
+        for _ in range({mb}):  # in 1 MB pieces: the process itself stays small
+            f.write(b"x" * 2**20)
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+@needs_bwrap
+@pytest.mark.parametrize("folder", ["/dev/shm", "/tmp"])
+def test_what_the_sandbox_holds_in_memory_backed_folders_counts_against_the_memory_limit(folder):
+    broken, output = watched(child(HOARD.format(path=f"{folder}/hoard", mb=300), memory_mb=1024, sandboxed=True), memory_mb=200)
+    assert broken == containment.MEMORY, output
+    assert "/dev/shm" in containment.explain(broken, 200)
+
+
+def test_memory_only_files_held_open_count_against_the_memory_limit():
+    process = child("""
+        import os, time
+        held = os.memfd_create("hoard")
+        for _ in range(300):  # written, never mapped: in no process's resident memory
+            os.write(held, b"x" * 2**20)
+        time.sleep(60)
+    """, memory_mb=1024)
+    broken, output = watched(process, memory_mb=200)
+    assert broken == containment.MEMORY, output
+
+
+@needs_bwrap
+def test_the_sandbox_holds_no_more_than_its_limit_and_writes_nowhere_else():
+    code = """
+        import errno, os
+        for folder in ("/dev/shm", "/tmp"):
+            try:
+                with open(folder + "/hoard", "wb") as f:
+                    for _ in range(100):
+                        f.write(b"x" * 2**20)
+                print(folder, "held 100 MB")
+            except OSError as error:
+                print(folder, errno.errorcode[error.errno])
+            os.unlink(folder + "/hoard")
+        for folder in ("/", "/dev", "/etc", "/usr"):
+            try:
+                open(os.path.join(folder, "probe"), "w").close()
+                print(folder, "writable")
+            except OSError as error:
+                print(folder, errno.errorcode[error.errno])
+    """
+    process = child(code, memory_mb=64, sandboxed=True)
+    output = process.communicate(timeout=60)[0].decode()
+    seen = dict(line.split(" ", 1) for line in output.splitlines() if line.startswith("/"))
+    assert seen["/dev/shm"] == seen["/tmp"] == "ENOSPC", output  # each a tmpfs of 64 MB, the memory limit
+    assert all(seen[folder] in ("EROFS", "EACCES") for folder in ("/", "/dev", "/etc", "/usr")), output
+
+
+UNPRIVILEGED = """
+import sys
+from bench import containment, sandbox
+sandbox.dataset_paths = lambda: ()  # nothing to hide: this interpreter has no numpy, and no datasets
+code = "import time\\nf = open('/dev/shm/hoard', 'wb')\\nfor _ in range(300): f.write(b'x' * 2**20)\\nf.close()\\ntime.sleep(60)"
+argv = sandbox.command([sandbox.interpreter(), "-c", code], {}, None, env={"PATH": "/usr/bin"}, memory_mb=1024)
+import subprocess
+process = subprocess.Popen(containment.command(argv, 1024), start_new_session=True)
+try:
+    print(containment.watch(process, 60, 200))
+finally:
+    containment.end_session(process.pid)
+"""
+
+
+BENCH_PATH = {"PYTHONPATH": str(Path(runner.__file__).resolve().parents[1])}
+
+
+def unprivileged_python() -> list[str] | None:
+    """A command prefix running Python as `nobody`: this interpreter if that user can reach all of its folders
+    (one under /root cannot), else the system's."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return None
+    drop = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    for python in (sys.executable, "/usr/bin/python3"):
+        probe = [*drop, python, "-c", "from bench import sandbox; sandbox.python_paths()"]
+        if subprocess.run(probe, capture_output=True, env={**os.environ, **BENCH_PATH}, cwd="/").returncode == 0:
+            return [*drop, python]
+    return None
+
+
+@needs_bwrap
+def test_an_unprivileged_user_counts_dev_shm_too():
+    """Most users are not root: bwrap's options and the count through /proc/PID/root must work for them."""
+    prefix = unprivileged_python() or ([sys.executable] if os.geteuid() != 0 else None)
+    if prefix is None:
+        pytest.skip("no interpreter the user nobody may run")
+    env = {"PATH": os.environ["PATH"], **BENCH_PATH}
+    done = subprocess.run([*prefix, "-c", UNPRIVILEGED], capture_output=True, text=True, env=env, cwd="/", timeout=120)
+    assert done.stdout.strip() == containment.MEMORY, done.stdout + done.stderr[-2000:]
+
+
+def test_the_audit_gets_what_the_run_has_left_with_a_floor():
+    assert runner.audit_time_limit(3600, 3590) == runner.AUDIT_MIN_SECONDS
+    assert runner.audit_time_limit(1000, 700) == 300
+    assert runner.audit_time_limit(14400, 100) == runner.AUDIT_TIME_LIMIT
+
+
+# ---- the same bounds through the runner (TensorFlow in the sandbox) ----------------------------------
+
+TINY = {"dataset": "digits", "validation_size": 300, "max_epochs": 2, "max_params": 50_000, "memory_limit_mb": 1024}
+
+MODEL = """
+    def small_model(input_shape, num_classes):
+        import keras
+        return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
+                                 keras.layers.Dense(num_classes, activation="softmax")])
+"""
+
+FILLS_ITS_OUTPUT = """
+    import json, sys
+    def build_model(input_shape, num_classes):
+        output = json.load(open(sys.argv[1]))["output"]  # the folder the harness reads the export from
+        for i in range(200):  # 200 MB, far under runner.MAX_OUTPUT_BYTES: only a live cap stops it
+            with open(f"{output}/fill{i}", "wb") as f:
+                f.write(b"x" * 2**20)
+        return small_model(input_shape, num_classes)
+""" + MODEL
+
+HOARDS_IN_DEV_SHM = """
+    def build_model(input_shape, num_classes):
+        with open("/dev/shm/hoard", "wb") as f:
+            for _ in range(900):  # 900 MB beside TensorFlow's own, under a 1,024 MB limit
+                f.write(b"x" * 2**20)
+        return small_model(input_shape, num_classes)
+""" + MODEL
+
+
+def evaluate(tmp: Path, sources: dict[str, str], seeds: int = 1, **settings) -> tuple[dict, config.Challenge, list]:
+    """Write the entries into tmp/submissions and evaluate them; (records by (entry, seed), the challenge, all records)."""
+    folder = tmp / "submissions"
+    folder.mkdir(exist_ok=True)
+    for name, source in sources.items():
+        (folder / f"{name}.py").write_text(textwrap.dedent(source))
+    challenge = config.from_dict({**TINY, "seeds": seeds, "results": str(tmp / "results"), "leaderboard": str(tmp / "board.md"), **settings})
+    runs = runner.plan(challenge, discover.find([str(folder)], str(folder)), data.load("digits").fingerprint(), list(range(seeds)))
+    records = runner.execute(challenge, runs, jobs=1, log=lambda line: None)
+    return {(r["entry"], r["seed"]): r for r in records}, challenge, records
+
+
+@needs_bwrap
+def test_a_sandboxed_run_writing_past_the_cap_is_stopped_while_it_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(containment, "MAX_WRITTEN_BYTES", SMALL_CAP)
+    record = evaluate(tmp_path, {"filler": FILLS_ITS_OUTPUT}, sandbox="required")[0][("filler", 0)]
+    assert record["status"] == "FAILED" and record["sandbox"] == "bubblewrap"
+    assert record["message"].startswith(f"stopped: it wrote more than {SMALL_CAP:,} bytes"), record["message"]
+
+
+@needs_bwrap
+def test_a_sandboxed_run_holding_memory_in_dev_shm_is_stopped(tmp_path):
+    record = evaluate(tmp_path, {"hoarder": HOARDS_IN_DEV_SHM}, sandbox="required")[0][("hoarder", 0)]
+    assert record["status"] == "FAILED" and record["sandbox"] == "bubblewrap"
+    assert "/dev/shm" in record["message"] and "1,024 MB" in record["message"], record["message"]
+
+
+# ---- seeds --------------------------------------------------------------------------------------------
+
+SELF_SEEDING = """
+    import keras
+    def build_model(input_shape, num_classes):
+        keras.utils.set_random_seed(42)  # "reproducible", as a tutorial says: every seed the same run
+        return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
+                                 keras.layers.Dense(16, activation="relu"), keras.layers.Dense(num_classes, activation="softmax")])
+"""
+HONEST = """
+    import keras
+    def build_model(input_shape, num_classes):
+        return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
+                                 keras.layers.Dense(16, activation="relu"), keras.layers.Dense(num_classes, activation="softmax")])
+"""
+
+
+def board_row(text: str, entry: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith("| ") and f" {entry}" in line)
+
+
+def test_an_entry_that_seeds_itself_is_flagged_and_shows_no_zero_spread(tmp_path):
+    by_run, challenge, records = evaluate(tmp_path, {"self_seeding": SELF_SEEDING, "honest": HONEST}, seeds=2, sandbox="off")
+    assert all(r["status"] == "OK" for r in records), [r["message"] for r in records]
+    assert by_run[("self_seeding", 0)]["predictions_sha256"] == by_run[("self_seeding", 1)]["predictions_sha256"]
+    assert by_run[("honest", 0)]["predictions_sha256"] != by_run[("honest", 1)]["predictions_sha256"]
+    frame = leaderboard.board(records, challenge)
+    text = leaderboard.render_markdown(frame, records, challenge, None)
+    flagged = board_row(text, "self_seeding")
+    assert leaderboard.SEEDS_IDENTICAL in flagged and "± 0.00" not in flagged, flagged
+    assert leaderboard.SEEDS_IDENTICAL not in board_row(text, "honest")
+    exported = {row["entry"]: row for row in json.loads(leaderboard.export_frame(frame, "json"))}
+    assert exported["self_seeding"]["seeds_identical"] is True and exported["self_seeding"]["test_accuracy_std"] is None
+    assert exported["self_seeding"]["test_accuracy_se"] > 0  # one run's binomial error, not the seeds' zero spread
+    assert exported["honest"]["seeds_identical"] is False
+
+
+def record(entry, seed, accuracy, digest=None):
+    """A board record as the runner writes it, with `predictions_sha256` when `digest`."""
+    challenge = config.from_dict({"dataset": "digits", "seeds": 3})
+    return {"entry": entry, "seed": seed, "dataset": "digits", "status": "OK", "message": "", "total_params": 500,
+            "trainable_params": 500, "test_accuracy": accuracy, "epochs": 10, "train_seconds": 1.0, "build_kwargs": {},
+            "eval_kwargs": {}, "key": {"config": challenge.protocol_hash(), "hash": f"{entry}-{seed}"},
+            **({"predictions_sha256": digest} if digest else {})}
+
+
+def test_identical_seeds_count_as_one_run_in_the_significance_tests_and_old_records_are_not_flagged():
+    records = [record("a", s, 0.90, "same-a") for s in range(3)] + [record("b", s, 0.91, "same-b") for s in range(3)]
+    records += [record("old", s, 0.80) for s in range(3)]  # made before the runner stored digests
+    frame = leaderboard.board(records, config.from_dict({"dataset": "digits", "seeds": 3})).set_index("entry")
+    assert frame.loc["a", "seeds_identical"] and frame.loc["b", "seeds_identical"] and not frame.loc["old", "seeds_identical"]
+    # Three copies of one run are no evidence that a and b differ: without the flag Welch's test on zero spreads called it certain.
+    assert frame.loc["a", "group"] == frame.loc["b", "group"]
+    assert frame.loc["old", "test_accuracy_std"] == 0.0  # an old board renders as it did

@@ -126,6 +126,7 @@ def cmd_clear(args) -> int:
     if new_rules != rules:
         settings.write_text(new_rules)
         print(f"rewrote {settings.as_posix()}: {CLEARED_SETTINGS_NOTE}")
+        challenge = config.load_challenge(args)  # the empty board's header shows the new challenge's settings
     print(f"removed {len(doomed)} path(s); wrote {leaderboard.write(challenge)} (empty) and {(folder / SUBMISSIONS_README).as_posix()}; "
           f"students add entries with `python -m bench new NAME`")
     return 0

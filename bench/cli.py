@@ -13,7 +13,7 @@ from pathlib import Path
 from bench import config, containment, discover, results
 
 # Commands that live in their own module; each module has `register(subparsers)`.
-COMMAND_MODULES = ("bench.tune", "bench.studies", "bench.classroom", "bench.gate", "bench.doctor")
+COMMAND_MODULES = ("bench.tune", "bench.studies", "bench.classroom", "bench.gate", "bench.doctor", "bench.site")
 
 
 class Terminated(KeyboardInterrupt):
@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="train and score entries, then regenerate the leaderboard")
     config.add_run_flags(evaluate)
     evaluate.add_argument("--force", action="store_true", help="retrain even when an OK record with the same cache key exists")
+    evaluate.add_argument("--retry-failed", action="store_true",
+                          help="train again the runs whose FAILED record is the entry's own doing (failure_cause: entry), "
+                               "which are otherwise kept until the file changes")
     evaluate.add_argument("--strict", action="store_true", help="exit non-zero when any entry is not OK")
     evaluate.add_argument("--smoke", action="store_true",
                           help="a short run that shows each entry learns, with [tool.bench.smoke]'s settings (default: 1 seed, "
@@ -188,11 +191,11 @@ def cmd_evaluate(args) -> int:
     if args.shard:
         submissions = in_shard(submissions, *args.shard)
     good = [s for s in submissions if s.ok]
-    # A try-out's own tuned values first, else the challenge's (bench.tune.saved_paths): the records say which.
+    # A try-out's own tuned values first, else the challenge's (bench.tune.saved_path): the records say which.
     runs = runner.plan(challenge, good, fingerprint, list(range(challenge.seeds)), eval_kwargs=eval_kwargs,
                        hyperparameters_for=tuned_hyperparameters(challenge))
     extra_job = {"monitor": args.monitor} if args.monitor else None
-    records = runner.execute(challenge, runs, force=args.force, executor=executor, extra_job=extra_job,
+    records = runner.execute(challenge, runs, force=args.force, retry_failed=args.retry_failed, executor=executor, extra_job=extra_job,
                              one_seed_above=challenge.one_seed_above)
     for heatmap in monitor.write_heatmaps(records, challenge.results) if args.monitor else []:
         print(f"wrote {heatmap}")

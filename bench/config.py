@@ -307,7 +307,7 @@ def add_run_flags(parser, with_paths: bool = True, omit: tuple[str, ...] = ()) -
     flag("max_params", type=int, help="parameter budget; larger entries are OVER_BUDGET (default: [tool.bench] max_params)")
     flag("validation_size", type=_count_or_fraction, metavar="N|F",
          help="validation images carved out of the training split: a count (5000) or a fraction (0.1) "
-         f"(default: [tool.bench] validation_size; without one, {AUTO_VALIDATION_RULE})")
+         f"(default: [tool.bench] validation_size; without one, {AUTO_VALIDATION_RULE.replace('%', '%%')})")  # argparse formats %
     flag("train_limit", type=int, help="train on the first N training images only (smoke runs)")
     flag("test_limit", type=int, help="score on the first N test images only (smoke runs)")
     flag("test_set", help="hidden test set: an .npz with x_test, y_test kept out of the repository (or BENCH_TEST_SET)")

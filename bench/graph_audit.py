@@ -17,8 +17,8 @@ What it counts, from the graph the serving function runs:
 - `embedded_constants`: every number the graph itself carries, which joins `total_params`: every
   element of a non-scalar floating-point constant or of an integer constant of more than
   FREE_INTEGER_CONSTANT elements; and, of the small numbers every Keras graph holds (scalar constants
-  such as epsilons, 0.5 and 1; shapes, axes, paddings; the dimensions of every constant, empty ones
-  included; numeric attributes of operations such as strides or a LeakyRelu's alpha), every distinct
+  such as epsilons, 0.5 and 1; shapes, axes, paddings; the dimensions of every constant and variable, empty
+  constants included; numeric attributes of operations such as strides or a LeakyRelu's alpha), every distinct
   value past the first FREE_SMALL_ELEMENTS elements (only numbers of at most 32 bits are small);
 - `nonzero_params`: `total_params` less the elements that are exactly zero (pruned weights), and
   `weight_tensors`: [dtype, elements, nonzero elements] of every variable and counted constant, from
@@ -80,7 +80,8 @@ ALLOWED_OPS = frozenset({
     "Fill", "Range", "Shape", "ShapeN", "Size", "Rank", "BroadcastTo", "BroadcastArgs", "OneHot",
     "MatrixDiagV3", "MatrixDiagPartV3", "MatrixBandPart",
 })
-PREDICT_BATCH = 1000
+# A weight tensor has a few axes of at most a few million elements; beyond that a shape is a number in disguise.
+MAX_VARIABLE_RANK, MAX_DIMENSION = 8, 2**24
 
 
 def audit(model_dir: str | Path) -> tuple[dict, "FrozenGraph | None"]:
@@ -107,10 +108,18 @@ def audit(model_dir: str | Path) -> tuple[dict, "FrozenGraph | None"]:
                         "or lookups): a scored model may only compute on its input, the same way every time (keep weights "
                         "in variables, and build the model from keras.layers and keras.ops)"), None
     variables = {id(v): v for v in function.variables}
-    total = sum(parameters_in(int(np.prod(v.shape)), v.dtype.size) for v in variables.values())
-    trainable = sum(parameters_in(int(np.prod(v.shape)), v.dtype.size) for v in variables.values() if v.trainable)
-    constants, constant_tensors = counted_numbers(nodes)
-    weight_tensors = [tensor_summary(v.dtype.name, v.dtype.size, v.numpy()) for v in variables.values()] + constant_tensors
+    odd = next((v for v in variables.values() if _odd_shape(v.shape)), None)
+    if odd is not None:
+        return _invalid(f"the model has a variable of shape {odd.shape}: a scored model's weights have a known shape with "
+                        f"at least one element and at most {MAX_VARIABLE_RANK} axes"), None
+    total = sum(parameters_in(v.shape.num_elements(), v.dtype.size) for v in variables.values())
+    trainable = sum(parameters_in(v.shape.num_elements(), v.dtype.size) for v in variables.values() if v.trainable)
+    try:
+        # A variable's dimensions are numbers too (read back with Shape), as a constant's are.
+        constants, constant_tensors = counted_numbers(nodes, [tuple(v.shape.as_list()) for v in variables.values()])
+        weight_tensors = [tensor_summary(v.dtype.name, v.dtype.size, v.numpy()) for v in variables.values()] + constant_tensors
+    except (ValueError, TypeError, tf.errors.OpError) as error:
+        return _invalid(f"the exported graph's numbers could not be read: {_first_line(error)}"), None
     notes = []
     if constants:
         notes.append(f"{constants:,} numbers are embedded in the graph as constants or attributes and count as parameters")
@@ -119,6 +128,11 @@ def audit(model_dir: str | Path) -> tuple[dict, "FrozenGraph | None"]:
               "nonzero_params": int(total + constants - zeros), "weight_tensors": weight_tensors,
               "embedded_constants": int(constants), "notes": notes}
     return record, FrozenGraph(function)
+
+
+def _odd_shape(shape) -> bool:
+    return shape.rank is None or shape.rank > MAX_VARIABLE_RANK or not shape.is_fully_defined() or shape.num_elements() == 0 \
+        or any(d > MAX_DIMENSION for d in shape.as_list())
 
 
 def parameters_in(elements: int, itemsize: int) -> int:
@@ -133,13 +147,13 @@ def tensor_summary(dtype: str, itemsize: int, value: np.ndarray) -> list:
     return [dtype, int(value.size), int(np.count_nonzero(value)), bits]
 
 
-def counted_numbers(nodes) -> tuple[int, list[list]]:
+def counted_numbers(nodes, variable_shapes=()) -> tuple[int, list[list]]:
     """Numbers the graph carries that count as parameters (the rule in this module's docstring), and the
     [dtype, elements, nonzero, bits] summary of each constant counted in full (the small numbers past the free
     allowance as one float32 tensor)."""
     from tensorflow.python.framework import tensor_util
 
-    counted, small, tensors = 0, set(), []
+    counted, small, tensors = 0, {("dims", shape) for shape in variable_shapes}, []
     for node in nodes:
         for name, attr in node.attr.items():
             if name.startswith("_"):  # TensorFlow's own annotations (which inputs are read-only, ...): no op reads them
@@ -289,7 +303,23 @@ MAC_OPS = {
     "BatchMatMulV2": _matmul_macs,
     "BatchMatMulV3": _matmul_macs,
     "Einsum": None,  # _einsum_macs, which reads its operands' traced shapes
+    "Mul": lambda op, out: _weight_multiply_macs(op, out),
 }
+
+
+def _weight_multiply_macs(op, out) -> int:
+    """A Mul by a constant array of more than one element (a frozen weight): one MAC per output value. A scalar
+    (a scale, an epsilon) or two computed operands (an activation, a gate) cost none, as in bench.macs."""
+    if out is None or not any(_constant_size(operand) > 1 for operand in op.inputs):
+        return 0
+    return math.prod(out)
+
+
+def _constant_size(tensor) -> int:
+    op = tensor.op
+    while op.type == "Identity" and op.inputs:
+        op = op.inputs[0].op
+    return tensor.shape.num_elements() or 0 if op.type == "Const" else 0
 
 
 def _einsum_macs(op, shapes: dict) -> int | None:

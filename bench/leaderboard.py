@@ -166,6 +166,7 @@ def render_markdown(frame: pd.DataFrame, records: list[dict], challenge: config.
         "- ★ marks the Pareto front: no other entry has as few parameters and as high an accuracy.",
         rule_line(challenge.scoring),
         significance_line(challenge.scoring),
+        site_line(),
         *([f"- ({SEEDS_IDENTICAL}): all of the entry's seeds gave the same predictions, so they are one run: its ± is that "
            "run's binomial error, as for one seed, and it counts as one seed in the tests above."] if frame["seeds_identical"].any() else []),
         "",
@@ -244,6 +245,13 @@ def rule_line(rules: config.Scoring) -> str:
         return f"- Passing (threshold): {', '.join(c for c in criteria if c)}; the failed criteria are named."
     return (f"- Points: {rules.curve} from {100 * rules.baseline:.2f} % (0) to {100 * rules.target:.2f} % ({rules.full_points:g})"
             + (f", plus up to {rules.bonus:g} linearly up to {100 * rules.ceiling:.2f} %" if rules.bonus else "") + "; by mean test accuracy.")
+
+
+def site_line() -> str:
+    """Where the web board (bench.site) is: built from these records, published by the leaderboard workflow."""
+    return ("- Web board (sortable, filterable, with each entry's training curves and the record history): "
+            "`python -m bench site` writes it to [`site/index.html`](site/index.html); the leaderboard workflow publishes "
+            "it on this repository's GitHub Pages, `https://OWNER.github.io/REPOSITORY/` ([README: Web board](README.md#web-board)).")
 
 
 def significance_line(rules: config.Scoring) -> str:

@@ -4,8 +4,10 @@ Weight sharing makes parameters cheap and compute expensive, so the count follow
 layers: it walks the model's graph, where a layer applied k times has k nodes, each with the
 input and output shapes of that call, and nested models are walked the same way.
 
-Counted: convolutions (plain, depthwise, separable, transposed) and dense layers, the layers
-whose multiply-accumulates dominate. Pooling, activations, normalisation and additions are not.
+Counted: convolutions (plain, depthwise, separable, transposed), dense and EinsumDense layers, recurrent
+layers (every step), Dot, and the element-wise products by weights (Multiply, PReLU, a Rescaling by an array:
+one MAC per output value, so a matrix product written as scales and a sum is not free). Pooling,
+activations, normalisation, additions and scalar scales are not.
 
 A layer the graph cannot see into (a subclassed layer that loops with keras.ops control flow, say)
 reports its own cost with a `macs_per_image(self)` method giving the multiply-accumulates of one
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+
+import numpy as np
 
 HOOK = "macs_per_image"
 
@@ -93,6 +97,14 @@ def _call_macs(layer, inputs, output_shape, uncounted: list[str], skip_zero_weig
         return round(per_image_out * math.prod(tuple(layer.kernel.shape)[:-1]) * share(layer.kernel))
     if isinstance(layer, keras.layers.Dense):
         return round(per_image_out * int(layer.kernel.shape[0]) * share(layer.kernel))
+    if isinstance(layer, keras.layers.Rescaling) and np.size(layer.scale) > 1:
+        return per_image_out  # a weight per value (a matrix product written as scales and a sum): one MAC each
+    if isinstance(layer, keras.layers.PReLU):
+        return per_image_out
+    if isinstance(layer, keras.layers.Multiply):
+        return per_image_out * (len(inputs) - 1)
+    if isinstance(layer, keras.layers.Dot):
+        return per_image_out * _dot_summed(layer, inputs)
     if isinstance(layer, keras.layers.Bidirectional):
         return sum(_recurrent_macs(part, input_shape, share) for part in (layer.forward_layer, layer.backward_layer))
     if isinstance(layer, (keras.layers.SimpleRNN, keras.layers.LSTM, keras.layers.GRU)):
@@ -102,6 +114,16 @@ def _call_macs(layer, inputs, output_shape, uncounted: list[str], skip_zero_weig
     if any(len(w.shape) >= 2 for w in layer.weights):
         uncounted.append(layer.name)
     return 0
+
+
+def _dot_summed(layer, inputs) -> int:
+    """The length of the axis a Dot layer sums over (its first input's)."""
+    axes = layer.axes if isinstance(layer.axes, int) else layer.axes[0]
+    shape = tuple(inputs[0].shape)
+    size = shape[axes]
+    if size is None:
+        raise ValueError(f"cannot count MACs of {layer.name} over an axis of unknown length")
+    return int(size)
 
 
 def _recurrent_macs(layer, input_shape, share) -> int:

@@ -150,9 +150,9 @@ def config_numbers(config) -> int:
         if isinstance(value, dict) and value.get("class_name") == TUPLE:
             value = list((value.get("config") or {}).get("value") or [])
         if isinstance(value, list):
-            arrays += _numbers_in(value)
-        elif _numbers_in(value):
-            scalars.add(float(value))
+            arrays += _leaves(value)  # every element, whatever its JSON type: Keras casts strings and booleans too
+        elif _as_number(value) is not None:
+            scalars.add(_as_number(value))
 
     def visit(node):
         if isinstance(node, list):
@@ -163,14 +163,14 @@ def config_numbers(config) -> int:
             return
         name = node.get("class_name")
         if name in ARRAY_MARKERS:
-            add([node.get("config")])
+            add([(node.get("config") or {}).get("value")])
             return
         if name in REBUILT_LAYERS and isinstance(node.get("config"), dict):
             if name not in TRAINING_ONLY_LAYERS:
                 for value in _hyperparameter_values(getattr(keras.layers, name), node["config"]):
                     add(value)
             for call in node.get("inbound_nodes") or []:
-                add([_without_tensors(call)])
+                add([_numbers_of(_without_tensors(call))])
         for key, value in node.items():
             if key not in ("inbound_nodes", COMPILE_CONFIG):
                 visit(value)
@@ -187,6 +187,15 @@ def _hyperparameter_values(layer_class, config: dict) -> list:
             and value != defaults.get(key, inspect.Parameter.empty)]  # nested Keras objects are visited on their own
 
 
+def _numbers_of(value):
+    """The numbers in a layer call's arguments (`training=True` and other flags aside)."""
+    if isinstance(value, dict):
+        return [_numbers_of(v) for k, v in value.items() if k not in ("class_name", "module", "dtype", "registered_name")]
+    if isinstance(value, list):
+        return [_numbers_of(v) for v in value]
+    return None if isinstance(value, bool) or value is None or _as_number(value) is None else value
+
+
 def _without_tensors(value):
     if isinstance(value, dict):
         return None if value.get("class_name") == TENSOR else {k: _without_tensors(v) for k, v in value.items()}
@@ -195,16 +204,27 @@ def _without_tensors(value):
     return value
 
 
-def _numbers_in(value) -> int:
-    if isinstance(value, bool) or value is None or isinstance(value, str):
+def _leaves(value) -> int:
+    """Elements of a JSON list, nested lists and dicts included (their keys and Keras's markers aside)."""
+    if value is None:
         return 0
-    if isinstance(value, (int, float)):
-        return 1
     if isinstance(value, dict):
-        return sum(_numbers_in(v) for k, v in value.items() if k not in ("class_name", "module", "dtype"))
+        return sum(_leaves(v) for k, v in value.items() if k not in ("class_name", "module", "dtype", "registered_name"))
     if isinstance(value, list):
-        return sum(_numbers_in(v) for v in value)
-    return 0
+        return sum(_leaves(v) for v in value)
+    return 1
+
+
+def _as_number(value) -> float | None:
+    """A scalar setting as the number Keras would compute with (a bool is 0 or 1, a string may hold a float)."""
+    if isinstance(value, (bool, int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
 
 
 def rebuild(keras_file: str | Path, config: dict):
@@ -253,6 +273,12 @@ def weights(model) -> tuple[list, list]:
     unique = {id(v): v for v in model.weights}
     trainable = {id(v) for v in model.trainable_weights}
     return list(unique.values()), [v for k, v in unique.items() if k in trainable]
+
+
+def int4_packed(model) -> set[int]:
+    """ids of the kernels Keras stores as int4, two weights to an int8 element (`model.quantize("int4")`)."""
+    return {id(layer._kernel) for layer in model._flatten_layers(include_self=False, recursive=True)
+            if getattr(layer, "quantization_mode", None) == "int4" and getattr(layer, "_kernel", None) is not None}
 
 
 def _first_line(error: BaseException) -> str:

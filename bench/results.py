@@ -1,7 +1,7 @@
 """Run records: one JSON file per (dataset, entry, variant, seed) under results/, written atomically.
 
 A record's cache key is the hash of everything that decides what the run produces; `evaluate`
-skips a run whose key matches an OK record already on disk.
+skips a run whose key matches a record that `is_cached` keeps (OK, INVALID, OVER_BUDGET, the entry's own FAILED).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench import PROTOCOL_VERSION
 from bench.config import sha256_of_json
-from bench.status import CACHED_STATUSES
+from bench.status import CACHED_STATUSES, ENTRY_CAUSE, FAILED
 
 
 def cache_key(submission_hash: str, protocol_hash: str, dataset_fingerprint: str, seed: int,
@@ -82,6 +82,11 @@ def load_all(results_dir: str | Path, dataset: str | None = None) -> list[dict]:
 
 
 
-def is_cached(path: Path, key_hash: str) -> bool:
+def is_cached(path: Path, key_hash: str, retry_failed: bool = False) -> bool:
+    """Whether the record at `path` answers a run with this key: OK, INVALID or OVER_BUDGET, or FAILED by the entry's
+    own doing (its `failure_cause`: the same file fails the same way again) unless `retry_failed`."""
     record = read(path)
-    return bool(record) and record.get("status") in CACHED_STATUSES and record.get("key", {}).get("hash") == key_hash
+    if not record or record.get("key", {}).get("hash") != key_hash:
+        return False
+    entrys_failure = record.get("status") == FAILED and record.get("failure_cause") == ENTRY_CAUSE
+    return record.get("status") in CACHED_STATUSES or (entrys_failure and not retry_failed)

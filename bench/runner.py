@@ -33,7 +33,7 @@ import numpy as np
 import bench
 from bench import audit, config, containment, data, discover, monitor, results, sandbox, scoring, train, untrusted, validation
 from bench.discover import Submission
-from bench.status import ENGINES, FAILED, OK, OVER_BUDGET, STATUSES, TIMEOUT
+from bench.status import ENGINES, ENTRY_CAUSE, FAILED, INVALID, OK, OUTSIDE_CAUSE, OVER_BUDGET, STATUSES, TIMEOUT
 from bench.train import PROGRESS_PREFIX
 
 # Lines of a worker's own output kept to explain a crash; the rest is drained and dropped, lines are
@@ -137,8 +137,12 @@ def say(line: str) -> None:
 
 
 def execute(challenge: config.Challenge, runs: list[Run], force: bool = False, jobs: int = 1,
-            log=say, extra_job: dict | None = None, executor=None, one_seed_above: int | None = None) -> list[dict]:
+            log=say, extra_job: dict | None = None, executor=None, one_seed_above: int | None = None,
+            retry_failed: bool = False) -> list[dict]:
     """Run what is not cached and return every run's record (cached ones included).
+
+    Cached: OK, INVALID and OVER_BUDGET records, and FAILED ones whose `failure_cause` is the entry's
+    (bench.results.is_cached); `retry_failed` trains those FAILED ones again, `force` everything.
 
     The executor trains (default: worker subprocesses here, `jobs` at a time; bench.executors has
     Ray's); whichever trained a run, its record is assembled and written here as soon as it finishes.
@@ -160,7 +164,7 @@ def execute(challenge: config.Challenge, runs: list[Run], force: bool = False, j
     def not_cached(candidates: dict[int, Run]) -> dict[int, Run]:
         todo = {}
         for index, run in candidates.items():
-            if not force and results.is_cached(run.path, run.key["hash"]) and has_requested_monitor(run.path, extra_job):
+            if not force and results.is_cached(run.path, run.key["hash"], retry_failed) and has_requested_monitor(run.path, extra_job):
                 records[index] = results.read(run.path)
                 log(f"cached  {run.label}")
             else:
@@ -212,7 +216,7 @@ def _train_and_store(challenge, todo: dict[int, Run], executor, threads, log, ex
                     "were in flight; undone")
                 suspects |= window
             elif changed:
-                partial = containment.tampering(changed)
+                partial = {**containment.tampering(changed), "failure_cause": ENTRY_CAUSE}
             if index in suspects:
                 continue
             records[index] = store(challenge, todo[index], partial, seconds, threads, log)
@@ -332,8 +336,14 @@ def store(challenge: config.Challenge, run: Run, partial: dict, seconds: float, 
 
         record["hyperparameters"] = run.hyperparameters
         record["tuned_trials"] = tune.tuned_trials(challenge, run.submission)
+    if record["status"] != OK:
+        record["failure_cause"] = failure_cause(partial)
     record = published(record)
-    results.write(run.path, record)
+    kept = same_failure(results.read(run.path), record)
+    if kept:
+        record = kept  # the record on disk (perhaps committed) already says this: a re-run does not rewrite it
+    else:
+        results.write(run.path, record)
     shown = f"test_accuracy={record['test_accuracy']:.4f}" if "test_accuracy" in record else record["message"].splitlines()[0] if record["message"] else ""
     log(f"{record['status']:<7} {run.label} {shown} ({record['wall_seconds']:.0f}s)")
     return record
@@ -436,10 +446,10 @@ def run_worker(challenge: config.Challenge, run: Run, threads: int | None, log, 
         claims["stage_seconds"] = {"train": round(ended_at - started, 3)}
         claims["sandbox"] = _sandbox_name(sandboxed)
         if claims["status"] != OK:
-            return claims
+            return {**claims, "failure_cause": training_failure_cause(claims)}
         if not ((train_out / train.KERAS_COPY).is_file() or (train_out / train.MODEL_DIR / "saved_model.pb").is_file()):
-            return {**claims, "status": FAILED, "message": "the training process reported success but left no trained model: "
-                    "an entry must not remove or replace the harness's files"}
+            return {**claims, "status": FAILED, "failure_cause": ENTRY_CAUSE, "message": "the training process reported success but "
+                    "left no trained model: an entry must not remove or replace the harness's files"}
         images = {"val": prepared.val_images_file, **({"test": prepared.test_images_file} if mode == "train" else {})}
         audit_job = {
             "model": at(f"{sandbox.INPUT}/trained", work / "audit_job" / "trained"),
@@ -545,18 +555,74 @@ def _ended_early(ended: dict, time_limit: float, memory_mb: int | None, stage: s
         return {"status": TIMEOUT, "message": f"{stage} ran longer than the time limit of {time_limit:.0f} s"
                 + (f" (last progress: {last[len(PROGRESS_PREFIX):].strip()})" if last else "")
                 + "; train fewer epochs (TRAINING['epochs']) or a smaller model"}
-    if ended["limit"]:
-        return {"status": FAILED, "message": containment.explain(ended["limit"], memory_mb)}
+    if ended["limit"]:  # memory depends on the machine (the default limit is half of it); processes and files on the entry
+        return {"status": FAILED, "message": containment.explain(ended["limit"], memory_mb),
+                "failure_cause": OUTSIDE_CAUSE if ended["limit"] == containment.MEMORY else ENTRY_CAUSE}
     own_lines = [line for line in tail if not line.startswith(PROGRESS_PREFIX)]
     said = [line for line in own_lines if line.strip() and not TENSORFLOW_LOG.match(line)]
     code = ended["returncode"]
     how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
     out_of_memory = any(word in line for line in own_lines for word in MEMORY_ERRORS)
-    return {"status": FAILED, "message": f"{stage} ended without a result ({how})"
-            + (f": {said[-1]}" if said else "")
-            + (f"; it ran out of memory: {containment.memory_hint(memory_mb)}" if out_of_memory else
-               "; something ended it before it wrote its result: an exit() or os._exit() in the entry, or a crash in native code"),
-            "output_tail": own_lines}
+    error = traceback_error(said)  # any other last line (a library's stray "Fontconfig error") is not the cause
+    if out_of_memory:
+        why = f"; it ran out of memory: {containment.memory_hint(memory_mb)}"
+    elif code < 0:
+        why = "; something outside it (the system, short of memory) or a crash in native code ended it"
+    else:
+        why = ("; the process exited before it wrote its result: an exit(), sys.exit() or os._exit() in the entry ends it "
+               "there (return from your functions instead)")
+    # An exit the process chose is the file's doing, and the same next time; a signal or lack of memory is the machine's.
+    cause = ENTRY_CAUSE if code >= 0 and not out_of_memory else OUTSIDE_CAUSE
+    return {"status": FAILED, "message": f"{stage} ended without a result ({how})" + (f": {error}" if error else "") + why,
+            "output_tail": own_lines, "failure_cause": cause}
+
+
+# The last line of a Python traceback: the exception's (dotted) name, then its message.
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(: |$)")
+
+
+def traceback_error(lines: list[str]) -> str | None:
+    """The error line a Python traceback ends with, when that traceback is the last thing in `lines`; else None."""
+    if len(lines) < 2 or not any(line.startswith("Traceback (most recent call last):") for line in lines):
+        return None
+    last, before = lines[-1], lines[-2]
+    return last if EXCEPTION_LINE.match(last) and before[:1].isspace() else None
+
+
+# A training stage's own FAILED report that the machine decides, not the file: memory ran out (MEMORY_ERRORS), or
+# the runner, on a loaded machine, answered a validation too late.
+LATE_ANSWER = "the harness did not answer the validation in time"
+
+
+def training_failure_cause(claims: dict) -> str:
+    """Whose doing the training stage's not-OK outcome is: ENTRY_CAUSE (its file's code raised, it broke the
+    protocol, it wrote the harness's files: the same file fails the same way again), or OUTSIDE_CAUSE."""
+    if claims["status"] != FAILED:
+        return ENTRY_CAUSE
+    said = f"{claims.get('message', '')}\n{claims.get('traceback', '')}"
+    return OUTSIDE_CAUSE if any(words in said for words in (*MEMORY_ERRORS, LATE_ANSWER)) else ENTRY_CAUSE
+
+
+def failure_cause(partial: dict) -> str:
+    """A not-OK run's `failure_cause`: ENTRY_CAUSE when the file alone decides it (INVALID, OVER_BUDGET, and a
+    FAILED that the stage which saw it marked as the entry's), cached like INVALID until the file changes;
+    else OUTSIDE_CAUSE (TIMEOUT, memory, a killed worker, a lost Ray task, an audit that crashed), retried."""
+    if partial.get("status") in (INVALID, OVER_BUDGET):
+        return ENTRY_CAUSE
+    if partial.get("status") == FAILED and partial.get("failure_cause") == ENTRY_CAUSE:
+        return ENTRY_CAUSE
+    return OUTSIDE_CAUSE
+
+
+# What a record says that a re-run with the same outcome says again (its times and dates differ).
+FAILURE_FIELDS = ("status", "message", "failure_cause")
+
+
+def same_failure(previous: dict | None, record: dict) -> dict | None:
+    """`previous`, the record on disk, when `record` is the same failure under the same cache key; else None."""
+    if not previous or record["status"] == OK or previous.get("key", {}).get("hash") != record["key"]["hash"]:
+        return None
+    return previous if all(previous.get(name) == record.get(name) for name in FAILURE_FIELDS) else None
 
 
 def _ended_unquoted(ended: dict, time_limit: float, memory_mb: int | None, stage: str) -> dict:

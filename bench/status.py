@@ -1,9 +1,12 @@
 """A run's outcome, in one place: every stage reports one of these, with a message saying what to change.
 
 - OK: trained, exported, audited and scored.
-- FAILED: the entry's code raised, training diverged, or a limit stopped it (memory, processes);
-  retried by the next evaluation, since it may depend on the machine.
-- TIMEOUT: the run passed the challenge's `time_limit`; retried too.
+- FAILED: the entry's code raised, training diverged, or a limit stopped it (memory, processes). The record's
+  `failure_cause` says whose doing it is: ENTRY_CAUSE (the file decides it: its code raised or exited, training
+  diverged, it broke the validation protocol, wrote the harness's files, or passed the process or file limits),
+  kept by the cache until the file changes (`evaluate --retry-failed` trains it again); OUTSIDE_CAUSE (memory, a
+  signal, a lost Ray task, a crashed audit, a late validation answer), retried by the next evaluation.
+- TIMEOUT: the run passed the challenge's `time_limit`, which a loaded machine can cause: always retried.
 - OVER_BUDGET: more parameters than `max_params` (counted before training, and again from the export).
 - INVALID: the file breaks the contract (no factory, wrong shapes, bad TRAINING, a model that cannot be
   exported or whose graph uses file or system operations); the same file always gets the same verdict.
@@ -13,6 +16,8 @@ OK, FAILED, TIMEOUT, OVER_BUDGET, INVALID = "OK", "FAILED", "TIMEOUT", "OVER_BUD
 STATUSES = (OK, FAILED, TIMEOUT, OVER_BUDGET, INVALID)
 # Decided by the file alone, so the same cache key gets the same verdict: kept by the cache.
 CACHED_STATUSES = (OK, INVALID, OVER_BUDGET)
+# A not-OK record's `failure_cause`: the entry's file (cached with it) or anything outside it (retried).
+ENTRY_CAUSE, OUTSIDE_CAUSE = "entry", "outside"
 
 # The training engine a record names in its `engine` field (bench.engine picks one per entry). Records made
 # before the field existed trained with model.fit.

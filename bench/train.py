@@ -88,8 +88,9 @@ def run_job(job: dict, answers=None) -> dict:
         if record["total_params"] > challenge.max_params:
             raise EntryProblem(OVER_BUDGET, over_budget_message(record["total_params"], challenge.max_params))
         check_output(model, x_fit, num_classes, module)
-        label_kind = compile_if_needed(model, module, training, challenge, record["notes"])
+        label_kind = compile_if_needed(model, module, training, challenge, record["notes"], num_classes)
         if job["mode"] == "check":
+            entry_callbacks(module)  # checked here too: fit, which reads them, does not run in check
             one_training_step(model, x_fit, y_fit, label_kind, num_classes)
         else:
             probe = slice(0, monitor.PROBE_IMAGES)  # a fixed batch of training images, measured every N steps
@@ -200,6 +201,7 @@ def build(module, x_train: np.ndarray, num_classes: int, build_kwargs: dict, hyp
         model = call_factory(module.build_model, {"input_shape": input_shape, "num_classes": num_classes}, build_kwargs)
     if not isinstance(model, keras.Model):
         raise EntryProblem(INVALID, f"build_model() returned {type(model).__name__}, not a keras.Model: return the model object itself")
+    check_input_shape(model, input_shape)
     # Always one call before counting: a subclassed model may create some of its weights in __init__
     # and the rest on its first call, and every weight it will train must be counted.
     try:
@@ -217,6 +219,42 @@ def build(module, x_train: np.ndarray, num_classes: int, build_kwargs: dict, hyp
     return model
 
 
+def declared_input_shape(model) -> tuple | None:
+    """The shape, without the batch axis, of the one keras.Input of a functional or Sequential model; None for a
+    model that declares none yet (a subclassed model, a Sequential without Input: the sample call builds those)
+    or several."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):  # a Sequential without Input raises until it is built
+        return None
+    if not isinstance(inputs, (list, tuple)) or len(inputs) != 1:
+        return None
+    return tuple(inputs[0].shape[1:])
+
+
+def check_input_shape(model, input_shape: tuple) -> None:
+    """Refuse a model whose Input is not the images' shape (a None axis fits any size).
+
+    Keras adds a missing last axis of size 1 when it calls the model (an Input of (28, 28, 1) accepts (28, 28)
+    images), so the sample call alone lets such a model train and fail where its export is read.
+    Raises EntryProblem(INVALID) saying both shapes."""
+    declared = declared_input_shape(model)
+    if declared is None:
+        return
+    fits = len(declared) == len(input_shape) and all(d is None or d == i for d, i in zip(declared, input_shape))
+    if not fits:
+        raise EntryProblem(INVALID, input_shape_message(declared, input_shape))
+
+
+def input_shape_message(declared: tuple, input_shape: tuple) -> str:
+    return (f"your Input is {declared}, the images are {tuple(input_shape)}: take `input_shape` from `build_model`'s argument, "
+            "or Reshape")
+
+
+# Parameter names of a keras-tuner model function (`def build_model(hp):`, as keras-tuner's guide writes it).
+TUNER_ARGUMENTS = ("hp", "hps", "hyperparameters")
+
+
 def call_factory(factory, standard: dict, extra: dict):
     """Pass `input_shape`/`num_classes` only to factories that accept them (seed 004 hard-codes its input)."""
     parameters = inspect.signature(factory).parameters
@@ -228,11 +266,19 @@ def call_factory(factory, standard: dict, extra: dict):
     required = [name for name, p in parameters.items()
                 if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
                 and name not in standard and name not in extra]
+    if any(name in TUNER_ARGUMENTS for name in required):  # renaming `hp` would break its hp.Int calls: say where it goes
+        raise EntryProblem(INVALID, tuner_factory_message(factory.__name__, list(parameters)))
     if required:
         raise EntryProblem(INVALID, f"{factory.__name__}({', '.join(parameters)}) has parameter(s) the harness does not pass: "
                                     f"{', '.join(required)}. Name them {' and '.join(STANDARD_ARGUMENTS)} "
                                     f"(def {factory.__name__}(input_shape, num_classes):), or give them defaults")
     return factory(**kwargs, **extra)
+
+
+def tuner_factory_message(name: str, parameters: list[str]) -> str:
+    return (f"{name}({', '.join(parameters)}) is a keras-tuner model function, but the harness calls "
+            f"{name}(input_shape, num_classes): put it in `build_hypermodel(hp, input_shape, num_classes)` beside a plain "
+            f"`build_model(input_shape, num_classes)` (README \"Tune an entry\"), and search with `python -m bench tune`")
 
 
 def _build_from_hyperparameters(module, input_shape, num_classes, values: dict):
@@ -260,7 +306,10 @@ def count_params(model) -> dict:
 def check_output(model, x_train: np.ndarray, num_classes: int, module) -> None:
     """One output row of `num_classes` per image, and probabilities unless FROM_LOGITS says logits."""
     sample = x_train[:SAMPLE_BATCH]
-    output = np.asarray(model(sample, training=False))
+    outputs = model(sample, training=False)
+    if isinstance(outputs, (list, tuple, dict)) and len(outputs) > 1:  # as an array, the outputs' count reads as the batch
+        raise EntryProblem(INVALID, several_outputs_message(len(outputs)))
+    output = np.asarray(outputs)
     shape = tuple(output.shape)
     if shape != (len(sample), num_classes):
         raise EntryProblem(
@@ -280,6 +329,11 @@ def check_output(model, x_train: np.ndarray, num_classes: int, module) -> None:
                                     "remove FROM_LOGITS, or drop the final softmax so the model outputs logits")
 
 
+def several_outputs_message(count: int) -> str:
+    return (f"the model has {count} outputs, the harness trains and scores exactly one: "
+            "return keras.Model(inputs, main_output) with the one output to score")
+
+
 def declared_logits(model, module) -> bool:
     """Whether the loss will read the outputs as logits: a self-compiled loss's own flag, else FROM_LOGITS."""
     if getattr(model, "compiled", False) and getattr(model, "optimizer", None) is not None:
@@ -288,21 +342,24 @@ def declared_logits(model, module) -> bool:
     return bool(getattr(module, "FROM_LOGITS", False))
 
 
-def compile_if_needed(model, module, training: dict, challenge: config.Challenge, notes: list) -> str:
-    """Compile uncompiled models; keep a submitter's own optimizer and loss. Returns 'sparse' or 'one_hot'."""
+def compile_if_needed(model, module, training: dict, challenge: config.Challenge, notes: list, num_classes: int | None = None) -> str:
+    """Compile uncompiled models with TRAINING; a model its factory compiled stays exactly as compiled (its metrics
+    too, which its own callbacks may monitor). Returns the labels its loss takes: 'sparse' (integers) or 'one_hot'
+    (`labels_for_loss`; `num_classes` defaults to the model's output width).
+
+    Raises EntryProblem(INVALID) as labels_for_loss does."""
     import keras
 
     if getattr(model, "compiled", False) and getattr(model, "optimizer", None) is not None:
-        optimizer, loss = model.optimizer, model.loss
+        loss = model.loss
         if any(k in (getattr(module, "TRAINING", None) or {}) for k in ("optimizer", "learning_rate", "loss")):
             notes.append("the model was compiled by its factory: TRAINING's optimizer/learning_rate/loss were not used")
     else:
         from_logits = bool(getattr(module, "FROM_LOGITS", False))
         optimizer = keras.optimizers.get({"class_name": training["optimizer"], "config": {"learning_rate": training["learning_rate"]}})
         loss = named_loss(training["loss"], from_logits) if training["loss"] else keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
-    # Recompiling with the same optimizer and loss adds the accuracy metric the callbacks and history need.
-    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
-    return label_kind_for(loss)
+        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    return labels_for_loss(loss, module, num_classes or output_width(model), notes)
 
 
 def named_loss(name: str, from_logits: bool):
@@ -324,10 +381,76 @@ def named_loss(name: str, from_logits: bool):
     return loss
 
 
+def loss_name(loss) -> str:
+    return loss if isinstance(loss, str) else getattr(loss, "name", None) or getattr(loss, "__name__", "") or type(loss).__name__
+
+
 def label_kind_for(loss) -> str:
-    name = loss if isinstance(loss, str) else getattr(loss, "name", None) or getattr(loss, "__name__", "") or type(loss).__name__
-    name = name.lower()
-    return "sparse" if "sparse" in name else "one_hot"
+    """The labels a loss takes by its name: integers ('sparse') for a sparse loss, one-hot for any other."""
+    return "sparse" if "sparse" in loss_name(loss).lower() else "one_hot"
+
+
+# The file's declaration of the labels its loss takes (`LABELS = "integer"`), for a loss that accepts both forms.
+LABEL_DECLARATIONS = {"integer": "sparse", "one_hot": "one_hot"}
+LABEL_WORDS = {"sparse": "integer labels", "one_hot": "one-hot labels"}
+LABEL_PROBE_IMAGES = 4
+
+
+def labels_for_loss(loss, module, num_classes: int | None, notes: list) -> str:
+    """The labels `loss` is trained with, 'sparse' (integers) or 'one_hot', chosen by what it accepts: the loss is
+    called on a few labels of each form and uniform outputs before training. The file's LABELS decides; else the one
+    form the loss accepts; else, when it accepts both, its name (sparse: integers).
+
+    Raises EntryProblem(INVALID) when LABELS is not "integer" or "one_hot", when the loss fails on the declared form,
+    or when it accepts neither form, with the error it raised on each."""
+    declared = getattr(module, "LABELS", None)
+    if declared is not None and declared not in LABEL_DECLARATIONS:
+        raise EntryProblem(INVALID, f"LABELS = {declared!r} is not a label form: set LABELS = \"integer\" or LABELS = \"one_hot\"")
+    if not num_classes:  # a subclassed model in a caller that did not say: the name decides, as it always did
+        return LABEL_DECLARATIONS[declared] if declared else label_kind_for(loss)
+    failures = {kind: loss_failure(loss, kind, num_classes) for kind in LABEL_WORDS}
+    name = loss_name(loss)
+    if declared is not None:
+        kind = LABEL_DECLARATIONS[declared]
+        if failures[kind]:
+            raise EntryProblem(INVALID, f"LABELS = {declared!r}, but the loss {name} fails on {LABEL_WORDS[kind]}: {failures[kind]}. "
+                                        "Fix the loss, or declare the labels it is written for")
+        return kind
+    accepted = [kind for kind, failure in failures.items() if failure is None]
+    if not accepted:
+        raise EntryProblem(INVALID, f"the loss {name} fails on integer labels, shape ({LABEL_PROBE_IMAGES},) ({failures['sparse']}), "
+                                    f"and on one-hot labels, shape ({LABEL_PROBE_IMAGES}, {num_classes}) ({failures['one_hot']}): "
+                                    "the harness gives a loss the labels it accepts; fix the loss so it takes one of them")
+    kind = accepted[0] if len(accepted) == 1 else label_kind_for(loss)
+    if kind != label_kind_for(loss):
+        notes.append(f"trained with {LABEL_WORDS[kind]}: the loss {name} accepts those and not {LABEL_WORDS[label_kind_for(loss)]}")
+    return kind
+
+
+def loss_failure(loss, kind: str, num_classes: int) -> str | None:
+    """What `loss` raised on a few labels of `kind` and uniform outputs, as `fit` calls it; None when it worked."""
+    import keras
+    from keras.src.losses.losses import LossFunctionWrapper
+
+    labels = np.arange(LABEL_PROBE_IMAGES) % num_classes
+    outputs = np.full((LABEL_PROBE_IMAGES, num_classes), 1 / num_classes, dtype="float32")
+    function = keras.losses.get(loss) if isinstance(loss, str) else loss
+    # fit wraps a plain function as this does: labels cast to the outputs' dtype, ranks squeezed or expanded to match.
+    wrapped = function if isinstance(function, keras.losses.Loss) else LossFunctionWrapper(function)
+    try:
+        keras.ops.convert_to_numpy(wrapped(encode(labels, kind, num_classes), outputs))
+    except Exception as error:  # the loss's own error: which form it refuses, and why
+        return f"{type(error).__name__}: {_first_line(error)}"
+    return None
+
+
+def output_width(model) -> int | None:
+    """The last axis of a functional or Sequential model's one output; None when it declares none."""
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    return int(outputs[0].shape[-1]) if isinstance(outputs, (list, tuple)) and len(outputs) == 1 and outputs[0].shape[-1] else None
 
 
 def encode(labels: np.ndarray, kind: str, num_classes: int) -> np.ndarray:
@@ -353,7 +476,7 @@ def training_callbacks(module, challenge: config.Challenge, model=None, notes: l
     then the entry's own callbacks(). Returns (callbacks, the EarlyStopping among them).
 
     An optimizer driven by a learning-rate schedule keeps it: ReduceLROnPlateau is left out, and
-    `notes` says so."""
+    `notes` says so. Raises EntryProblem(INVALID) as entry_callbacks does."""
     import keras
 
     rl, es = challenge.reduce_lr, challenge.early_stopping
@@ -367,13 +490,33 @@ def training_callbacks(module, challenge: config.Challenge, model=None, notes: l
     else:
         callbacks.insert(0, keras.callbacks.ReduceLROnPlateau(monitor=rl.monitor, factor=rl.factor, patience=rl.patience,
                                                               min_delta=rl.min_delta, min_lr=rl.min_lr or 0.0))
+    return callbacks + entry_callbacks(module), early_stopping
+
+
+# The validation values the runner answers (bench.validation): the only val_ values an epoch's logs ever hold.
+ANSWERED_VALUES = ("val_loss", "val_accuracy")
+
+
+def entry_callbacks(module) -> list:
+    """The entry's own callbacks(), checked; [] when it has none.
+
+    Raises EntryProblem(INVALID) when callbacks() returns anything but Keras callbacks, or when one monitors a
+    validation value the runner never answers (it would never act, silently)."""
+    import keras
+
     extra = getattr(module, "callbacks", None)
-    if callable(extra):
-        own = list(extra())
-        if not all(isinstance(c, keras.callbacks.Callback) for c in own):
-            raise EntryProblem(INVALID, "callbacks() must return a list of keras.callbacks.Callback objects")
-        callbacks += own
-    return callbacks, early_stopping
+    if not callable(extra):
+        return []
+    own = list(extra())
+    if not all(isinstance(c, keras.callbacks.Callback) for c in own):
+        raise EntryProblem(INVALID, "callbacks() must return a list of keras.callbacks.Callback objects")
+    for callback in own:
+        monitor = getattr(callback, "monitor", None)
+        if isinstance(monitor, str) and monitor.startswith("val_") and monitor not in ANSWERED_VALUES:
+            raise EntryProblem(INVALID, f"callbacks(): {type(callback).__name__} monitors {monitor!r}, which never exists here: "
+                                        f"the harness answers validation with {' and '.join(ANSWERED_VALUES)} only. Monitor one of "
+                                        f"those, or the training value {monitor[len('val_'):]!r}")
+    return own
 
 
 def fit(model, module, training, challenge, job, label_kind, num_classes, x_fit, y_fit, x_val, answers, notes,
@@ -506,6 +649,8 @@ def explain(error: BaseException, path: Path, shown: str | None = None) -> str:
     frames = traceback.extract_tb(error.__traceback__)
     own = [f for f in frames if Path(f.filename).resolve() == path.resolve()]
     where = "; ".join(f"{shown}, line {f.lineno}, in {f.name}: {f.line}" for f in own[-3:])
+    if reached_for_network(error):  # the resolver's own words (errno -3, -2, ...) vary by machine: say what it means
+        return f"{where} -> {NO_NETWORK}" if where else NO_NETWORK
     text = f"{type(error).__name__}: {_first_line(error)}"
     causes, cause, seen = [], error.__cause__ or error.__context__, {id(error)}
     while cause is not None and id(cause) not in seen:
@@ -517,6 +662,27 @@ def explain(error: BaseException, path: Path, shown: str | None = None) -> str:
     if causes:
         text += " (caused by " + "; caused by ".join(causes) + ")"
     return f"{where} -> {text}" if where else text
+
+
+NO_NETWORK = ("the entry tried to download, and the sandbox it trains in has no network: the harness gives your code "
+              "its data (input_shape and num_classes as build_model's arguments, the training arrays to fit): "
+              "load no dataset, and no pretrained weights (weights=None)")
+# Errors that mean a download found no network: what urllib, socket and requests raise, and Keras's get_file's
+# own wrapper ("URL fetch failure on ..."), which chains the URLError.
+NETWORK_ERROR_NAMES = ("URLError", "gaierror", "herror", "ConnectionError", "NameResolutionError", "MaxRetryError")
+NETWORK_WORDS = ("URL fetch failure", "name resolution", "Name or service not known", "Network is unreachable")
+
+
+def reached_for_network(error: BaseException) -> bool:
+    """Whether `error`, or an error in its chain of causes, is a download that found no network."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if type(error).__name__ in NETWORK_ERROR_NAMES or any(word in str(error) for word in NETWORK_WORDS):
+            return True
+        # `raise ... from None` hides its context (the validation channel's BrokenPipeError, say): not a cause.
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    return False
 
 
 def _first_line(error: BaseException) -> str:

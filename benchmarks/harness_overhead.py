@@ -1,15 +1,19 @@
 """What `bench evaluate` costs beyond a bare `model.fit` of the same model, data and epochs, and what the
-sandbox and the audit of the exported model add to a run.
+sandbox, the saved model and the audit (rebuild, count, predict) add to a run.
 
-Run from the repository root:  python benchmarks/harness_overhead.py [--entry PATH] [--epochs N] [--repeats N]
+Run from the repository root:
+    python benchmarks/harness_overhead.py [--entry PATH] [--epochs N] [--repeats N] [--baseline CHECKOUT]
 
-Three sides run in fresh processes, interleaved, on the same training/validation split: a bare script,
-`python -m bench evaluate --force --sandbox off` and the same with `--sandbox required` (bubblewrap).
-The bare script and the training stage are timed from just after `import tensorflow` to the end of
-training (TensorFlow's own start-up is printed separately); the runner records each stage's wall time
-(`stage_seconds`: the training and audit subprocesses, start-up included) and the worker the export's.
-Targets: the sandbox slows training by under 3 % (`model.fit` ratio, sandboxed / off), and the fixed cost
-per run (export + audit stage + the sandbox's start-up) stays under 5 s.
+Sides run in fresh processes, interleaved, on the same training/validation split: a bare script,
+`python -m bench evaluate --force --sandbox off` and the same with `--sandbox required` (bubblewrap), and with
+`--baseline` the sandboxed run of another checkout of bench (`git worktree add /tmp/base <commit>`), so a
+change to the stages is measured side by side in one run. The bare script is timed from just after
+`import tensorflow` to the end of `model.fit`; the harness's `train_seconds` is the runner's clock from the
+training stage's start (start-up included) to its last validation answer, so it is printed beside the bare
+fit plus TensorFlow's start-up. The runner records each stage's wall time (`stage_seconds`: the training and
+audit subprocesses, start-up included) and `export_seconds` (last validation answer to the stage's end: saving
+the model). Targets: the sandbox slows training by under 3 % (sandboxed / off), and the fixed cost per run
+(export + audit stage + the sandbox's start-up) stays under 5 s.
 """
 
 from __future__ import annotations
@@ -56,11 +60,13 @@ def run_bare(entry, epochs, data_dir, validation_size, env):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def run_harness(entry, epochs, data_dir, env, sandbox):
+def run_harness(entry, epochs, data_dir, env, sandbox, checkout=REPO):
+    env = {**env, "PYTHONPATH": str(checkout)}
     with tempfile.TemporaryDirectory() as results:
-        subprocess.run([sys.executable, "-m", "bench", "evaluate", entry, "--seeds", "1", "--epochs", str(epochs), "--force",
-                        "--sandbox", sandbox, "--data-dir", data_dir, "--results", results, "--leaderboard", f"{results}/board.md"],
-                       capture_output=True, text=True, env=env, cwd=REPO, check=True)
+        subprocess.run([sys.executable, "-m", "bench", "evaluate", str(REPO / entry), "--seeds", "1", "--epochs", str(epochs), "--force",
+                        "--sandbox", sandbox, "--data-dir", data_dir, "--results", results, "--leaderboard", f"{results}/board.md",
+                        "--config", str(REPO / "pyproject.toml")],
+                       capture_output=True, text=True, env=env, cwd=checkout, check=True)
         record = json.loads(next(Path(results).rglob("seed0.json")).read_text())
     stages = record["stage_seconds"]
     return {**record["worker_seconds"], "fit": record["train_seconds"], "test_accuracy": record["test_accuracy"],
@@ -76,28 +82,38 @@ def main():
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--data-dir", default=os.environ.get("BENCH_DATA_DIR", "../shared/data"))
+    parser.add_argument("--baseline", help="another checkout of bench, run sandboxed beside this one")
     args = parser.parse_args()
+    data_dir = str(Path(args.data_dir).resolve())
     # One fixed thread budget for both sides: the comparison is about the harness, not the scheduler.
-    env = {**os.environ, "BENCH_THREADS": "2", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
-    bare, off, boxed = [], [], []
+    env = {**os.environ, "BENCH_THREADS": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    sides = {"bare": [], "off": [], "boxed": [], **({"baseline": []} if args.baseline else {})}
     for _ in range(args.repeats):
-        bare.append(run_bare(args.entry, args.epochs, args.data_dir, 5000, env))
-        off.append(run_harness(args.entry, args.epochs, args.data_dir, env, "off"))
-        boxed.append(run_harness(args.entry, args.epochs, args.data_dir, env, "required"))
-    best = lambda runs, key: min(r[key] for r in runs)
+        sides["bare"].append(run_bare(args.entry, args.epochs, data_dir, 5000, {**env, "PYTHONPATH": str(REPO)}))
+        sides["off"].append(run_harness(args.entry, args.epochs, data_dir, env, "off"))
+        sides["boxed"].append(run_harness(args.entry, args.epochs, data_dir, env, "required"))
+        if args.baseline:
+            sides["baseline"].append(run_harness(args.entry, args.epochs, data_dir, env, "required", Path(args.baseline).resolve()))
+    best = lambda side, key: min(r[key] for r in sides[side])
+    for run in sides["bare"]:
+        run["fit_and_import"] = run["fit"] + run["tensorflow_import"]
     print(f"entry {args.entry}, {args.epochs} epochs on MNIST, best of {args.repeats} interleaved runs")
-    print(f"{'':38}{'bare model.fit':>15}{'sandbox off':>13}{'bubblewrap':>12}{'boxed/bare':>11}{'boxed/off':>10}")
-    for key, label in (("fit", "model.fit seconds"), ("tensorflow_import", "TensorFlow import (start-up)")):
-        b, o, x = best(bare, key), best(off, key), best(boxed, key)
-        print(f"{label:38}{b:15.2f}{o:13.2f}{x:12.2f}{x / b:11.3f}{x / o:10.3f}")
-    for key, label in (("export", "export (SavedModel + .keras)"), ("startup", "process start-up beyond TensorFlow"),
-                       ("audit_stage", "audit stage (load, count, predict)"), ("wall", "whole run, wall")):
-        o, x = best(off, key), best(boxed, key)
-        print(f"{label:38}{'':15}{o:13.2f}{x:12.2f}{'':11}{x / o:10.3f}")
-    fixed = best(boxed, "export") + best(boxed, "audit_stage") + best(boxed, "startup") - best(off, "startup")
-    print(f"{'test accuracy':38}{bare[0]['test_accuracy']:15.4f}{off[0]['test_accuracy']:13.4f}{boxed[0]['test_accuracy']:12.4f}")
-    print(f"sandbox's cost to training: {100 * (best(boxed, 'fit') / best(off, 'fit') - 1):+.1f} % (target under 3 %)")
-    print(f"fixed cost per run (export + audit stage + sandbox start-up): {fixed:.2f} s (target under 5 s)")
+    columns = ["off", "boxed", *(["baseline"] if args.baseline else [])]
+    print(f"{'':40}{'sandbox off':>13}{'bubblewrap':>12}" + (f"{'baseline':>10}{'boxed/base':>11}" if args.baseline else ""))
+    print(f"{'bare model.fit + TensorFlow import':40}{best('bare', 'fit_and_import'):13.2f}")
+    for key, label in (("fit", "train_seconds (start to last validation)"), ("tensorflow_import", "TensorFlow import (start-up)"),
+                       ("export", "export (model.keras; graph if custom)"), ("startup", "process start-up beyond TensorFlow"),
+                       ("train_stage", "training stage, wall"), ("audit_stage", "audit stage (rebuild, count, predict)"),
+                       ("wall", "whole run, wall")):
+        values = [best(side, key) for side in columns]
+        ratio = f"{values[1] / values[2]:11.3f}" if args.baseline else ""
+        print(f"{label:40}" + "".join(f"{v:{13 if i == 0 else 12 if i == 1 else 10}.2f}" for i, v in enumerate(values)) + ratio)
+    print(f"{'test accuracy':40}" + "".join(f"{sides[side][0]['test_accuracy']:{13 if i == 0 else 12 if i == 1 else 10}.4f}"
+                                            for i, side in enumerate(columns)))
+    print(f"sandbox's cost to training: {100 * (best('boxed', 'fit') / best('off', 'fit') - 1):+.1f} % (target under 3 %)")
+    for side in columns[1:]:
+        fixed = best(side, "export") + best(side, "audit_stage") + best(side, "startup") - best("off", "startup")
+        print(f"fixed cost per run, {side} (export + audit stage + sandbox start-up): {fixed:.2f} s (target under 5 s)")
 
 
 if __name__ == "__main__":

@@ -146,10 +146,11 @@ def test_leaderboard_check_fails_on_a_stale_or_missing_board(tmp_path, capsys):
     assert "differs from what the records in" in err and "run `python -m bench leaderboard` and commit the result" in err
 
 
-@pytest.mark.parametrize("flags", [["--dataset", "digits"], ["--train-limit", "5000"]])
+@pytest.mark.parametrize("flags", [["--dataset", "digits"], ["--train-limit", "5000", "--validation-size", "5000"]])
 def test_a_validation_size_that_does_not_fit_is_one_error_before_any_worker(tmp_path, write_entry, capsys, flags, mnist_dir):
-    """The default 5,000 validation images do not fit digits' 1,437 (or 5,000) training images: one message,
-    exit status 2, no worker, no record, no board (it once started 33 workers and wrote an empty board)."""
+    """The committed 5,000 validation images do not fit digits' 1,437 training images, nor an explicit 5,000 out
+    of 5,000: one message, exit status 2, no worker, no record, no board (it once started 33 workers and wrote an
+    empty board). A --train-limit alone takes the default rule instead (tests/test_data_config.py)."""
     write_entry("dense", DENSE_ENTRY)
     code = cli.main(["evaluate", str(tmp_path / "submissions"), *flags, "--data-dir", mnist_dir,
                      "--results", str(tmp_path / "results"), "--leaderboard", str(tmp_path / "board.md")])
@@ -222,7 +223,7 @@ def test_clear_leaves_a_fork_whose_tests_do_not_need_the_example_entries(tmp_pat
     assert len(list((fork / "submissions").glob("*.py"))) == len(examples)  # a dry run removes nothing
     done = bench("clear", "--yes")
     assert done.returncode == 0, done.stderr
-    assert list((fork / "submissions").iterdir()) == []
+    assert [p.name for p in (fork / "submissions").iterdir()] == ["README.md"]  # git keeps the folder
     assert not any((fork / p).exists() for p in ("results", "leaderboard.png", "studies"))
     board = (fork / "leaderboard.md").read_text()
     assert "No entry has finished OK yet." in board and "- Sandbox: no runs yet." in board

@@ -29,6 +29,10 @@ EXPECTED_STATUS = {
     "logits_without_flag": "INVALID",
     "misspelt_optimizer": "INVALID",
     "keras2_backend": "FAILED",
+    "channel_axis_input": "INVALID",
+    "two_outputs": "INVALID",
+    "tuner_factory": "INVALID",
+    "downloads_data": "FAILED",
 }
 LINE = re.compile(r"^(?P<status>[A-Z_]+)\s+(?P<entry>\w+)\s+(?:[\d,]+ params)?\s+(?:[\d,]+ MACs)?\s+(?P<message>.+)$")
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import gzip
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bench import config, data
+from bench import cli, config, data
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def write_idx(path, array, gz):
@@ -134,3 +138,43 @@ def test_tune_and_sweep_help_list_only_the_flags_they_use(capsys, command, absen
         cli.main([command, "--help"])
     shown = capsys.readouterr().out
     assert not [flag for flag in absent if flag in shown] and all(flag in shown for flag in present)
+
+
+def test_the_default_validation_size_fits_any_dataset_and_keeps_mnist_at_5000():
+    """Left out, validation_size is 5,000 images from a split of 50,000 or more, else 10 % of it (stratified)."""
+    assert config.Challenge().validation_size is None and config.from_dict({}).validation_size is None
+    assert data.validation_count(None, 60_000) == 5000 and data.validation_count(None, 50_000) == 5000
+    assert data.validation_count(None, 1437) == 144 and data.validation_count(None, 2000) == 200
+    digits = data.load("digits")
+    (x_fit, y_fit), (x_val, y_val) = data.split_validation(digits.x_train, digits.y_train, None)
+    assert len(x_val) == 144 and len(x_fit) == 1437 - 144 and set(y_val) == set(range(10))
+
+
+def test_a_validation_count_that_does_not_fit_says_the_default_rule():
+    digits = data.load("digits")
+    with pytest.raises(data.DataError, match="leave the setting out for 5,000 images when the training split has at least "
+                                             "50,000, else 10 % of it"):
+        data.split_validation(digits.x_train, digits.y_train, 1000)
+
+
+def test_a_train_limit_try_out_under_the_committed_count_takes_the_default_rule(tmp_path, capsys):
+    """`--train-limit 2000` on a challenge of 5,000 validation images: the run takes the rule and says so; a
+    --validation-size given beside it is taken as it is."""
+    (tmp_path / "pyproject.toml").write_text("[tool.bench]\nvalidation_size = 5000\n")
+    parser = cli.build_parser()
+    limited = config.load_challenge(parser.parse_args(["evaluate", "--config", str(tmp_path / "pyproject.toml"), "--train-limit", "2000"]))
+    assert limited.validation_size is None and "does not fit --train-limit 2000" in capsys.readouterr().err
+    given = config.load_challenge(parser.parse_args(["evaluate", "--config", str(tmp_path / "pyproject.toml"),
+                                                     "--train-limit", "2000", "--validation-size", "300"]))
+    assert given.validation_size == 300
+    fits = config.load_challenge(parser.parse_args(["evaluate", "--config", str(tmp_path / "pyproject.toml"), "--train-limit", "20000"]))
+    assert fits.validation_size == 5000
+
+
+def test_the_committed_validation_count_keeps_the_committed_records_cache_keys():
+    """The committed pyproject's `validation_size = 5000` hashes as before the default changed: its records stay cached."""
+    challenge = config.load(REPO / "pyproject.toml")
+    keys = [json.loads(path.read_text()).get("key", {}).get("config") for path in (REPO / challenge.results).glob("*/*/seed0.json")]
+    if not keys:
+        pytest.skip("this fork has no committed records")
+    assert challenge.protocol_hash() in keys

@@ -263,3 +263,78 @@ def test_macs_the_audit_cannot_count_are_marked_a_lower_bound_on_the_board():
     frame = leaderboard.board([record], challenge)
     assert bool(frame.loc[0, "macs_lower_bound"])
     assert "≥ 1,234" in leaderboard._table(frame, challenge.scoring)
+
+
+# ---- a second round of attacks (a red-team pass on the two paths) -----------------------------------------
+
+def test_numbers_written_as_strings_or_booleans_in_a_layer_setting_count():
+    """Keras turns `"0.0123"` and `true` in an array setting into numbers: each element counts, whatever its JSON type."""
+    def rescaling(scale):
+        return {"module": "keras.layers", "class_name": "Rescaling", "registered_name": None,
+                "config": {"name": "r", "scale": {"class_name": "__numpy__", "config": {"value": scale, "dtype": "float32"}}, "offset": 0.0}}
+
+    assert rebuild.config_numbers({"layers": [rescaling([f"{v:.4f}" for v in np.linspace(0, 1, 64)])]}) == 64
+    assert rebuild.config_numbers({"layers": [rescaling([True, False] * 32)]}) == 64
+
+
+def test_a_model_without_weights_is_invalid_however_its_settings_hold_numbers(tmp_path):
+    import keras
+
+    inputs = keras.Input((8, 8))
+    x = keras.layers.Rescaling(np.random.default_rng(7).random((8, 8)).tolist())(inputs)
+    x = keras.layers.Reshape((8, 8, 1))(x)
+    x = keras.layers.Cropping2D(((0, 7), (0, 6)))(x)  # the first row's first two pixels ...
+    x = keras.layers.Softmax()(keras.layers.Reshape((2,))(x))  # ... as two classes' scores
+    record = audited(keras.Model(inputs, x), tmp_path)
+    assert record["status"] == "INVALID" and "no weights" in record["message"]
+
+
+def test_weights_in_the_shapes_of_empty_variables_are_refused(tmp_path):
+    import keras
+
+    class Hidden(keras.layers.Layer):
+        def build(self, shape):
+            self.codes = [self.add_weight(shape=(0, int(w)), initializer="zeros", name=f"c{i}") for i, w in enumerate([123, 4567, 89])]
+
+        def call(self, t):
+            return t + 0.0 * sum(keras.ops.cast(keras.ops.shape(c)[1], "float32") for c in self.codes)
+
+    inputs = keras.Input((8, 8))
+    record = audited(keras.Model(inputs, dense_head(Hidden()(inputs))), tmp_path)
+    assert record["status"] == "INVALID" and "variable of shape (0, 123)" in record["message"]
+
+
+def test_a_tiny_output_scale_cannot_hide_predictions_that_use_the_batch(tmp_path):
+    """A softmax over the batch axis, its scores scaled by 1e-7 so that they sit inside any absolute tolerance."""
+    import keras
+
+    inputs = keras.Input((8, 8))
+    x = keras.layers.Softmax(axis=0)(keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
+    record = audited(keras.Model(inputs, keras.layers.Rescaling(1e-7)(x)), tmp_path)
+    assert record["status"] == "INVALID" and "other images in the batch" in record["message"]
+
+
+def test_an_int4_kernel_counts_its_weights_not_its_packed_bytes(tmp_path):
+    """`model.quantize("int4")` keeps two 4-bit weights in each int8 element: 64 x 32 weights, stored in 64 x 16."""
+    import keras
+
+    model = keras.Sequential([keras.Input((8, 8)), keras.layers.Flatten(), keras.layers.Dense(32, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.quantize("int4")
+    record = audited(model, tmp_path)
+    assert record["status"] == "OK" and record["path"] == audit.REBUILT
+    kernels = [tensor for tensor in record["weight_tensors"] if tensor[0] == "int4"]
+    assert sorted(tensor[1] for tensor in kernels) == [32 * 10, 64 * 32] and {tensor[3] for tensor in kernels} == {4}
+    assert record["total_params"] >= 64 * 32 + 32 * 10 + 32 + 10
+
+
+def test_a_matrix_product_written_as_a_multiply_and_a_sum_costs_its_macs(tmp_path):
+    import keras
+
+    weights = np.random.default_rng(8).random((64, 32)).astype("float32")
+    inputs = keras.Input((8, 8))
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Lambda(lambda t: keras.ops.sum(t[:, :, None] * weights, axis=1), output_shape=(32,))(x)
+    record = audited(keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)), tmp_path)
+    assert record["status"] == "OK" and record["path"] == audit.CUSTOM_CODE
+    assert record["macs"] == 64 * 32 + 32 * 10 and record["total_params"] >= 64 * 32 + 330

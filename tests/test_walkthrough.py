@@ -1,6 +1,8 @@
 """The README's classroom walkthrough, scripted, on digits: a teacher sets the rules with a hidden test set,
 three students add files (one with a mistake), a student's try-out leaves the committed board alone, the
-pull request's smoke command passes, the main-branch evaluate scores everyone, and the CSV gives grades."""
+pull request's smoke command passes, the main-branch evaluate scores everyone, and the CSV gives grades. Then the
+loop around it: a try-out and a smoke run kept apart, a try-out search that leaves the committed values alone, and
+`clear` seen from a student's fresh clone."""
 
 from __future__ import annotations
 
@@ -134,3 +136,103 @@ def test_a_try_out_of_a_tuned_entry_trains_with_the_tuned_values(course):
     assert bench("evaluate", "submissions/tuned.py", "--epochs", "1") == 0
     record = json.loads((project / ".bench" / "try" / "results" / "digits" / "tuned" / "seed0.json").read_text())
     assert record["total_params"] == 64 * 12 + 12 + 12 * 10 + 10  # 12 units, not the default 4
+
+
+def committed_files(project: Path) -> dict[str, bytes]:
+    return {name: (project / name).read_bytes() for name in git(project, "ls-files").split()}
+
+
+def test_a_students_try_out_and_smoke_run_keep_apart_and_change_no_committed_file(course, capsys):
+    """README step 4: a try-out goes to .bench/try/, a smoke run to .bench/smoke/; neither overwrites the other's
+    records, and `git status` shows the student's file alone."""
+    project, _ = course
+    committed = committed_files(project)
+    assert bench("new", "ada") == 0
+    assert bench("evaluate", "submissions/ada.py", "--epochs", "1", "--sandbox", "off") == 0
+    assert ".bench/try/" in capsys.readouterr().err
+    tried = project / ".bench" / "try" / "results" / "digits" / "ada" / "seed0.json"
+    before = tried.read_bytes()
+    assert bench("evaluate", "--smoke", "submissions/ada.py", "--sandbox", "off") == 0
+    assert "smoke run" in capsys.readouterr().err
+    assert tried.read_bytes() == before
+    assert (project / ".bench" / "smoke" / "results" / "digits" / "ada" / "seed0.json").is_file()
+    assert (project / ".bench" / "smoke" / "leaderboard.md").is_file() and (project / ".bench" / "try" / "leaderboard.md").is_file()
+    assert git(project, "status", "--porcelain", "--untracked-files=all") == "?? submissions/ada.py\n"
+    assert committed_files(project) == committed
+
+
+def test_a_tune_try_out_keeps_the_committed_values_and_its_board_shows_what_it_used(course, capsys):
+    """`bench tune` with try-out settings writes its search and values under .bench/try/; the committed
+    hyperparameters.json stays, and a try-out board marks the entry as tuned with whichever values it trained."""
+    import json
+
+    from bench import discover
+
+    project, _ = course
+    entry = project / "submissions" / "tuned.py"
+    entry.write_text(TUNED.replace('hp.Int("units", 2, 16, default=4)', 'hp.Choice("units", [3, 12], default=12)'))
+    saved = project / "results" / "digits" / "tuned" / "hyperparameters.json"
+    saved.parent.mkdir(parents=True)
+    saved.write_text(json.dumps({"values": {"units": 12}, "trained_trials": 7, "submission": discover.read(entry).file_hash}))
+    git(project, "add", "-A")
+    git(project, "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "a tuned entry")
+    committed = committed_files(project)
+
+    # A try-out board of the committed values: trained with them, and marked as tuned.
+    assert bench("evaluate", "submissions/tuned.py", "--epochs", "1", "--sandbox", "off") == 0
+    record = json.loads((project / ".bench" / "try" / "results" / "digits" / "tuned" / "seed0.json").read_text())
+    assert record["total_params"] == 64 * 12 + 12 + 12 * 10 + 10 and record["tuned_trials"] == 7
+    assert "(tuned, 7 trials)" in (project / ".bench" / "try" / "leaderboard.md").read_text()
+
+    # The issue's search: a training limit and a validation size other than the challenge's.
+    assert bench("tune", "submissions/tuned.py", "--max-params", "5000", "--trials", "2", "--epochs", "1",
+                 "--train-limit", "600", "--validation-size", "0.2", "--fresh") == 0
+    assert "try-out" in capsys.readouterr().err
+    assert committed_files(project) == committed and not (project / "tuning").exists()
+    tried = json.loads((project / ".bench" / "try" / "results" / "digits" / "tuned" / "hyperparameters.json").read_text())
+    assert tried["search_dir"].startswith(".bench/try/tuning/")
+    assert git(project, "status", "--porcelain", "--untracked-files=all") == ""
+
+    # A try-out now trains with the try-out's values, and its board still says the entry is tuned.
+    assert bench("evaluate", "submissions/tuned.py", "--epochs", "1", "--sandbox", "off", "--force") == 0
+    record = json.loads((project / ".bench" / "try" / "results" / "digits" / "tuned" / "seed0.json").read_text())
+    assert record["hyperparameters"] == tried["values"] and record["tuned_trials"] == tried["trained_trials"]
+    assert f"(tuned, {tried['trained_trials']} trials)" in (project / ".bench" / "try" / "leaderboard.md").read_text()
+
+
+def test_clear_in_a_fresh_clone_leaves_a_challenge_that_reads_as_new(tmp_path, monkeypatch, capsys):
+    """README step 2, then a student's clone: the submissions folder is there, and neither the empty board's
+    header nor pyproject.toml speaks of the example challenge (its one_seed_above, its entries)."""
+    examples = sorted(p.stem for p in (REPO / "submissions").glob("*.py")) or ["an_example_entry"]
+    teacher = tmp_path / "teacher"
+    (teacher / "submissions").mkdir(parents=True)
+    (teacher / "pyproject.toml").write_text((REPO / "pyproject.toml").read_text())
+    (teacher / ".gitignore").write_text((REPO / ".gitignore").read_text())
+    for name in examples:
+        (teacher / "submissions" / f"{name}.py").write_text(f'"""{name}."""\n')
+    (teacher / "results" / "mnist").mkdir(parents=True)
+    (teacher / "leaderboard.md").write_text("an old board\n")
+    (teacher / ".bench" / "smoke").mkdir(parents=True)
+    git(teacher, "init", "-q")
+    monkeypatch.chdir(teacher)
+    assert bench("clear") == 0
+    assert "would rewrite pyproject.toml" in capsys.readouterr().out
+    assert bench("clear", "--yes") == 0
+    assert not (teacher / ".bench" / "smoke").exists()
+    git(teacher, "add", "-A")
+    git(teacher, "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "A new challenge")
+
+    student = tmp_path / "student"
+    subprocess.run(["git", "clone", "-q", str(teacher), str(student)], check=True, capture_output=True)
+    monkeypatch.chdir(student)
+    assert (student / "submissions").is_dir()
+    assert bench("list") == 0 and "skipped" not in capsys.readouterr().err
+    assert bench("leaderboard", "--check") == 0
+    header = (student / "leaderboard.md").read_text()
+    assert "No entry has finished OK yet." in header and "seed 0 alone" not in header
+    rules = (student / "pyproject.toml").read_text()
+    assert "example" not in rules.lower() and not [name for name in examples if name in rules]
+    assert "one_seed_above" not in rules and "time_limit" not in rules
+    challenge = config.load()
+    assert challenge.one_seed_above is None and challenge.validation_size is None and challenge.max_params == 1_000_000
+    assert bench("new", "ada") == 0 and (student / "submissions" / "ada.py").is_file()

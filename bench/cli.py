@@ -123,7 +123,7 @@ def prepare(args, challenge: config.Challenge):
 
     Everything that does not depend on an entry is checked here, once, before any worker starts:
     the sandbox mode, the dataset, the validation size, the hidden test set."""
-    from bench import data, runner, sandbox
+    from bench import arrays, data, sandbox
 
     submissions = discover.find(args.paths, challenge.submissions)
     for bad in (s for s in submissions if not s.ok):
@@ -135,7 +135,7 @@ def prepare(args, challenge: config.Challenge):
             from bench import classroom
 
             classroom.check_test_set(challenge, dataset.input_shape, dataset.num_classes)
-        runner.inputs(challenge, with_test=bool(challenge.test_set) or args.handler is not cmd_check)
+        arrays.inputs(challenge, with_test=bool(challenge.test_set) or args.handler is not cmd_check)
     except (data.DataError, sandbox.SandboxUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return None, None
@@ -178,7 +178,7 @@ def tryout_destination(args, challenge: config.Challenge, flags: tuple[str, ...]
 
 
 def cmd_evaluate(args) -> int:
-    from bench import executors, leaderboard, monitor, runner, studies
+    from bench import executors, leaderboard, monitor, plan, runner, studies
 
     challenge = tryout_destination(args, config.load_challenge(args))
     executor = executors.create(args.executor, args.jobs, args.gpus_per_run)  # a missing extra is reported before any work
@@ -192,7 +192,7 @@ def cmd_evaluate(args) -> int:
         submissions = in_shard(submissions, *args.shard)
     good = [s for s in submissions if s.ok]
     # A try-out's own tuned values first, else the challenge's (bench.tune.saved_path): the records say which.
-    runs = runner.plan(challenge, good, fingerprint, list(range(challenge.seeds)), eval_kwargs=eval_kwargs,
+    runs = plan.plan(challenge, good, fingerprint, list(range(challenge.seeds)), eval_kwargs=eval_kwargs,
                        hyperparameters_for=tuned_hyperparameters(challenge))
     extra_job = {"monitor": args.monitor} if args.monitor else None
     records = runner.execute(challenge, runs, force=args.force, retry_failed=args.retry_failed, executor=executor, extra_job=extra_job,
@@ -217,7 +217,7 @@ def tuned_hyperparameters(challenge: config.Challenge):
 
 
 def cmd_check(args) -> int:
-    from bench import containment, runner, sandbox
+    from bench import containment, plan, runner, sandbox, stages
 
     # `check` never scores, so it never needs the hidden test set (only the trusted run has it).
     challenge = dataclasses.replace(config.load_challenge(args), test_set=None)
@@ -226,8 +226,8 @@ def cmd_check(args) -> int:
         return 2
     failures = sum(1 for s in submissions if not s.ok)
     protected = runner.protected_files(challenge)
-    for run in runner.plan(challenge, [s for s in submissions if s.ok], fingerprint, [0], hyperparameters_for=tuned_hyperparameters(challenge)):
-        record = runner.run_worker(challenge, run, threads=None, log=lambda line: None, extra_job={"mode": "check"})
+    for run in plan.plan(challenge, [s for s in submissions if s.ok], fingerprint, [0], hyperparameters_for=tuned_hyperparameters(challenge)):
+        record = stages.run_worker(challenge, run, threads=None, log=lambda line: None, extra_job={"mode": "check"})
         changed = protected.restore(undo=not sandbox.active(challenge.sandbox))
         record = runner.published(containment.tampering(changed) if changed else record)  # bounded, no control characters
         params = f"{record['total_params']:,} params" if record.get("total_params") is not None else ""

@@ -97,7 +97,7 @@ class Challenge:
     memory_limit_mb: int | None = None
     # An .npz with x_test, y_test kept out of the repository (or BENCH_TEST_SET): scored instead of the
     # dataset's test split, by the runner, so the worker never holds its labels. Its content, not its
-    # path, joins the cache key (runner.plan), and the board renders without it.
+    # path, joins the cache key (bench.plan), and the board renders without it.
     test_set: str | None = None
     # Where entries' code runs: "auto" (bubblewrap when it works here, else unsandboxed with a warning),
     # "required" (refuse to run without it) or "off" (a trusted machine). See bench.sandbox.

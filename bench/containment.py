@@ -61,7 +61,7 @@ ALLOWED_PREFIXES = ("TF_",)
 SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "KEY", "AUTH", "TF_VAR_")
 
 # What one run may write while it runs, all places together: a model within any budget needs a few MB in a few
-# dozen files (runner.MAX_OUTPUT_BYTES caps the output again after the run). Past these the run is stopped.
+# dozen files (bench.received.MAX_OUTPUT_BYTES caps the output again after the run). Past these the run is stopped.
 MAX_WRITTEN_BYTES = 2 * 2**30
 MAX_WRITTEN_FILES = 10_000
 # Folders nested deeper than this count as past MAX_WRITTEN_FILES: a SavedModel is 2 deep.

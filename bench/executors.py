@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import bench
-from bench import config, discover, runner, untrusted
+from bench import arrays, config, discover, plan, runner, stages, untrusted
 from bench.status import FAILED
 
 EXECUTORS = ("local", "ray")
@@ -58,7 +58,7 @@ class RayExecutor:
         self.ray = ray
         self.gpus_per_run = gpus_per_run
 
-    def train(self, challenge: config.Challenge, runs: dict[int, runner.Run], threads: int, log, extra_job: dict, on_start=None):
+    def train(self, challenge: config.Challenge, runs: dict[int, plan.Run], threads: int, log, extra_job: dict, on_start=None):
         ray = self.ray
         if not runs:
             return
@@ -69,7 +69,7 @@ class RayExecutor:
         try:
             task = ray.remote(train_remotely).options(num_cpus=threads, num_gpus=self.gpus_per_run)
             # Relative data paths mean nothing on another node: send the one this machine resolves.
-            shipped = runner.absolute_paths(challenge)
+            shipped = arrays.absolute_paths(challenge)
             pending = {}  # ref -> index of the runs in flight
             finished: set[int] = set()
 
@@ -118,7 +118,7 @@ def entry_files(path: Path) -> dict[str, bytes]:
     return files
 
 
-def train_remotely(challenge: config.Challenge, run: runner.Run, files: dict[str, bytes], threads: int,
+def train_remotely(challenge: config.Challenge, run: plan.Run, files: dict[str, bytes], threads: int,
                    extra_job: dict) -> tuple[dict, float]:
     """On a Ray worker: the entry's files in a fresh folder, then the same worker subprocess as local runs."""
     with tempfile.TemporaryDirectory(prefix="bench-entry-") as folder:
@@ -127,10 +127,10 @@ def train_remotely(challenge: config.Challenge, run: runner.Run, files: dict[str
         here = dataclasses.replace(run.submission, path=Path(folder) / run.submission.path.name)
         started = time.perf_counter()
         try:
-            partial = runner.run_worker(challenge, dataclasses.replace(run, submission=here), threads, print, extra_job)
+            partial = stages.run_worker(challenge, dataclasses.replace(run, submission=here), threads, print, extra_job)
         finally:
             # Written again by the next task on this worker: a few seconds against minutes of training.
-            runner.discard_inputs()
+            arrays.discard_inputs()
         seconds = time.perf_counter() - started
         copy_folder = str(Path(folder).resolve())
     # Messages and tracebacks name the entry's own path, as a local run's would.

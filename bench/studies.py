@@ -194,7 +194,7 @@ def _format_grid(flag: str, grid: dict) -> list[str]:
 # ---- sweep ------------------------------------------------------------------------------------
 
 def cmd_sweep(args) -> int:
-    from bench import data, runner
+    from bench import data, plan, runner
 
     challenge = config.load_challenge(args)
     entry = Path(args.entry)
@@ -222,7 +222,7 @@ def cmd_sweep(args) -> int:
 
     seeds = list(range(challenge.seeds))
     runs = [run for build, deployed in grid_points(grid, eval_grid, signature[0])
-            for run in runner.plan(challenge, [submission], fingerprint, seeds, build, deployed)]
+            for run in plan.plan(challenge, [submission], fingerprint, seeds, build, deployed)]
     extra_job = {"monitor": args.monitor} if args.monitor else None
     records = runner.execute(challenge, runs, force=args.force, jobs=args.jobs, extra_job=extra_job)
     report = write_report(folder)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from bench import config, data, discover, results, runner, scoring  # noqa: E402  (after the path is set)
+from bench import config, data, discover, plan, results, runner, scoring  # noqa: E402  (after the path is set)
 
 JOBS_ENTRIES = 6
 JOBS_EPOCHS = 5
@@ -117,7 +117,7 @@ def synthetic_board(challenge: config.Challenge, submissions: list[discover.Subm
     one entry in ten FAILED (evaluate retrains those, so a cached board has none); with `per_image`, each OK
     record holds its correctness on TEST_IMAGES test images, which the board's significance tests read."""
     rng = random.Random(0)
-    runs = runner.plan(challenge, submissions, fingerprint, list(range(challenge.seeds)))
+    runs = plan.plan(challenge, submissions, fingerprint, list(range(challenge.seeds)))
     for run in runs:
         params = 100 + int(run.submission.name.rsplit("_", 1)[1]) * 37
         failed = failures and run.submission.name.endswith("7")
@@ -162,7 +162,7 @@ def cached_rerun(work: Path, data_dir: str) -> None:
     dataset = data.load(challenge.dataset, challenge.data_dir, challenge.train_limit, challenge.test_limit)
     submissions = discover.find([str(folder)], challenge.submissions)
     count = synthetic_board(challenge, submissions, dataset.fingerprint(), failures=False)
-    runs = runner.plan(challenge, submissions, dataset.fingerprint(), list(range(challenge.seeds)))
+    runs = plan.plan(challenge, submissions, dataset.fingerprint(), list(range(challenge.seeds)))
     if not all(results.is_cached(run.path, run.key["hash"]) for run in runs):
         raise SystemExit("the synthetic records do not match their cache keys: evaluate would train 200 entries")
     # The time limit only bounds the damage if a key ever mismatched anyway; cache hits never start a worker.

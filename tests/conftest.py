@@ -71,10 +71,10 @@ def run_in_process(path, mode="train", build_kwargs=None, job_extra=None, **sett
 
     import numpy as np
 
-    from bench import audit, config, runner, train, validation
+    from bench import arrays, audit, config, received, score, train, validation
 
     challenge = config.from_dict({**TINY, **settings})
-    prepared = runner.inputs(challenge, with_test=(mode == "train"))
+    prepared = arrays.inputs(challenge, with_test=(mode == "train"))
     work = Path(tempfile.mkdtemp(prefix=f"run_{path.stem}_", dir=path.parent.parent))
     (work / "train").mkdir()
     (work / "audit").mkdir()
@@ -85,7 +85,7 @@ def run_in_process(path, mode="train", build_kwargs=None, job_extra=None, **sett
     started = time.perf_counter()
     claims = train.run_job(job, answers=validation.Local(harness) if mode == "train" else None)
     measured = harness.record_fields(started, time.perf_counter()) if mode == "train" else None
-    claims = {**runner.checked_claims(claims, challenge, job_extra or {}, measured),
+    claims = {**received.checked_claims(claims, challenge, job_extra or {}, measured),
               **{k: claims[k] for k in ("total_params", "trainable_params") if k in claims}}  # the train stage's own count
     if harness.problem:
         claims = {**claims, "status": "FAILED", "message": harness.problem}
@@ -95,4 +95,4 @@ def run_in_process(path, mode="train", build_kwargs=None, job_extra=None, **sett
     if mode == "train":
         images["test"] = np.load(prepared.test_images_file)
     audited = audit.audit(work / "train", images, work / "audit", challenge.allow_custom_code)
-    return runner.score(challenge, claims, audited, prepared, work / "audit", mode)
+    return score.score(challenge, claims, audited, prepared, work / "audit", mode)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import config, containment, data, discover, runner
+from bench import config, containment, data, discover, plan, received, runner, stages
 
 MEMORY_MB = 1500
 TINY = {"dataset": "digits", "validation_size": 300, "max_epochs": 1, "seeds": 1, "memory_limit_mb": MEMORY_MB, "sandbox": "off"}
@@ -137,7 +137,7 @@ def run_entries(tmp: Path, sources: dict[str, str], **settings):
     for name, source in sources.items():
         (folder / f"{name}.py").write_text(textwrap.dedent(source))
     challenge = config.from_dict({**TINY, "results": str(tmp / "results"), "leaderboard": str(tmp / "board.md"), **settings})
-    runs = runner.plan(challenge, discover.find([str(folder)], str(folder)), data.load("digits").fingerprint(), [0])
+    runs = plan.plan(challenge, discover.find([str(folder)], str(folder)), data.load("digits").fingerprint(), [0])
     logged: list[str] = []
     records = runner.execute(challenge, runs, jobs=1, log=logged.append)
     return {r["entry"]: r for r in records}, logged
@@ -216,7 +216,7 @@ def test_printing_gigabytes_is_drained_within_bounds(hostile):
     record = hostile["records"]["printer"]
     assert record["status"] == "OK", record["message"]
     shown = [line for line in hostile["logged"] if line.startswith("[bench] printer")]
-    assert len(shown) == runner.MAX_LOGGED_LINES - 1
+    assert len(shown) == stages.MAX_LOGGED_LINES - 1
     assert "[bench] (further output of this run is not shown)" in hostile["logged"]
 
 
@@ -237,7 +237,7 @@ def test_a_forged_result_file_is_not_a_score(hostile):
 def test_a_result_file_that_is_not_a_record_fails_its_run(tmp_path, content, reason):
     path = tmp_path / "record.json"
     path.write_text(content)
-    result = runner.read_result(path)
+    result = received.read_result(path)
     assert result["status"] == "FAILED" and "left a result that is not a record" in result["message"] and reason in result["message"]
 
 
@@ -250,8 +250,8 @@ def test_draining_a_gigabyte_line_keeps_the_parent_small():
         from bench import runner
         printer = "import sys\\nfor _ in range(1024): sys.stdout.write('x' * 2**20)\\n"
         child = subprocess.Popen([sys.executable, "-c", printer], stdout=subprocess.PIPE)
-        tail = collections.deque(maxlen=runner.OUTPUT_TAIL_LINES)
-        runner._drain(child.stdout, tail, print)
+        tail = collections.deque(maxlen=stages.OUTPUT_TAIL_LINES)
+        stages._drain(child.stdout, tail, print)
         child.wait()
         peak_kb = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
         print(len(tail[0]), peak_kb // 1024)
@@ -259,7 +259,7 @@ def test_draining_a_gigabyte_line_keeps_the_parent_small():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}).stdout
     first_line_chars, peak_mb = map(int, out.split())
-    assert first_line_chars == runner.MAX_LINE_CHARS and peak_mb < 200
+    assert first_line_chars == stages.MAX_LINE_CHARS and peak_mb < 200
 
 
 def test_the_worker_sees_no_secrets_and_lives_in_a_temporary_folder(hostile):
@@ -305,7 +305,7 @@ def test_the_hidden_test_set_changes_the_cache_key_and_the_memory_limit_does_not
     np.savez(hidden, x_test=np.zeros((5, 8, 8), "uint8"), y_test=np.zeros(5, dtype="int64"))
     entry = tmp_path / "entry.py"
     entry.write_text("def build_model():\n    pass\n")
-    key = lambda **s: runner.plan(config.from_dict({**TINY, **s}), [discover.read(entry)], "data", [0])[0].key["hash"]
+    key = lambda **s: plan.plan(config.from_dict({**TINY, **s}), [discover.read(entry)], "data", [0])[0].key["hash"]
     assert key() == key(memory_limit_mb=4096)
     with_hidden = key(test_set=str(hidden))
     assert with_hidden != key()

@@ -445,9 +445,9 @@ def test_a_new_engine_version_retrains_the_engines_records_and_not_model_fits(mo
 
 
 def test_a_forged_engine_claim_fails_the_run():
-    from bench import runner
+    from bench import received
 
-    claims = runner.checked_claims({"status": "OK", "engine": "quantum"}, config.from_dict({}), {})
+    claims = received.checked_claims({"status": "OK", "engine": "quantum"}, config.from_dict({}), {})
     assert claims["status"] == "FAILED" and "engine" in claims["message"]
 
 

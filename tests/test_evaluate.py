@@ -277,11 +277,11 @@ def test_progress_lines_from_runs_in_flight_never_run_together(capfd):
 
 def test_editing_a_helper_beside_the_entry_changes_its_cache_key(tmp_path, write_entry):
     """The `_*.py` helpers are copied into the sandbox with the entry: a record made with an old helper is stale."""
-    from bench import config, discover, runner
+    from bench import config, discover, plan
 
     entry = write_entry("uses_helper", "from _shared import WIDTH\n" + DENSE_ENTRY)
     challenge = config.from_dict({"dataset": "digits"})
-    key = lambda: runner.plan(challenge, discover.find([str(entry)], None), "fingerprint", [0])[0].key["hash"]
+    key = lambda: plan.plan(challenge, discover.find([str(entry)], None), "fingerprint", [0])[0].key["hash"]
     without = key()
     (entry.parent / "_shared.py").write_text("WIDTH = 4\n")
     first = key()
@@ -292,12 +292,12 @@ def test_editing_a_helper_beside_the_entry_changes_its_cache_key(tmp_path, write
 def test_ctrl_c_while_a_finished_run_is_being_stored_still_ends_the_runs_in_flight(tmp_path, write_entry, monkeypatch):
     """The interrupt can land in the runner's own code between two finished runs, not while the executor waits:
     the executor is closed all the same (its threads would otherwise keep the process alive until they finish)."""
-    from bench import config, discover, runner
+    from bench import config, discover, plan, runner
 
     challenge = config.from_dict({"dataset": "digits", "validation_size": 300, "sandbox": "off",
                                   "results": str(tmp_path / "results"), "leaderboard": str(tmp_path / "board.md")})
     entries = [str(write_entry(name, DENSE_ENTRY)) for name in ("first", "second")]
-    runs = runner.plan(challenge, discover.find(entries, "submissions"), "fingerprint", [0])
+    runs = plan.plan(challenge, discover.find(entries, "submissions"), "fingerprint", [0])
     closed = []
 
     class OneStillTraining:
@@ -320,12 +320,12 @@ def test_ctrl_c_while_a_finished_run_is_being_stored_still_ends_the_runs_in_flig
 def test_an_entrys_other_seeds_start_as_soon_as_its_own_seed_0_is_recorded(tmp_path, write_entry):
     """Under one_seed_above, a small entry's seeds 1-2 join the runs in flight when its seed 0 is stored, while a
     bigger entry's seed 0 still trains (no core waits for the slowest seed 0); the big entry keeps seed 0 alone."""
-    from bench import config, discover, runner
+    from bench import config, discover, plan, runner
 
     challenge = config.from_dict({"dataset": "digits", "validation_size": 300, "sandbox": "off", "seeds": 3,
                                   "results": str(tmp_path / "results"), "leaderboard": str(tmp_path / "board.md")})
     entries = [str(write_entry(name, DENSE_ENTRY)) for name in ("a_small", "b_big")]
-    runs = runner.plan(challenge, discover.find(entries, "submissions"), "fingerprint", [0, 1, 2])
+    runs = plan.plan(challenge, discover.find(entries, "submissions"), "fingerprint", [0, 1, 2])
     params = {"a_small": 100, "b_big": 5000}
 
     class InOrderHandedOver:

@@ -481,20 +481,20 @@ def test_weights_drawn_from_a_fixed_seed_at_inference_are_refused(tmp_path):
 
 
 def test_a_result_file_with_infinity_fails_its_own_run(tmp_path):
-    from bench import runner
+    from bench import received
 
     result = tmp_path / "result.json"
     result.write_text('{"status": "OK", "message": "", "epochs": 3, "train_seconds": Infinity}')
-    claims = runner.read_result(result)
+    claims = received.read_result(result)
     assert claims["status"] == "FAILED" and "Infinity is not a number" in claims["message"]
 
 
 def test_claimed_epochs_are_the_validations_the_harness_answered(tmp_path):
-    from bench import runner
+    from bench import received
 
     claims = {"status": "OK", "message": "", "epochs": 1, "history": {"loss": [1.0, 0.9, 0.8], "val_loss": [1.1, 1.0, 0.9]}}
     measured = {"epochs": 3, "history": {"val_loss": [1.2, 1.0, 0.9], "val_accuracy": [0.1, 0.2, 0.3]}, "train_seconds": 9.0, "export_seconds": 1.0}
-    record = runner.checked_claims(claims, config.Challenge(), {}, measured)
+    record = received.checked_claims(claims, config.Challenge(), {}, measured)
     assert record["epochs"] == 3 and record["history"]["val_loss"] == [1.2, 1.0, 0.9]
 
 

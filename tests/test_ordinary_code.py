@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import cli, config, containment, discover, results, runner, train
+from bench import cli, config, containment, discover, plan, results, runner, score, stages, train
 from bench.status import EntryProblem
 from conftest import run_in_process
 
@@ -177,7 +177,7 @@ def test_a_download_is_explained_as_the_sandbox_having_no_network(tmp_path):
 
 
 def ended(tail: list[str], returncode: int, limit=None) -> dict:
-    return runner._ended_early({"limit": limit, "tail": tail, "returncode": returncode}, 60, 1000, runner.QUOTED_STAGE)
+    return stages._ended_early({"limit": limit, "tail": tail, "returncode": returncode}, 60, 1000, stages.QUOTED_STAGE)
 
 
 def test_an_exit_is_explained_by_its_exit_code_not_by_a_stray_line():
@@ -202,12 +202,12 @@ def test_whose_doing_a_failure_is():
     assert ended(["MemoryError"], 1)["failure_cause"] == "outside"
     assert ended([], 0, containment.MEMORY)["failure_cause"] == "outside"
     assert ended([], 0, containment.PROCESSES)["failure_cause"] == "entry"
-    assert runner.failure_cause(ended(["[bench] e seed 0: epoch 3/9"], -9, containment.TIME)) == "outside"  # TIMEOUT
-    assert runner.training_failure_cause({"status": "FAILED", "message": "entry.py, line 4 -> ValueError: bug"}) == "entry"
-    assert runner.training_failure_cause({"status": "FAILED", "message": "x", "traceback": "ResourceExhaustedError: OOM"}) == "outside"
-    assert runner.training_failure_cause({"status": "FAILED", "message": "ProtocolError: " + runner.LATE_ANSWER}) == "outside"
-    assert runner.failure_cause({"status": "FAILED", "message": "the Ray task failed: node died"}) == "outside"
-    assert runner.failure_cause({"status": "INVALID", "message": "x"}) == "entry"
+    assert score.failure_cause(ended(["[bench] e seed 0: epoch 3/9"], -9, containment.TIME)) == "outside"  # TIMEOUT
+    assert stages.training_failure_cause({"status": "FAILED", "message": "entry.py, line 4 -> ValueError: bug"}) == "entry"
+    assert stages.training_failure_cause({"status": "FAILED", "message": "x", "traceback": "ResourceExhaustedError: OOM"}) == "outside"
+    assert stages.training_failure_cause({"status": "FAILED", "message": "ProtocolError: " + stages.LATE_ANSWER}) == "outside"
+    assert score.failure_cause({"status": "FAILED", "message": "the Ray task failed: node died"}) == "outside"
+    assert score.failure_cause({"status": "INVALID", "message": "x"}) == "entry"
 
 
 class Scripted:
@@ -226,7 +226,7 @@ def evaluations(tmp_path, write_entry, partial: dict):
     """evaluate(retry_failed=False) -> how many runs the executor trained; and the record's path."""
     challenge = config.from_dict({"dataset": "digits", "validation_size": 300, "sandbox": "off",
                                   "results": str(tmp_path / "results"), "leaderboard": str(tmp_path / "board.md")})
-    runs = runner.plan(challenge, discover.find([str(write_entry("buggy", "def build_model():\n    return 1 / 0\n"))], "submissions"),
+    runs = plan.plan(challenge, discover.find([str(write_entry("buggy", "def build_model():\n    return 1 / 0\n"))], "submissions"),
                        "fingerprint", [0])
 
     def evaluate(retry_failed=False) -> int:

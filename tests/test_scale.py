@@ -183,7 +183,7 @@ def test_the_local_executor_trains_runs_added_while_it_runs(monkeypatch):
 
 
 def test_the_ray_executor_trains_runs_added_while_it_runs(entries, monkeypatch):
-    from bench import config, discover, executors, runner
+    from bench import config, discover, executors, plan
 
     class StandInRay:
         """What RayExecutor calls of `ray`, each task finished at once, in the order submitted."""
@@ -222,7 +222,7 @@ def test_the_ray_executor_trains_runs_added_while_it_runs(entries, monkeypatch):
     stand_in = StandInRay()
     monkeypatch.setitem(sys.modules, "ray", stand_in)
     challenge = config.from_dict({"dataset": "digits"})
-    first, second = runner.plan(challenge, discover.find([str(entries / "dense_helper.py")], "submissions"), "fingerprint", [0, 1])
+    first, second = plan.plan(challenge, discover.find([str(entries / "dense_helper.py")], "submissions"), "fingerprint", [0, 1])
     runs = {0: first}
     training = executors.create("ray").train(challenge, runs, 1, lambda line: None, {})
     assert next(training)[:2] == (0, {"status": "OK", "message": "dense_helper seed 0"})

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import config, containment, data, discover, leaderboard, runner, sandbox
+from bench import config, containment, data, discover, leaderboard, plan, runner, sandbox, stages
 
 SMALL_CAP = 32 * 2**20
 BWRAP_MISSING = sandbox.unavailable()
@@ -212,9 +212,9 @@ def test_an_unprivileged_user_counts_dev_shm_too():
 
 
 def test_the_audit_gets_what_the_run_has_left_with_a_floor():
-    assert runner.audit_time_limit(3600, 3590) == runner.AUDIT_MIN_SECONDS
-    assert runner.audit_time_limit(1000, 700) == 300
-    assert runner.audit_time_limit(14400, 100) == runner.AUDIT_TIME_LIMIT
+    assert stages.audit_time_limit(3600, 3590) == stages.AUDIT_MIN_SECONDS
+    assert stages.audit_time_limit(1000, 700) == 300
+    assert stages.audit_time_limit(14400, 100) == stages.AUDIT_TIME_LIMIT
 
 
 # ---- the same bounds through the runner (TensorFlow in the sandbox) ----------------------------------
@@ -232,7 +232,7 @@ FILLS_ITS_OUTPUT = """
     import json, sys
     def build_model(input_shape, num_classes):
         output = json.load(open(sys.argv[1]))["output"]  # the folder the harness reads the export from
-        for i in range(200):  # 200 MB, far under runner.MAX_OUTPUT_BYTES: only a live cap stops it
+        for i in range(200):  # 200 MB, far under received.MAX_OUTPUT_BYTES: only a live cap stops it
             with open(f"{output}/fill{i}", "wb") as f:
                 f.write(b"x" * 2**20)
         return small_model(input_shape, num_classes)
@@ -254,7 +254,7 @@ def evaluate(tmp: Path, sources: dict[str, str], seeds: int = 1, **settings) -> 
     for name, source in sources.items():
         (folder / f"{name}.py").write_text(textwrap.dedent(source))
     challenge = config.from_dict({**TINY, "seeds": seeds, "results": str(tmp / "results"), "leaderboard": str(tmp / "board.md"), **settings})
-    runs = runner.plan(challenge, discover.find([str(folder)], str(folder)), data.load("digits").fingerprint(), list(range(seeds)))
+    runs = plan.plan(challenge, discover.find([str(folder)], str(folder)), data.load("digits").fingerprint(), list(range(seeds)))
     records = runner.execute(challenge, runs, jobs=1, log=lambda line: None)
     return {(r["entry"], r["seed"]): r for r in records}, challenge, records
 

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench import classroom, cli, config, containment, discover, executors, results, runner, sandbox, scoring, untrusted
+from bench import arrays, classroom, cli, config, containment, discover, executors, plan, received, results, runner, sandbox, scoring, stages, untrusted
 from bench.status import FAILED, INVALID, TIMEOUT
 from bench.train import PROGRESS_PREFIX
 from conftest import TINY
@@ -82,17 +82,17 @@ def test_an_audit_that_dies_quotes_nothing_it_printed():
     """An op that fails on test batches only, its message built from the pixels: the audit's traceback used to be
     the FAILED record's message (its last line) and output_tail (40 lines), both committed."""
     tail = ["Traceback (most recent call last):", "MemoryError", f"InvalidArgumentError: assertion failed: {PIXELS}"]
-    partial = runner._ended_early({"limit": None, "tail": tail, "returncode": 1}, 600, 2000, AUDIT)
+    partial = stages._ended_early({"limit": None, "tail": tail, "returncode": 1}, 600, 2000, AUDIT)
     assert partial["status"] == FAILED
     assert "LEAKED" not in json.dumps(partial) and "output_tail" not in partial
     assert "exit code 1" in partial["message"] and "python -m bench check" in partial["message"]
-    killed = runner._ended_early({"limit": None, "tail": tail, "returncode": -9}, 600, 2000, AUDIT)
+    killed = stages._ended_early({"limit": None, "tail": tail, "returncode": -9}, 600, 2000, AUDIT)
     assert "killed by signal SIGKILL" in killed["message"] and "LEAKED" not in json.dumps(killed)
 
 
 def test_an_audit_past_its_time_limit_quotes_no_progress_line():
     tail = [f"{PROGRESS_PREFIX} {PIXELS}"]
-    partial = runner._ended_early({"limit": containment.TIME, "tail": tail, "returncode": -9}, 300, 2000, AUDIT)
+    partial = stages._ended_early({"limit": containment.TIME, "tail": tail, "returncode": -9}, 300, 2000, AUDIT)
     assert partial["status"] == TIMEOUT and "300 s" in partial["message"]
     assert "LEAKED" not in json.dumps(partial)
 
@@ -100,16 +100,16 @@ def test_an_audit_past_its_time_limit_quotes_no_progress_line():
 def test_the_training_stage_still_quotes_its_own_error():
     """Training never sees a test image: its last line stays the explanation a student needs."""
     tail = ["Traceback (most recent call last):", "ValueError: my layer is wrong"]
-    partial = runner._ended_early({"limit": None, "tail": tail, "returncode": 1}, 600, 2000, runner.QUOTED_STAGE)
+    partial = stages._ended_early({"limit": None, "tail": tail, "returncode": 1}, 600, 2000, stages.QUOTED_STAGE)
     assert "ValueError: my layer is wrong" in partial["message"] and partial["output_tail"] == tail
 
 
 def test_a_progress_line_cannot_rewrite_the_terminal():
     shown, tail = [], []
-    runner._drain(io.BytesIO(f"{FAKE_VERDICT}\n{PROGRESS_PREFIX} {'x' * 5000}\n".encode()), tail, shown.append)
+    stages._drain(io.BytesIO(f"{FAKE_VERDICT}\n{PROGRESS_PREFIX} {'x' * 5000}\n".encode()), tail, shown.append)
     assert len(shown) == 2
     for line in shown + tail:
-        assert line.startswith(PROGRESS_PREFIX) and len(line) <= runner.MAX_LINE_CHARS
+        assert line.startswith(PROGRESS_PREFIX) and len(line) <= stages.MAX_LINE_CHARS
         assert not any(ord(c) < 32 or 0x7f <= ord(c) <= 0x9f for c in line), repr(line)
     assert shown[0].endswith("FAILED  rival seed 0")  # the text stays readable, on its own line's end
 
@@ -120,7 +120,7 @@ def stored(tmp_path, partial: dict, name: str = "ada") -> dict:
     entry.parent.mkdir(exist_ok=True)
     entry.write_text(f'"""{name}: \\x1b[2J a summary"""\nAUTHOR = "\\x1b]0;pwned\\x07Ada\\rFAILED"\n')
     challenge = challenge_in(tmp_path)
-    (run,) = runner.plan(challenge, [discover.read(entry)], "fingerprint", [0])
+    (run,) = plan.plan(challenge, [discover.read(entry)], "fingerprint", [0])
     runner.store(challenge, run, partial, 1.0, 1, log=lambda line: None)
     return json.loads(run.path.read_text())
 
@@ -133,12 +133,12 @@ def test_records_hold_bounded_text_without_control_characters(tmp_path):
     for name in ("message", "traceback", "summary", "author"):
         text = record[name]
         assert not any(ord(c) < 32 and c != "\n" or 0x7f <= ord(c) <= 0x9f for c in text), (name, text[:80])
-        assert len(text) <= runner.PUBLISHED_TEXT[name][0]
+        assert len(text) <= received.PUBLISHED_TEXT[name][0]
     assert record["message"].splitlines()[1].startswith("second line")  # a message keeps its lines
     assert "\n" not in record["author"] and record["author"].startswith("Ada")
-    assert len(record["notes"]) <= 2 * runner.MAX_NOTES and all("\r" not in n and "\x1b" not in n for n in record["notes"])
-    assert len(record["output_tail"]) <= runner.OUTPUT_TAIL_LINES
-    assert all(len(line) <= runner.MAX_LINE_CHARS and "\x1b" not in line for line in record["output_tail"])
+    assert len(record["notes"]) <= 2 * received.MAX_NOTES and all("\r" not in n and "\x1b" not in n for n in record["notes"])
+    assert len(record["output_tail"]) <= stages.OUTPUT_TAIL_LINES
+    assert all(len(line) <= stages.MAX_LINE_CHARS and "\x1b" not in line for line in record["output_tail"])
 
 
 def test_a_hidden_test_sets_per_image_correctness_is_never_committed(tmp_path):
@@ -182,7 +182,7 @@ def test_the_audit_never_shows_or_records_what_an_op_spelt_out_from_the_test_ima
     if sandbox.unavailable():
         pytest.skip(f"bubblewrap: {sandbox.unavailable()}")
     challenge = challenge_in(tmp_path, sandbox="required", seeds=1, max_epochs=1)
-    test_images = len(np.load(runner.inputs(challenge).test_images_file))
+    test_images = len(np.load(arrays.inputs(challenge).test_images_file))
     entry = tmp_path / "submissions" / "speller.py"
     entry.parent.mkdir()
     entry.write_text(f'''
@@ -202,7 +202,7 @@ def build_model(input_shape, num_classes):
     return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
 ''')
     shown = []
-    runs = runner.plan(challenge, [discover.read(entry)], "fingerprint", [0])
+    runs = plan.plan(challenge, [discover.read(entry)], "fingerprint", [0])
     (record,) = runner.execute(challenge, runs, log=shown.append)
     assert record["status"] in (FAILED, INVALID), record["message"]  # FAILED today: the audit crashed on the test batch
     assert "17770" not in json.dumps(record) and "17770" not in "\n".join(shown), record["message"]
@@ -248,13 +248,13 @@ def test_a_linked_helper_is_never_read_and_never_retrains(tmp_path, secret, targ
     submission = finishes(lambda: discover.read(entry))
     assert not submission.ok and "_x.py is a symbolic link" in submission.problem and "helper" in submission.problem
     challenge = challenge_in(tmp_path)
-    plan = lambda: runner.plan(challenge, [submission], "fingerprint", [0])[0].key["hash"]
+    plan = lambda: plan.plan(challenge, [submission], "fingerprint", [0])[0].key["hash"]
     first = finishes(plan)
     secret.write_text("other hidden labels")
     assert finishes(plan) == first  # the same key, run after run
     job = tmp_path / "job"
     job.mkdir()
-    problem = finishes(lambda: runner.copy_entry(submission, job))
+    problem = finishes(lambda: stages.copy_entry(submission, job))
     assert problem and "_x.py is a symbolic link" in problem and not (job / "_x.py").exists()
     shipped = finishes(lambda: executors.entry_files(entry))
     assert set(shipped) == {"ada.py"}
@@ -272,7 +272,7 @@ def test_a_helper_swapped_for_a_link_after_discovery_is_not_followed(tmp_path, s
     (folder / "_x.py").symlink_to(secret)
     job = tmp_path / "job"
     job.mkdir()
-    problem = runner.copy_entry(submission, job)
+    problem = stages.copy_entry(submission, job)
     assert problem and "symbolic link" in problem
     assert not any(b"hidden labels" in p.read_bytes() for p in job.iterdir())
     # Even past the check (a swap between lstat and open), the open refuses to follow it.
@@ -287,7 +287,7 @@ def test_an_entry_changed_since_discovery_is_not_trained_under_the_old_key(tmp_p
     entry.write_text("x = 1\n")
     submission = discover.read(entry)
     entry.write_text("x = 2\n")
-    problem = runner.copy_entry(submission, tmp_path)
+    problem = stages.copy_entry(submission, tmp_path)
     assert problem and "changed while the evaluation ran" in problem
 
 
@@ -296,8 +296,8 @@ def test_a_deep_output_tree_fails_its_run_and_is_removed(tmp_path, deep_folder_a
     RecursionError ended the evaluation (no records for anyone, the tree left in /tmp)."""
     output = tmp_path / "train"
     deep_folder_at(output, 1500)
-    problem = runner.untrusted_tree_problem(output)
-    assert problem and f"nested more than {runner.MAX_OUTPUT_DEPTH} deep" in problem
+    problem = received.untrusted_tree_problem(output)
+    assert problem and f"nested more than {received.MAX_OUTPUT_DEPTH} deep" in problem
     with untrusted.temporary_folder("bench-test-") as work:
         deep_folder(Path(work) / "train", 1500)
         (Path(work) / "train" / "link").symlink_to(tmp_path)  # removed as a link, its target kept
@@ -311,14 +311,14 @@ def test_a_wide_or_large_output_tree_fails_its_run(tmp_path, monkeypatch):
     wide.mkdir()
     for i in range(60):
         (wide / f"f{i}").write_bytes(b"x" * 100)
-    monkeypatch.setattr(runner, "MAX_OUTPUT_ENTRIES", 50)
-    assert "more than 50 files and folders" in runner.untrusted_tree_problem(wide)
-    monkeypatch.setattr(runner, "MAX_OUTPUT_ENTRIES", 10_000)
-    monkeypatch.setattr(runner, "MAX_OUTPUT_BYTES", 5_000)
-    assert "over 5,000 bytes" in runner.untrusted_tree_problem(wide)
+    monkeypatch.setattr(received, "MAX_OUTPUT_ENTRIES", 50)
+    assert "more than 50 files and folders" in received.untrusted_tree_problem(wide)
+    monkeypatch.setattr(received, "MAX_OUTPUT_ENTRIES", 10_000)
+    monkeypatch.setattr(received, "MAX_OUTPUT_BYTES", 5_000)
+    assert "over 5,000 bytes" in received.untrusted_tree_problem(wide)
     os.mkfifo(wide / "pipe")
-    monkeypatch.setattr(runner, "MAX_OUTPUT_BYTES", 10**9)
-    assert "named pipe" in runner.untrusted_tree_problem(wide)
+    monkeypatch.setattr(received, "MAX_OUTPUT_BYTES", 10**9)
+    assert "named pipe" in received.untrusted_tree_problem(wide)
 
 
 def test_the_records_guard_walks_a_deep_tree_a_pipe_and_a_link_without_following_them(tmp_path, deep_folder_at):

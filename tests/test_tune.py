@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import cli, config, data, discover, results, runner, tune
+from bench import cli, config, data, discover, plan, results, tune
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -151,8 +151,8 @@ def test_saved_hyperparameters_join_the_cache_key_and_evaluate_trains_with_them(
     challenge = tuned.challenge()
     submission = discover.read(tuned.entry)
     fingerprint = data.load("digits").fingerprint()
-    untuned = runner.plan(challenge, [submission], fingerprint, [0])[0]
-    planned = runner.plan(challenge, [submission], fingerprint, [0], hyperparameters_for=cli.tuned_hyperparameters(challenge))[0]
+    untuned = plan.plan(challenge, [submission], fingerprint, [0])[0]
+    planned = plan.plan(challenge, [submission], fingerprint, [0], hyperparameters_for=cli.tuned_hyperparameters(challenge))[0]
     assert planned.hyperparameters == {"units": 4} and untuned.hyperparameters is None
     assert planned.key["hash"] != untuned.key["hash"]
     assert planned.key["hyperparameters"] == config.sha256_of_json({"units": 4})
@@ -162,7 +162,7 @@ def test_saved_hyperparameters_join_the_cache_key_and_evaluate_trains_with_them(
     original = path.read_text()
     try:
         path.write_text(json.dumps({**tuned.saved(), "values": {"units": 5}}))
-        replanned = runner.plan(challenge, [submission], fingerprint, [0], hyperparameters_for=cli.tuned_hyperparameters(challenge))[0]
+        replanned = plan.plan(challenge, [submission], fingerprint, [0], hyperparameters_for=cli.tuned_hyperparameters(challenge))[0]
         assert replanned.key["hash"] not in (planned.key["hash"], untuned.key["hash"])
     finally:
         path.write_text(original)

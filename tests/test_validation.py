@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import cli, config, runner, validation
+from bench import cli, config, received, validation
 
 CASES = Path(__file__).parent / "cases"
 RNG = np.random.default_rng(0)
@@ -232,15 +232,15 @@ def test_the_record_takes_epochs_validation_and_times_from_the_harness_alone():
               "worker_seconds": {"tensorflow_import": 1e9},
               "history": {"loss": [1.0, 0.9, 0.8], "val_loss": [0.0] * 3, "val_accuracy": [1.0] * 3, "val_extra": [1.0]}}
     measured = {"epochs": 2, "history": {"val_loss": [1.1, 1.0], "val_accuracy": [0.5, 0.6]}, "train_seconds": 30.0, "export_seconds": 2.0}
-    record = runner.checked_claims(claims, config.Challenge(), {}, measured)
+    record = received.checked_claims(claims, config.Challenge(), {}, measured)
     assert record["epochs"] == 2 and (record["train_seconds"], record["export_seconds"]) == (30.0, 2.0)
     assert record["history"] == {"loss": [1.0, 0.9], "val_loss": [1.1, 1.0], "val_accuracy": [0.5, 0.6]}
     assert record["worker_seconds"] == {"tensorflow_import": 32.0}
     # Success without a single validation asked is not a run the harness saw train.
-    unasked = runner.checked_claims(claims, config.Challenge(), {}, {**measured, "epochs": 0, "history": {}})
+    unasked = received.checked_claims(claims, config.Challenge(), {}, {**measured, "epochs": 0, "history": {}})
     assert unasked["status"] == "FAILED" and "without asking the harness" in unasked["message"]
     # Check mode trains no epoch: nothing of the kind is recorded.
-    assert not {"epochs", "train_seconds", "export_seconds"} & set(runner.checked_claims(claims, config.Challenge(), {}))
+    assert not {"epochs", "train_seconds", "export_seconds"} & set(received.checked_claims(claims, config.Challenge(), {}))
 
 
 def test_a_forged_monitor_claim_fails_its_run_instead_of_the_plot():
@@ -248,7 +248,7 @@ def test_a_forged_monitor_claim_fails_its_run_instead_of_the_plot():
                                                           "activation_layers": [], "step": [0, 5], "probe_loss": [1.0, 0.9],
                                                           "gradient_norm": [[1.0]], "weight_norm": [[1.0], [1.0]],
                                                           "activation_mean": [[], []], "activation_std": [[], []]}}
-    record = runner.checked_claims(claims, config.Challenge(), {"monitor": 5})
+    record = received.checked_claims(claims, config.Challenge(), {"monitor": 5})
     assert record["status"] == "FAILED" and "monitor" in record["message"]
     claims["monitor"]["gradient_norm"] = [[1.0], [0.5]]
-    assert runner.checked_claims(claims, config.Challenge(), {"monitor": 5})["status"] == "OK"
+    assert received.checked_claims(claims, config.Challenge(), {"monitor": 5})["status"] == "OK"

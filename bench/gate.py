@@ -53,12 +53,11 @@ def cmd_gate(args) -> int:
     for problem in problems:
         print(f"::error::{problem}")
     if problems:
-        print(f"A pull request may add or change one file, {folder}/<your_name>.py, and nothing else: "
+        print(f"A pull request may add one file, {folder}/<your_name>.py, and nothing else: "
               "split other changes into their own pull request for the teacher.")
         return 1
     (change,) = found
-    print(f"ok: {'adds' if change.status == 'A' else 'changes'} the entry {change.path}"
-          + ("" if change.status == "A" else " (an existing entry: merge only if it is the author's own)"))
+    print(f"ok: adds the entry {change.path}")
     return 0
 
 
@@ -104,8 +103,11 @@ def change_problem(change: Change, size_of, folder: str) -> str | None:
         what = ("a helper, shared by every entry (only the teacher changes those): put the code in your entry's file"
                 if change.path.startswith(f"{folder}/_") else f"not an entry file ({folder}/<your_name>.py)")
         return f"{shown} is {what}; undo this change"
-    if change.status not in ("A", "M"):
-        return f"{shown} is deleted or changes type: a pull request may only add or edit an entry"
+    if change.status == "M":  # git cannot say whose entry it is: a student could rewrite a rival's file
+        return (f"{shown} is an existing entry: a pull request may only add a new one. To change your own, the teacher "
+                "merges it by hand after checking you are its author (or add it anew as <your_name>_v2.py)")
+    if change.status != "A":
+        return f"{shown} is deleted or changes type: a pull request may only add an entry"
     if change.new_mode not in REGULAR_MODES:
         return f"{shown} has git mode {change.new_mode}: commit it as a regular file"
     size = size_of(change.new_blob)

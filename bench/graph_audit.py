@@ -80,6 +80,10 @@ ALLOWED_OPS = frozenset({
     "Fill", "Range", "Shape", "ShapeN", "Size", "Rank", "BroadcastTo", "BroadcastArgs", "OneHot",
     "MatrixDiagV3", "MatrixDiagPartV3", "MatrixBandPart",
 })
+# Ops that take any number of inputs, and how many inputs past two each they may take in all for free: the same
+# tensor wired in k times carries k (a stack or a concatenation of 15 levels is a weight in disguise).
+VARIADIC_OPS = frozenset({"Pack", "ConcatV2", "Concat", "AddN"})
+FREE_WIRING = 64
 # A weight tensor has a few axes of at most a few million elements; beyond that a shape is a number in disguise.
 MAX_VARIABLE_RANK, MAX_DIMENSION = 8, 2**24
 
@@ -153,7 +157,7 @@ def counted_numbers(nodes, variable_shapes=()) -> tuple[int, list[list]]:
     allowance as one float32 tensor)."""
     from tensorflow.python.framework import tensor_util
 
-    counted, small, tensors = 0, {("dims", shape) for shape in variable_shapes}, []
+    counted, small, tensors, wiring = 0, {("dims", shape) for shape in variable_shapes}, [], 0
     for node in nodes:
         for name, attr in node.attr.items():
             if name.startswith("_"):  # TensorFlow's own annotations (which inputs are read-only, ...): no op reads them
@@ -163,6 +167,8 @@ def counted_numbers(nodes, variable_shapes=()) -> tuple[int, list[list]]:
                 small.add(("attr", (getattr(attr, kind),)))
             elif kind == "list" and (attr.list.i or attr.list.f):
                 small.add(("attr", tuple(attr.list.i) + tuple(attr.list.f)))
+        if node.op in VARIADIC_OPS:  # how often a tensor is wired in is a number too (a weight as a repeat count)
+            wiring += max(0, sum(not name.startswith("^") for name in node.input) - 2)
         if node.op != "Const":
             continue
         value = tensor_util.MakeNdarray(node.attr["value"].tensor)
@@ -172,7 +178,7 @@ def counted_numbers(nodes, variable_shapes=()) -> tuple[int, list[list]]:
         else:  # wider than 32 bits, even a scalar, counts in full: it can carry several float32 weights
             counted += parameters_in(int(value.size), value.dtype.itemsize)
             tensors.append(tensor_summary(np.dtype(value.dtype).name, value.dtype.itemsize, value))
-    over = max(0, sum(_elements(entry) for entry in small) - FREE_SMALL_ELEMENTS)
+    over = max(0, sum(_elements(entry) for entry in small) - FREE_SMALL_ELEMENTS) + max(0, wiring - FREE_WIRING)
     if over:
         tensors.append(["float32", over, over, 32])
     return counted + over, tensors
@@ -204,6 +210,7 @@ class FrozenGraph:
         config = tf.compat.v1.ConfigProto()
         config.graph_options.rewrite_options.remapping = rewriter_config_pb2.RewriterConfig.OFF
         self.session = tf.compat.v1.Session(graph=self.graph, config=config)
+        self.from_input = input_dependent(self.graph)
         self.counting = True
         self.macs, self.macs_nonzero, self.images, self.uncounted = 0, 0, 0, set()
 
@@ -215,7 +222,7 @@ class FrozenGraph:
         (scores,) = self.session.run(self.outputs, {self.input_name: batch.astype(self.input_dtype)},
                                      run_metadata=metadata, options=options)
         if self.counting:
-            macs, macs_nonzero, missing = _traced_macs(self.graph, metadata)
+            macs, macs_nonzero, missing = _traced_macs(self.graph, metadata, self.from_input)
             self.macs, self.macs_nonzero, self.images = self.macs + macs, self.macs_nonzero + macs_nonzero, self.images + len(batch)
             self.uncounted |= missing
         return np.asarray(scores)
@@ -229,9 +236,34 @@ class FrozenGraph:
         return {"macs": per_image(self.macs), "macs_nonzero": per_image(self.macs_nonzero), "notes": notes}
 
 
-def _traced_macs(graph, metadata) -> tuple[int, int, set[str]]:
+def input_dependent(graph) -> set[str]:
+    """Names of the ops whose value depends on the images (a Placeholder); every other op computes from weights."""
+    found, memo = set(), {}
+
+    def depends(op) -> bool:
+        stack = [op]
+        while stack:
+            top = stack[-1]
+            if top.name in memo:
+                stack.pop()
+                continue
+            pending = [t.op for t in top.inputs if t.op.name not in memo]
+            if pending:
+                stack.extend(pending)
+                continue
+            memo[top.name] = top.type == "Placeholder" or any(memo[t.op.name] for t in top.inputs)
+            stack.pop()
+        return memo[op.name]
+
+    for op in graph.get_operations():
+        if depends(op):
+            found.add(op.name)
+    return found
+
+
+def _traced_macs(graph, metadata, from_input: set[str] = frozenset()) -> tuple[int, int, set[str]]:
     """MACs of one traced run (all its images), the same with zero weights skipped, and the op types whose
-    shapes were unknown."""
+    shapes were unknown. `from_input`: the ops that depend on the images (input_dependent)."""
     runs, shapes = collections.Counter(), {}
     for device in metadata.step_stats.dev_stats:
         for stats in device.node_stats:
@@ -241,7 +273,12 @@ def _traced_macs(graph, metadata) -> tuple[int, int, set[str]]:
     total, nonzero, uncounted = 0, 0.0, set()
     for op in graph.get_operations():
         if runs[op.name] and op.type in MAC_OPS:
-            macs = _einsum_macs(op, shapes) if op.type == "Einsum" else MAC_OPS[op.type](op, shapes.get(op.name))
+            if op.type == "Einsum":
+                macs = _einsum_macs(op, shapes)
+            elif op.type == "Mul":
+                macs = _weight_multiply_macs(op, shapes, from_input)
+            else:
+                macs = MAC_OPS[op.type](op, shapes.get(op.name))
             if macs is None:
                 uncounted.add(op.type)
             else:
@@ -303,23 +340,24 @@ MAC_OPS = {
     "BatchMatMulV2": _matmul_macs,
     "BatchMatMulV3": _matmul_macs,
     "Einsum": None,  # _einsum_macs, which reads its operands' traced shapes
-    "Mul": lambda op, out: _weight_multiply_macs(op, out),
+    "Mul": None,  # _weight_multiply_macs, which needs to know which operand comes from the images
+    "Conv3DBackpropInputV2": _conv_transpose_macs,
 }
 
 
-def _weight_multiply_macs(op, out) -> int:
-    """A Mul by a constant array of more than one element (a frozen weight): one MAC per output value. A scalar
-    (a scale, an epsilon) or two computed operands (an activation, a gate) cost none, as in bench.macs."""
-    if out is None or not any(_constant_size(operand) > 1 for operand in op.inputs):
+def _weight_multiply_macs(op, shapes: dict, from_input: set[str]) -> int:
+    """An image-dependent value times an array computed from weights alone (a frozen weight, or one passed through
+    any ops): one MAC per output value. A scalar (a scale, an epsilon) or two image-dependent operands (an
+    activation, a gate) cost none, as in bench.macs."""
+    out = shapes.get(op.name)
+    operands = [t for t in op.inputs]
+    if out is None or len(operands) != 2 or sum(t.op.name in from_input for t in operands) != 1:
         return 0
-    return math.prod(out)
-
-
-def _constant_size(tensor) -> int:
-    op = tensor.op
-    while op.type == "Identity" and op.inputs:
-        op = op.inputs[0].op
-    return tensor.shape.num_elements() or 0 if op.type == "Const" else 0
+    weight = next(t for t in operands if t.op.name not in from_input)
+    size = weight.shape.num_elements() if weight.shape.is_fully_defined() else None
+    if size is None and weight.value_index == 0 and shapes.get(weight.op.name) is not None:
+        size = math.prod(shapes[weight.op.name])
+    return math.prod(out) if (size or 0) > 1 else 0
 
 
 def _einsum_macs(op, shapes: dict) -> int | None:

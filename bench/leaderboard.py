@@ -6,7 +6,9 @@ formatted explicitly, and nothing time-dependent is printed.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -187,18 +189,24 @@ def render_markdown(frame: pd.DataFrame, records: list[dict], challenge: config.
         bad = bad.sort_values(["order", "entry"])
         lines += ["## Entries that are not OK", ""]
         lines.append(tabulate(
-            [[r.entry, r.status, cell(r.message)] for r in bad.itertuples()],
+            [[cell(r.entry), r.status, cell(r.message)] for r in bad.itertuples()],
             headers=["entry", "status", "reason"], tablefmt="github",
         ))
         lines.append("")
     return "\n".join(lines)
 
 
+# Markdown punctuation that could turn an entry's text into a link or an image (`|` would end the cell).
+MARKDOWN_PUNCTUATION = re.compile(r"([\\\[\]|])")
+
+
 def cell(text) -> str:
-    """Free text (author, summary, message) as one markdown table cell: pipes escaped, lines joined."""
+    """Free text (author, summary, message) as one markdown table cell and nothing more: lines joined, HTML
+    escaped (no `<tr>` of an entry's making becomes a row, no `<img>` loads), brackets escaped (no link or
+    image), pipes escaped."""
     if text is None or (not isinstance(text, str) and pd.isna(text)):
         return ""
-    return " ".join(str(text).split()).replace("|", "\\|")
+    return MARKDOWN_PUNCTUATION.sub(r"\\\1", html.escape(" ".join(str(text).split()), quote=False))
 
 
 def sandbox_line(shown: list[dict]) -> str:

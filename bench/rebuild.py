@@ -15,6 +15,8 @@ safe mode, without the entry's code, and the audit scores exactly that model, ca
   `Rescaling(1 / 255)`, a LeakyReLU's slope) are free up to 64 distinct values. Layers that are the identity at inference
   (TRAINING_ONLY_LAYERS: dropout, noise, augmentation) and training-time settings (initializers,
   regularizers, constraints, momentum, seeds) count nothing;
+- the wiring is counted too: shaping integers (crops, paddings, target shapes) join the small numbers, and the
+  tensors the layer calls take past FREE_EDGES count one each (a weight can be a repeat count);
 - a config key Keras's own `get_config()` does not write refuses the model (it was not written by Keras).
 
 Anything else (a subclassed model or layer, a Lambda, a keras.ops call in a functional graph) is
@@ -77,6 +79,12 @@ STRUCTURAL_KEYS = frozenset({
     "merge_mode", "l1", "l2",
 })
 TRAINING_ONLY_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
+# Structural settings whose integers still pick which values flow where (a crop's offsets select pixels): they
+# join the small numbers, free up to 64 distinct values in all.
+SHAPING_KEYS = frozenset({"cropping", "padding", "target_shape", "dims", "size", "n", "axis", "axes"})
+# Edges of the functional graph (tensors taken by layer calls) free in all: a weight can be wired in as the number
+# of times one tensor feeds a Concatenate or an Add. The committed board's models take a few dozen.
+FREE_EDGES = 256
 # How the model was compiled (optimizer, loss, metrics): the audit loads without compiling and never reads it.
 COMPILE_CONFIG = "compile_config"
 
@@ -143,7 +151,7 @@ def config_numbers(config) -> int:
 
     from bench.graph_audit import FREE_SMALL_ELEMENTS
 
-    arrays, scalars = 0, set()
+    arrays, scalars, wiring = 0, set(), []
 
     def add(value):
         nonlocal arrays
@@ -169,14 +177,18 @@ def config_numbers(config) -> int:
             if name not in TRAINING_ONLY_LAYERS:
                 for value in _hyperparameter_values(getattr(keras.layers, name), node["config"]):
                     add(value)
+            for key in SHAPING_KEYS & set(node["config"]):  # offsets and sizes choose pixels: small numbers
+                for number in _flat_numbers(node["config"][key]):
+                    scalars.add(number)
             for call in node.get("inbound_nodes") or []:
                 add([_numbers_of(_without_tensors(call))])
+                wiring.append(_tensor_references(call))
         for key, value in node.items():
             if key not in ("inbound_nodes", COMPILE_CONFIG):
                 visit(value)
 
     visit(config)
-    return arrays + max(0, len(scalars) - FREE_SMALL_ELEMENTS)
+    return arrays + max(0, len(scalars) - FREE_SMALL_ELEMENTS) + max(0, sum(wiring) - FREE_EDGES)
 
 
 def _hyperparameter_values(layer_class, config: dict) -> list:
@@ -194,6 +206,24 @@ def _numbers_of(value):
     if isinstance(value, list):
         return [_numbers_of(v) for v in value]
     return None if isinstance(value, bool) or value is None or _as_number(value) is None else value
+
+
+def _tensor_references(value) -> int:
+    """How many tensors a layer call takes (the edges of the functional graph)."""
+    if isinstance(value, dict):
+        return 1 if value.get("class_name") == TENSOR else sum(_tensor_references(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_tensor_references(v) for v in value)
+    return 0
+
+
+def _flat_numbers(value) -> list[float]:
+    if isinstance(value, dict):
+        value = (value.get("config") or {}).get("value") if value.get("class_name") == TUPLE else list(value.values())
+    if isinstance(value, list):
+        return [n for item in value for n in _flat_numbers(item)]
+    number = _as_number(value)
+    return [] if number is None or isinstance(value, bool) else [number]
 
 
 def _without_tensors(value):

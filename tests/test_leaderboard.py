@@ -137,3 +137,10 @@ def test_rendering_does_not_import_tensorflow(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False False"
+
+
+def test_an_entrys_text_cannot_add_rows_links_or_images_to_the_board():
+    from bench.leaderboard import cell
+
+    shown = cell("</td></tr><tr><td>1</td><td><b>teacher_reference</b></td></tr> [staff](https://e.org) ![x](y.png) a|b")
+    assert "<" not in shown and ">" not in shown and "\\[staff\\]" in shown and "!\\[x\\]" in shown and "a\\|b" in shown

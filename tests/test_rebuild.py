@@ -338,3 +338,42 @@ def test_a_matrix_product_written_as_a_multiply_and_a_sum_costs_its_macs(tmp_pat
     record = audited(keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)), tmp_path)
     assert record["status"] == "OK" and record["path"] == audit.CUSTOM_CODE
     assert record["macs"] == 64 * 32 + 32 * 10 and record["total_params"] >= 64 * 32 + 330
+
+
+# ---- a third round (a second red team) ------------------------------------------------------------------------
+
+def test_weights_wired_in_as_repeat_counts_count(tmp_path):
+    """One tensor fed 300 times to a Concatenate: the functional graph's edges past FREE_EDGES count, one each."""
+    import keras
+
+    inputs = keras.Input((8, 8))
+    pixel = keras.layers.Cropping1D((0, 63))(keras.layers.Reshape((64, 1))(inputs))  # (1, 1): one pixel
+    repeated = keras.layers.Concatenate(axis=1)([pixel] * 300)
+    record = audited(keras.Model(inputs, dense_head(repeated)), tmp_path)
+    assert record["status"] == "OK" and record["path"] == audit.REBUILT
+    assert record["embedded_constants"] >= 300 - rebuild.FREE_EDGES
+
+
+def test_a_multiply_by_a_weight_passed_through_other_ops_costs_its_macs(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    weights = np.random.default_rng(9).random((64, 32)).astype("float32")
+
+    def matmul(t):
+        computed = tf.add(tf.constant(weights), tf.constant(0.0))  # no longer a Const where it is multiplied
+        return tf.reduce_sum(t[:, :, None] * computed, axis=1)
+
+    inputs = keras.Input((8, 8))
+    x = keras.layers.Lambda(matmul, output_shape=(32,))(keras.layers.Flatten()(inputs))
+    record = audited(keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)), tmp_path)
+    assert record["status"] == "OK" and record["macs"] == 64 * 32 + 32 * 10
+
+
+def test_a_validation_answer_from_logits_is_capped_like_one_from_probabilities():
+    """Unbounded logits would let one answer carry a dozen labels (a loss of 1e11 spelt in base 16)."""
+    from bench import validation
+
+    labels = np.array([0, 1])
+    logits = np.array([[-16.0 ** 9, 0.0, 0.0], [0.0, -16.0 ** 5, 0.0]], dtype=np.float32)
+    assert validation.cross_entropy(logits, labels, from_logits=True) == pytest.approx(-np.log(validation.EPSILON))

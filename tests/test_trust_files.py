@@ -374,6 +374,7 @@ def test_the_gate_passes_a_pull_request_that_adds_one_entry(repo, capsys):
     ("linked_entry", "submissions/ada.py is a symbolic link"),
     ("harness", "bench/audit.py is not an entry file"),
     ("other_entry", "changes 2 entries"),
+    ("rivals_entry", "submissions/old.py is an existing entry"),
     ("helper", "submissions/_helpers.py is a helper"),
     ("record", "results/digits/old/seed0.json is not an entry file"),
     ("nested", "submissions/tests/test_ada.py is not an entry file"),
@@ -383,7 +384,7 @@ def test_the_gate_passes_a_pull_request_that_adds_one_entry(repo, capsys):
 ])
 def test_the_gate_fails_a_pull_request_with_a_link_or_a_foreign_file(repo, capsys, attack, expected):
     entry = repo / "submissions" / "ada.py"
-    if attack not in ("linked_entry", "deleted", "nothing", "huge"):
+    if attack not in ("linked_entry", "deleted", "nothing", "huge", "rivals_entry"):
         entry.write_text("import keras\n")
     if attack == "linked_helper":
         (repo / "submissions" / "_x.py").symlink_to("/etc/passwd")
@@ -392,6 +393,8 @@ def test_the_gate_fails_a_pull_request_with_a_link_or_a_foreign_file(repo, capsy
     elif attack == "harness":
         (repo / "bench" / "audit.py").write_text("SCORE = 1.0\n")
     elif attack == "other_entry":
+        (repo / "submissions" / "old.py").write_text("raise SystemExit\n")
+    elif attack == "rivals_entry":  # only another student's file, rewritten
         (repo / "submissions" / "old.py").write_text("raise SystemExit\n")
     elif attack == "helper":
         (repo / "submissions" / "_helpers.py").write_text("x = 2\n")

@@ -122,7 +122,8 @@ def test_forged_epochs_history_and_timings_are_replaced_by_the_harnesss(evaluate
     assert forged["history"]["val_loss"] == twin["history"]["val_loss"] and max(forged["history"]["val_accuracy"]) < 1.0
     assert len(forged["history"]["loss"]) == forged["epochs"]  # the claimed extra epochs are cut to the answered ones
     assert forged["train_seconds"] > 0 and forged["export_seconds"] > 0
-    assert forged["train_seconds"] + forged["export_seconds"] == pytest.approx(forged["stage_seconds"]["train"], abs=0.01)
+    # The whole training stage, finalize and saving included: work after the last answer is not hidden.
+    assert forged["train_seconds"] == pytest.approx(forged["stage_seconds"]["train"], abs=0.01) > forged["export_seconds"]
     assert forged["test_accuracy"] == twin["test_accuracy"]
 
 

@@ -237,28 +237,18 @@ class FrozenGraph:
 
 
 def input_dependent(graph) -> set[str]:
-    """Names of the ops whose value depends on the images (a Placeholder); every other op computes from weights."""
-    found, memo = set(), {}
+    """Names of the ops whose value depends on the images (a Placeholder); every other op computes from weights.
 
-    def depends(op) -> bool:
-        stack = [op]
-        while stack:
-            top = stack[-1]
-            if top.name in memo:
-                stack.pop()
-                continue
-            pending = [t.op for t in top.inputs if t.op.name not in memo]
-            if pending:
-                stack.extend(pending)
-                continue
-            memo[top.name] = top.type == "Placeholder" or any(memo[t.op.name] for t in top.inputs)
-            stack.pop()
-        return memo[op.name]
-
-    for op in graph.get_operations():
-        if depends(op):
-            found.add(op.name)
-    return found
+    Ops come in import order, which is topological; the pass repeats until nothing changes, in case it is not."""
+    found: set[str] = set()
+    operations = graph.get_operations()
+    while True:
+        before = len(found)
+        for op in operations:
+            if op.name not in found and (op.type == "Placeholder" or any(t.op.name in found for t in op.inputs)):
+                found.add(op.name)
+        if len(found) == before:
+            return found
 
 
 def _traced_macs(graph, metadata, from_input: set[str] = frozenset()) -> tuple[int, int, set[str]]:

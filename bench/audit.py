@@ -70,7 +70,7 @@ def audit(trained: str | Path, images: dict[str, np.ndarray], output: str | Path
     except rebuild.NotRebuildable as reason:
         config, foreign = None, [str(reason)]
     if not foreign:
-        _prepare_tensorflow(threads, without_keras=False)
+        _prepare_tensorflow(threads, blocked=UNUSED_BY_KERAS_MODELS if own_process else ())
         try:
             model = rebuild.rebuild(keras_file, config)
         except rebuild.NotRebuildable as reason:
@@ -81,7 +81,7 @@ def audit(trained: str | Path, images: dict[str, np.ndarray], output: str | Path
         return {**_invalid(f"this challenge scores models built from Keras's own layers only (allow_custom_code = false), "
                            f"and this one uses {', '.join(foreign[:5])}: build it from keras.layers (no subclassed layers, "
                            "Lambda layers or keras.ops calls between layers)"), "path": CUSTOM_CODE}
-    _prepare_tensorflow(threads, without_keras=own_process)
+    _prepare_tensorflow(threads, blocked=("keras.src", *UNUSED_BY_KERAS_MODELS) if own_process else ())
     from bench import graph_audit
 
     record, scores = graph_audit.audit(trained / "model")
@@ -209,13 +209,20 @@ def _same_scores(first: np.ndarray, again: np.ndarray) -> bool:
     return bool(np.all(first.argmax(axis=1)[decided] == again.argmax(axis=1)[decided]))
 
 
-def _prepare_tensorflow(threads: int | None, without_keras: bool) -> None:
-    """Before TensorFlow's first import: the graph path counts ops as written (no oneDNN fusion) and runs
-    without Keras (faster to start; its graph holds no Keras objects); then the thread limits."""
+# Packages `import tensorflow` and `import keras` load for features a model's inference never uses (scikit-learn
+# wrappers, plots, data frames, the JAX backend): about 2 s of every audit's start-up, measured with
+# `python -X importtime -c "import keras"`. Keras and TensorFlow carry on without them.
+UNUSED_BY_KERAS_MODELS = ("sklearn", "matplotlib", "pandas", "jax", "jaxlib")
+
+
+def _prepare_tensorflow(threads: int | None, blocked: tuple[str, ...] = ()) -> None:
+    """Before TensorFlow's first import: the graph path counts ops as written (no oneDNN fusion), the packages in
+    `blocked` (the graph path adds Keras: its graph holds no Keras objects) are not imported in this process;
+    then the thread limits."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
-    if without_keras and "keras" not in sys.modules:
-        sys.meta_path.insert(0, WithoutKeras())
+    if blocked and "tensorflow" not in sys.modules:
+        sys.meta_path.insert(0, Unimportable(blocked))
     import tensorflow as tf
 
     if threads:
@@ -226,14 +233,15 @@ def _prepare_tensorflow(threads: int | None, without_keras: bool) -> None:
             pass
 
 
-class WithoutKeras:
-    """An import hook that makes Keras's code unimportable. `import tensorflow` eagerly imports Keras (and,
-    through it, scikit-learn) when it is installed, about 1.5 s of every audit's start-up; the graph path reads
-    a SavedModel with TensorFlow alone, and TensorFlow carries on without Keras."""
+class Unimportable:
+    """An import hook that makes the packages `names` (and their submodules) unimportable in this process."""
+
+    def __init__(self, names: tuple[str, ...]):
+        self.names = names
 
     def find_spec(self, name, path=None, target=None):
-        if name == "keras.src" or name.startswith("keras.src."):
-            raise ImportError("the audit runs without Keras")
+        if any(name == blocked or name.startswith(blocked + ".") for blocked in self.names):
+            raise ImportError(f"the audit runs without {name}")
         return None
 
 

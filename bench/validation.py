@@ -7,13 +7,13 @@ labels it holds; Keras's callbacks (ReduceLROnPlateau, EarlyStopping, the entry'
 What the harness answers, and how:
 
 - `val_loss` is the mean cross-entropy of the outputs against the labels, whatever loss the entry trains
-  with: from logits (log-softmax, each image's loss capped at -log(1e-7)) when the trainer says the outputs
+  with: from logits (log-softmax, each image's loss capped at LOGIT_LOSS_CAP) when the trainer says the outputs
   are logits, else from probabilities normalised to sum 1 and clipped to [1e-7, 1 - 1e-7], as Keras's
   categorical cross-entropy computes it. The trainer sends the logits under
   a softmax output layer, which is what Keras on TensorFlow reads too (so the number is the one `fit` logged).
   `val_accuracy` is the fraction of images whose largest output is their label.
 - Both are rounded to ANSWER_DECIMALS decimals, and each epoch is answered once, in order, at most
-  `max_epochs` times. The answers are still a label oracle: a mean loss in [0, 16.2] to 1e-6 (about 24 bits)
+  `max_epochs` times. The answers are still a label oracle: a mean loss in [0, 100] to 1e-6 (about 27 bits)
   and a count of correct images (log2 of the validation size, 12 bits for 5,000) an epoch, about ten labels an
   answer for an entry that spends its epochs asking instead of training (a red team recovered 300 of 300 labels
   on digits before the cap; on MNIST's 5,000 it takes about 500 of the 1,000 epochs). Not a copy of the
@@ -49,6 +49,9 @@ LAST = 1  # answer flag: no further validation will be answered
 ANSWER_DECIMALS = 6
 # Keras's backend epsilon: cross-entropy on probabilities clips them to [EPSILON, 1 - EPSILON].
 EPSILON = 1e-7
+# The most one image adds to a loss from logits. Keras leaves it unbounded; past 100 (a logit gap of 100 on a wrong
+# class) no trained model goes, so the callbacks act as under fit, while an answer carries at most ~27 bits.
+LOGIT_LOSS_CAP = 100.0
 POLL_MS = 250
 READ_CHUNK = 1 << 20
 # How long a trainer waits for an answer: the runner answers in well under a second.
@@ -73,8 +76,8 @@ def cross_entropy(values: np.ndarray, labels: np.ndarray, from_logits: bool) -> 
     with np.errstate(all="ignore"):  # garbage outputs give NaN or inf, never an exception
         if from_logits:
             top = values.max(axis=1, keepdims=True)
-            # Clipped as the probabilities are: an unbounded loss would let one answer spell out dozens of labels.
-            log_p = np.maximum(values - (top + np.log(np.exp(values - top).sum(axis=1, keepdims=True))), np.log(EPSILON))
+            # Capped: an unbounded loss would let one answer spell out dozens of labels (as a loss of 1e11 in base 16).
+            log_p = np.maximum(values - (top + np.log(np.exp(values - top).sum(axis=1, keepdims=True))), -LOGIT_LOSS_CAP)
         else:
             p = values / values.sum(axis=1, keepdims=True)
             log_p = np.log(np.clip(p, EPSILON, 1 - EPSILON))

@@ -221,18 +221,19 @@ def test_printing_gigabytes_is_drained_within_bounds(hostile):
 
 
 def test_a_forged_result_file_is_not_a_score(hostile):
-    """The training process's result file is a claim: its counts and accuracy are never read, and a run without an export fails."""
+    """The training process's result file is a claim: its counts and accuracy are never read, and a run that trained
+    no epoch the harness answered (the forger writes its result and exits) fails."""
     record = hostile["records"]["forger"]
     assert record["status"] == "FAILED" and "test_accuracy" not in record and record.get("total_params") is None
-    assert "reported success but left no exported model" in record["message"]
+    assert "reported success without asking the harness for any validation" in record["message"]
 
 
 @pytest.mark.parametrize("content, reason", [
     ("[1, 2", "Expecting"),
     ("[1, 2]", "no status and message"),
     ('{"status": "GREAT", "message": ""}', "no status and message"),
-    ('{"status": "OK", "message": "", "epochs": "10"}', "epochs not numbers"),
-    ('{"status": "OK", "message": "", "train_seconds": true}', "train_seconds not numbers"),
+    ('{"status": "OK", "message": "", "train_macs": "10"}', "train_macs not numbers"),
+    ('{"status": "OK", "message": "", "train_macs": true}', "train_macs not numbers"),
 ])
 def test_a_result_file_that_is_not_a_record_fails_its_run(tmp_path, content, reason):
     path = tmp_path / "record.json"
@@ -247,7 +248,7 @@ def test_draining_a_gigabyte_line_keeps_the_parent_small():
     # peak (Linux keeps it across fork and exec), hundreds of MB once TensorFlow is imported in the tests.
     code = textwrap.dedent('''
         import collections, re, subprocess, sys
-        from bench import runner
+        from bench import stages
         printer = "import sys\\nfor _ in range(1024): sys.stdout.write('x' * 2**20)\\n"
         child = subprocess.Popen([sys.executable, "-c", printer], stdout=subprocess.PIPE)
         tail = collections.deque(maxlen=stages.OUTPUT_TAIL_LINES)

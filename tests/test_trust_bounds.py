@@ -276,13 +276,8 @@ def test_a_sandboxed_run_holding_memory_in_dev_shm_is_stopped(tmp_path):
 
 # ---- seeds --------------------------------------------------------------------------------------------
 
-SELF_SEEDING = """
-    import keras
-    def build_model(input_shape, num_classes):
-        keras.utils.set_random_seed(42)  # "reproducible", as a tutorial says: every seed the same run
-        return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
-                                 keras.layers.Dense(16, activation="relu"), keras.layers.Dense(num_classes, activation="softmax")])
-"""
+# ../shared/cases/fc2_06: a tutorial's keras.utils.set_random_seed(42) inside build_model.
+SELF_SEEDING = (Path(__file__).parent / "cases" / "fc2_06_seed_in_file.py").read_text()
 HONEST = """
     import keras
     def build_model(input_shape, num_classes):

@@ -99,7 +99,8 @@ def test_an_audit_past_its_time_limit_quotes_no_progress_line():
 
 def test_the_training_stage_still_quotes_its_own_error():
     """Training never sees a test image: its last line stays the explanation a student needs."""
-    tail = ["Traceback (most recent call last):", "ValueError: my layer is wrong"]
+    tail = ["Traceback (most recent call last):", '  File "submissions/ada.py", line 9, in build_model',
+            "    raise ValueError('my layer is wrong')", "ValueError: my layer is wrong"]
     partial = stages._ended_early({"limit": None, "tail": tail, "returncode": 1}, 600, 2000, stages.QUOTED_STAGE)
     assert "ValueError: my layer is wrong" in partial["message"] and partial["output_tail"] == tail
 

@@ -249,10 +249,10 @@ def test_a_linked_helper_is_never_read_and_never_retrains(tmp_path, secret, targ
     submission = finishes(lambda: discover.read(entry))
     assert not submission.ok and "_x.py is a symbolic link" in submission.problem and "helper" in submission.problem
     challenge = challenge_in(tmp_path)
-    plan = lambda: plan.plan(challenge, [submission], "fingerprint", [0])[0].key["hash"]
-    first = finishes(plan)
+    key_of = lambda: plan.plan(challenge, [submission], "fingerprint", [0])[0].key["hash"]
+    first = finishes(key_of)
     secret.write_text("other hidden labels")
-    assert finishes(plan) == first  # the same key, run after run
+    assert finishes(key_of) == first  # the same key, run after run
     job = tmp_path / "job"
     job.mkdir()
     problem = finishes(lambda: stages.copy_entry(submission, job))

@@ -91,14 +91,19 @@ def test_the_board_has_one_row_per_entry_and_a_point_per_ok_entry(browser, built
 
 
 def test_a_click_on_the_parameters_header_sorts_and_the_url_keeps_it(browser, built):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def sorted_by_params(reverse: bool) -> bool:  # the table redraws after the click: wait for it (a loaded CI machine)
+        params = [float(v) for v in column_values(browser, "total_params")]
+        return params == sorted(params, reverse=reverse) and params != sorted(params, reverse=not reverse)
+
     open_page(browser, built / "index.html", BOARD_READY)
     browser.find_element("css selector", '#board thead th[data-key="total_params"]').click()
-    params = [float(v) for v in column_values(browser, "total_params")]
-    assert params == sorted(params) and params != [float(v) for v in sorted(params, reverse=True)]
+    WebDriverWait(browser, 10).until(lambda d: sorted_by_params(reverse=False))
     assert "sort=total_params.asc" in browser.current_url
     browser.find_element("css selector", '#board thead th[data-key="total_params"]').click()
-    params = [float(v) for v in column_values(browser, "total_params")]
-    assert params == sorted(params, reverse=True)
+    WebDriverWait(browser, 10).until(lambda d: sorted_by_params(reverse=True))
+    assert sorted_by_params(reverse=True)
 
 
 def test_the_search_box_and_the_filters_narrow_the_table_and_live_in_the_url(browser, built, board_rows):

@@ -123,7 +123,8 @@ def test_forged_epochs_history_and_timings_are_replaced_by_the_harnesss(evaluate
     assert len(forged["history"]["loss"]) == forged["epochs"]  # the claimed extra epochs are cut to the answered ones
     assert forged["train_seconds"] > 0 and forged["export_seconds"] > 0
     # The whole training stage, finalize and saving included: work after the last answer is not hidden.
-    assert forged["train_seconds"] == pytest.approx(forged["stage_seconds"]["train"], abs=0.01) > forged["export_seconds"]
+    assert forged["train_seconds"] == pytest.approx(forged["stage_seconds"]["train"], abs=0.5)
+    assert forged["train_seconds"] > forged["export_seconds"]
     assert forged["test_accuracy"] == twin["test_accuracy"]
 
 
@@ -140,7 +141,7 @@ def test_honest_records_hold_the_harnesss_epochs_and_times(evaluated):
     twin = evaluated["records"]["honest_twin"]
     assert twin["epochs"] == len(twin["history"]["val_loss"]) == len(twin["history"]["loss"]) <= EPOCHS
     assert set(twin["history"]) >= {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"}
-    assert 0 < twin["train_seconds"] < twin["stage_seconds"]["train"]
+    assert 0 < twin["train_seconds"] <= twin["stage_seconds"]["train"] + 0.5  # the whole stage, as the runner clocked it
     assert all(0 <= seconds <= twin["stage_seconds"]["train"] for seconds in twin["worker_seconds"].values())
 
 

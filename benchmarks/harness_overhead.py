@@ -8,11 +8,12 @@ Sides run in fresh processes, interleaved, on the same training/validation split
 `python -m bench evaluate --force --sandbox off` and the same with `--sandbox required` (bubblewrap), and with
 `--baseline` the sandboxed run of another checkout of bench (`git worktree add /tmp/base <commit>`), so a
 change to the stages is measured side by side in one run. The bare script is timed from just after
-`import tensorflow` to the end of `model.fit`; the harness's `train_seconds` is the runner's clock from the
-training stage's start (start-up included) to its last validation answer, so it is printed beside the bare
-fit plus TensorFlow's start-up. The runner records each stage's wall time (`stage_seconds`: the training and
+`import tensorflow` to the end of `model.fit`; the harness's `train_seconds` is the runner's clock over the
+whole training stage (start-up, training, finalize, saving; a baseline from before the runner answered
+validations recorded its worker's own fit time instead), so it is printed beside the bare fit plus
+TensorFlow's start-up. The runner records each stage's wall time (`stage_seconds`: the training and
 audit subprocesses, start-up included) and `export_seconds` (last validation answer to the stage's end: saving
-the model). Targets: the sandbox slows training by under 3 % (sandboxed / off), and the fixed cost per run
+the model; a baseline's is its export call alone). Targets: the sandbox slows training by under 3 % (sandboxed / off), and the fixed cost per run
 (export + audit stage + the sandbox's start-up) stays under 5 s.
 """
 
@@ -101,7 +102,7 @@ def main():
     columns = ["off", "boxed", *(["baseline"] if args.baseline else [])]
     print(f"{'':40}{'sandbox off':>13}{'bubblewrap':>12}" + (f"{'baseline':>10}{'boxed/base':>11}" if args.baseline else ""))
     print(f"{'bare model.fit + TensorFlow import':40}{best('bare', 'fit_and_import'):13.2f}")
-    for key, label in (("fit", "train_seconds (start to last validation)"), ("tensorflow_import", "TensorFlow import (start-up)"),
+    for key, label in (("fit", "train_seconds (recorded)"), ("tensorflow_import", "TensorFlow import (start-up)"),
                        ("export", "export (model.keras; graph if custom)"), ("startup", "process start-up beyond TensorFlow"),
                        ("train_stage", "training stage, wall"), ("audit_stage", "audit stage (rebuild, count, predict)"),
                        ("wall", "whole run, wall")):

@@ -11,7 +11,9 @@ An entry is someone else's Python code, run with the evaluator's user account. W
   RLIMIT_NPROC bounds a fork bomb for ordinary users; the kernel does not apply it to root.
 - Memory kept in files: in the sandbox, what its /tmp and /dev/shm hold (memory-backed), and in every
   mode the memory-only files (memfd_create) its processes hold open, count against the memory limit with
-  the processes' own, at every poll. Not counted: SysV shared memory (shmget) left unattached.
+  the processes' own, at every poll. SysV shared memory and message queues, which outlive their
+  processes' mappings and no file shows, are refused instead: a seccomp filter (libseccomp, through
+  pyseccomp) makes shmget and msgget fail with EPERM in the worker and all it starts (SYSV_IPC_REFUSED).
 - Disk and files: what a run writes (its output folder, and in the sandbox /tmp and /dev/shm) is counted
   at every poll, bytes against MAX_WRITTEN_BYTES and files and folders against MAX_WRITTEN_FILES (and
   MAX_WRITTEN_DEPTH); past either the run is stopped. RLIMIT_FSIZE keeps any one file under the byte
@@ -110,8 +112,51 @@ def _limit_and_exec(argv: list[str]) -> None:
             resource.setrlimit(getattr(resource, name), (value, value))
         except (ValueError, OSError) as error:  # a system that refuses one still runs the entry, watched by the parent
             print(f"bench: could not set {name}: {error}", file=sys.stderr)
+    _refuse_sysv_ipc(worker[0])
     _die_with_parent()
     os.execv(worker[0], worker)
+
+
+# Kernel-held memory a process can fill, detach from and leave behind, counted by no process and no file the
+# watcher reads (msgget: up to msgmni queues of msgmnb bytes each). TensorFlow, JAX and Python's own
+# multiprocessing.shared_memory (POSIX shm, files in /dev/shm, which are counted) use neither.
+SYSV_IPC_REFUSED = ("shmget", "msgget")
+
+
+def _refuse_sysv_ipc(program: str) -> None:
+    """Have SYSV_IPC_REFUSED fail with EPERM in this process and everything it becomes or starts (a seccomp
+    filter, kept across `exec` and `fork`).
+
+    Loading it sets no_new_privs, under which a set-user-ID `program` (bubblewrap on a few distributions) would
+    start without its privileges: then nothing is loaded and stderr says so. Linux only. Where libseccomp is
+    missing, stderr says so too; either way the run goes on with SysV IPC uncounted (`bench doctor` reports it)."""
+    if not sys.platform.startswith("linux"):
+        return
+    if os.stat(program).st_mode & stat.S_ISUID:
+        print(f"bench: {program} is set-user-ID; SysV shared memory is not refused in this run", file=sys.stderr)
+        return
+    try:
+        seccomp_filter()
+    except Exception as error:  # no libseccomp.so.2, or a kernel without seccomp
+        print(f"bench: could not refuse SysV shared memory ({error}); install libseccomp2", file=sys.stderr)
+
+
+def seccomp_filter(load: bool = True):
+    """The filter `_refuse_sysv_ipc` loads (`load=False`: built, not loaded, for bench.doctor). Raises ImportError
+    or OSError where pyseccomp or libseccomp is missing."""
+    import errno
+
+    import pyseccomp
+
+    refused = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+    if pyseccomp.system_arch() == pyseccomp.Arch.X86_64:
+        # x32 system calls reach an x86_64 filter with their own numbers: refuse them under those too.
+        refused.add_arch(pyseccomp.Arch.X32)
+    for name in SYSV_IPC_REFUSED:
+        refused.add_rule(pyseccomp.ERRNO(errno.EPERM), name)
+    if load:
+        refused.load()
+    return refused
 
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>

@@ -38,7 +38,7 @@ def register(subparsers) -> None:
 def cmd_doctor(args) -> int:
     """Print one line per check (and its fix under it); 0 when every check passed, 1 otherwise."""
     challenge, findings = settings(args.config)
-    findings = [python_version(), packages(), sandbox(), *unprivileged_user(), *findings]
+    findings = [python_version(), packages(), sandbox(), sysv_ipc_filter(), *unprivileged_user(), *findings]
     if challenge is not None:
         findings += [dataset(challenge), submissions_folder(challenge)]
     for finding in findings:
@@ -87,6 +87,20 @@ def sandbox() -> Finding:
     setting = ("kernel.apparmor_restrict_unprivileged_userns=0" if apparmor.exists() and apparmor.read_text().strip() == "1"
                else "kernel.unprivileged_userns_clone=1")
     return Finding(False, problem, f"{_sudo()}sysctl -w {setting}")
+
+
+def sysv_ipc_filter() -> Finding:
+    """Whether bench.containment can build the seccomp filter that refuses SysV shared memory in every run."""
+    from bench import containment
+
+    if not sys.platform.startswith("linux"):
+        return Finding(True, f"no seccomp filter on {sys.platform}: SysV shared memory is not refused", note=True)
+    try:
+        containment.seccomp_filter(load=False)
+    except Exception as error:
+        return Finding(False, f"the seccomp filter that refuses SysV shared memory does not load ({error})",
+                       f"{_sudo()}apt-get install libseccomp2 && {sys.executable} -m pip install pyseccomp")
+    return Finding(True, "seccomp refuses SysV shared memory and message queues in every run (shmget, msgget)")
 
 
 def unprivileged_user() -> list[Finding]:

@@ -28,7 +28,8 @@ def test_a_ready_machine_is_all_well(ready, capsys):
     assert cli.main(["doctor"]) == 0
     out = capsys.readouterr().out
     for said in ("ok   Python 3.", "tensorflow ", "keras ", "jax ", "bubblewrap starts a sandbox", "settings load from",
-                 "dataset digits", "submissions folder submissions/: 0 entry file(s)", "all is well"):
+                 "dataset digits", "submissions folder submissions/: 0 entry file(s)", "seccomp refuses SysV shared memory",
+                 "all is well"):
         assert said in out, said
 
 
@@ -40,6 +41,19 @@ def test_each_problem_is_a_line_and_its_command(ready, capsys, monkeypatch):
     assert "FIX  bubblewrap (bwrap) is not installed\n     run: " in out and "apt-get install bubblewrap" in out
     assert "FIX  no submissions folder submissions/" in out and "run: mkdir -p submissions" in out
     assert "2 thing(s) to fix" in out
+
+
+def test_a_missing_seccomp_library_is_a_line_and_its_command(ready, capsys, monkeypatch):
+    from bench import containment
+
+    def no_library(load=True):
+        raise OSError("libseccomp.so.2: cannot open shared object file")
+
+    monkeypatch.setattr(containment, "seccomp_filter", no_library)
+    assert cli.main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "FIX  the seccomp filter that refuses SysV shared memory does not load (libseccomp.so.2" in out
+    assert "apt-get install libseccomp2" in out and "1 thing(s) to fix" in out
 
 
 def test_a_broken_config_is_reported_not_raised(ready, capsys):

@@ -211,6 +211,49 @@ def test_an_unprivileged_user_counts_dev_shm_too():
     assert done.stdout.strip() == containment.MEMORY, done.stdout + done.stderr[-2000:]
 
 
+# SysV shared memory and message queues outlive their mappings and show in no file: refused, not counted.
+SYSV_IPC = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+IPC_PRIVATE = IPC_RMID = 0
+made = libc.shmget(IPC_PRIVATE, 1 << 30, 0o600)
+print("shmget", os.strerror(ctypes.get_errno()) if made < 0 else "made", flush=True)
+if made >= 0:
+    libc.shmctl(made, IPC_RMID, None)
+made = libc.msgget(IPC_PRIVATE, 0o600)
+print("msgget", os.strerror(ctypes.get_errno()) if made < 0 else "made", flush=True)
+if made >= 0:
+    libc.msgctl(made, IPC_RMID, None)
+"""
+REFUSED = ["shmget Operation not permitted", "msgget Operation not permitted"]
+
+
+@pytest.mark.parametrize("sandboxed", [False, pytest.param(True, marks=needs_bwrap)])
+def test_sysv_shared_memory_and_message_queues_are_refused(sandboxed):
+    output = child(SYSV_IPC, memory_mb=1024, sandboxed=sandboxed).communicate(timeout=60)[0].decode()
+    assert output.splitlines()[-2:] == REFUSED, output
+
+
+UNPRIVILEGED_SYSV_IPC = f"""
+import subprocess, sys
+from bench import containment, sandbox
+sandbox.dataset_paths = lambda: ()
+code = {SYSV_IPC!r}
+for argv in ([sys.executable, "-c", code], sandbox.command([sandbox.interpreter(), "-c", code], {{}}, None, env={{"PATH": "/usr/bin"}})):
+    sys.stdout.write(subprocess.run(containment.command(argv, 1024), capture_output=True, text=True).stdout)
+"""
+
+
+@needs_bwrap
+def test_an_unprivileged_user_gets_sysv_ipc_refused_too():
+    prefix = unprivileged_python() or ([sys.executable] if os.geteuid() != 0 else None)
+    if prefix is None:
+        pytest.skip("no interpreter the user nobody may run")
+    env = {"PATH": os.environ["PATH"], **BENCH_PATH}
+    done = subprocess.run([*prefix, "-c", UNPRIVILEGED_SYSV_IPC], capture_output=True, text=True, env=env, cwd="/", timeout=120)
+    assert done.stdout.splitlines() == REFUSED * 2, done.stdout + done.stderr[-2000:]
+
+
 def test_the_audit_gets_what_the_run_has_left_with_a_floor():
     assert stages.audit_time_limit(3600, 3590) == stages.AUDIT_MIN_SECONDS
     assert stages.audit_time_limit(1000, 700) == 300

@@ -197,7 +197,6 @@ class FrozenGraph:
 
     def __init__(self, function):
         import tensorflow as tf
-        from tensorflow.core.protobuf import rewriter_config_pb2
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
         frozen = convert_variables_to_constants_v2(function)
@@ -206,9 +205,10 @@ class FrozenGraph:
             tf.compat.v1.import_graph_def(frozen.graph.as_graph_def(), name="")
         self.input_name, self.input_dtype = frozen.inputs[0].name, frozen.inputs[0].dtype.as_numpy_dtype
         self.outputs = [t.name for t in frozen.outputs][:1]
-        # Grappler would fuse ops (MatMul + BiasAdd into _FusedMatMul) under other names; count the graph as written.
+        # Grappler would fuse ops (MatMul + BiasAdd into _FusedMatMul) and fold others into the weights (a batch
+        # normalisation's scale into the convolution before it) under other names: count the graph as written.
         config = tf.compat.v1.ConfigProto()
-        config.graph_options.rewrite_options.remapping = rewriter_config_pb2.RewriterConfig.OFF
+        config.graph_options.rewrite_options.disable_meta_optimizer = True
         self.session = tf.compat.v1.Session(graph=self.graph, config=config)
         self.from_input = input_dependent(self.graph)
         self.counting = True
@@ -263,12 +263,7 @@ def _traced_macs(graph, metadata, from_input: set[str] = frozenset()) -> tuple[i
     total, nonzero, uncounted = 0, 0.0, set()
     for op in graph.get_operations():
         if runs[op.name] and op.type in MAC_OPS:
-            if op.type == "Einsum":
-                macs = _einsum_macs(op, shapes)
-            elif op.type == "Mul":
-                macs = _weight_multiply_macs(op, shapes, from_input)
-            else:
-                macs = MAC_OPS[op.type](op, shapes.get(op.name))
+            macs = MAC_OPS[op.type](op, shapes, from_input)
             if macs is None:
                 uncounted.add(op.type)
             else:
@@ -320,24 +315,33 @@ def _matmul_macs(op, out) -> int | None:
     return math.prod(out) * summed
 
 
+def _traced_out(rule):
+    """A rule reading only its op's own traced output shape, as a MAC_OPS rule."""
+    return lambda op, shapes, from_input: rule(op, shapes.get(op.name))
+
+
+# Each rule: (op, the traced output shape of every node, the image-dependent ops) -> MACs of the whole batch, or
+# None when a shape is unknown.
 MAC_OPS = {
-    "Conv2D": lambda op, out: _window_macs(op, out, 3),  # kernel (h, w, in, out): window x input channels
-    "Conv3D": lambda op, out: _window_macs(op, out, 4),
-    "DepthwiseConv2dNative": lambda op, out: _window_macs(op, out, 2),  # kernel (h, w, in, multiplier)
-    "Conv2DBackpropInput": _conv_transpose_macs,
-    "MatMul": _matmul_macs,
-    "BatchMatMul": _matmul_macs,
-    "BatchMatMulV2": _matmul_macs,
-    "BatchMatMulV3": _matmul_macs,
-    "Einsum": None,  # _einsum_macs, which reads its operands' traced shapes
-    "Mul": None,  # _weight_multiply_macs, which needs to know which operand comes from the images
-    "Conv3DBackpropInputV2": _conv_transpose_macs,
+    "Conv2D": _traced_out(lambda op, out: _window_macs(op, out, 3)),  # kernel (h, w, in, out): window x input channels
+    "Conv3D": _traced_out(lambda op, out: _window_macs(op, out, 4)),
+    "DepthwiseConv2dNative": _traced_out(lambda op, out: _window_macs(op, out, 2)),  # kernel (h, w, in, multiplier)
+    "Conv2DBackpropInput": _traced_out(_conv_transpose_macs),
+    "Conv3DBackpropInputV2": _traced_out(_conv_transpose_macs),
+    "MatMul": _traced_out(_matmul_macs),
+    "BatchMatMul": _traced_out(_matmul_macs),
+    "BatchMatMulV2": _traced_out(_matmul_macs),
+    "BatchMatMulV3": _traced_out(_matmul_macs),
+    "Einsum": lambda op, shapes, from_input: _einsum_macs(op, shapes),
+    # A division by an array of weights is a multiplication by their reciprocals (keras.layers.Normalization's).
+    **{name: lambda op, shapes, from_input: _weight_multiply_macs(op, shapes, from_input)
+       for name in ("Mul", "MulNoNan", "RealDiv", "Div", "DivNoNan")},
 }
 
 
 def _weight_multiply_macs(op, shapes: dict, from_input: set[str]) -> int:
-    """An image-dependent value times an array computed from weights alone (a frozen weight, or one passed through
-    any ops): one MAC per output value. A scalar (a scale, an epsilon) or two image-dependent operands (an
+    """An image-dependent value times (or divided by, or dividing) an array computed from weights alone (a frozen
+    weight, or one passed through any ops): one MAC per output value. A scalar (a scale, an epsilon) or two image-dependent operands (an
     activation, a gate) cost none, as in bench.macs."""
     out = shapes.get(op.name)
     operands = [t for t in op.inputs]

@@ -6,8 +6,11 @@ input and output shapes of that call, and nested models are walked the same way.
 
 Counted: convolutions (plain, depthwise, separable, transposed), dense and EinsumDense layers, recurrent
 layers (every step), Dot, and the element-wise products by weights (Multiply, PReLU, a Rescaling by an array:
-one MAC per output value, so a matrix product written as scales and a sum is not free). Pooling,
-activations, normalisation, additions and scalar scales are not.
+one MAC per output value, so a matrix product written as scales and a sum is not free). Normalisation counts
+the products Keras computes at inference by an array of weights, as bench.graph_audit counts them in a graph:
+BatchNormalization one per output value (times rsqrt of the moving variance, and gamma), LayerNormalization
+with a scale one per output value, GroupNormalization with a scale one per channel (gamma times each group's
+statistics). Pooling, activations, additions and scalar scales are not counted.
 
 A layer the graph cannot see into (a subclassed layer that loops with keras.ops control flow, say)
 reports its own cost with a `macs_per_image(self)` method giving the multiply-accumulates of one
@@ -101,6 +104,12 @@ def _call_macs(layer, inputs, output_shape, uncounted: list[str], skip_zero_weig
         return per_image_out  # a weight per value (a matrix product written as scales and a sum): one MAC each
     if isinstance(layer, keras.layers.PReLU):
         return per_image_out
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return per_image_out
+    if isinstance(layer, keras.layers.LayerNormalization):
+        return per_image_out if layer.scale else 0
+    if isinstance(layer, keras.layers.GroupNormalization):
+        return int(layer.gamma.shape[0]) if layer.scale else 0
     if isinstance(layer, keras.layers.Multiply):
         return per_image_out * (len(inputs) - 1)
     if isinstance(layer, keras.layers.Dot):

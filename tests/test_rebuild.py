@@ -8,7 +8,10 @@ constants and in non-Const ops; predictions smoothed over the batch; state kept 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -377,3 +380,70 @@ def test_a_validation_answer_from_logits_is_capped_like_one_from_probabilities()
     labels = np.array([0, 1])
     logits = np.array([[-16.0 ** 9, 0.0, 0.0], [0.0, -16.0 ** 5, 0.0]], dtype=np.float32)
     assert validation.cross_entropy(logits, labels, from_logits=True) == pytest.approx(validation.LOGIT_LOSS_CAP)
+
+
+# ---- the same MACs on both paths (normalisation, division by weights) -----------------------------------------
+
+NORMALISATIONS = {
+    "BatchNormalization": {}, "BatchNormalization without scale": {"scale": False},
+    "LayerNormalization": {}, "LayerNormalization without scale": {"scale": False, "center": False},
+    "GroupNormalization": {"groups": 2}, "GroupNormalization without scale": {"groups": 2, "scale": False},
+    "UnitNormalization": {},
+}
+# Both counts in a process set up as the audit's (bench.audit._prepare_tensorflow: no oneDNN fusion, which would
+# run a convolution under its bias's name), for a convnet with each normalisation.
+BOTH_PATHS = """
+import json, sys, tempfile
+from pathlib import Path
+import numpy as np
+from bench import audit
+audit._prepare_tensorflow(None)
+import keras
+from bench import graph_audit, train
+counts = {}
+for name, settings in json.loads(sys.argv[1]).items():
+    inputs = keras.Input((8, 8))
+    x = keras.layers.Conv2D(4, 3, padding="same")(keras.layers.Reshape((8, 8, 1))(inputs))
+    x = getattr(keras.layers, name.split()[0])(**settings)(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(x)))
+    folder = Path(tempfile.mkdtemp())
+    for path in ("trained", "rebuilt"):
+        (folder / path).mkdir()
+    train.export(model, folder / "trained", (8, 8))
+    rebuilt = audit.audit(folder / "trained", {"val": np.random.default_rng(0).random((40, 8, 8), dtype=np.float32)}, folder / "rebuilt")
+    train.export_graph(model, folder / "graph", (8, 8))
+    graph = graph_audit.audit(folder / "graph")[1]
+    graph(np.random.default_rng(1).random((40, 8, 8), dtype=np.float32))
+    counts[name] = [rebuilt["path"], rebuilt["macs"], graph.counted()["macs"]]
+print(json.dumps(counts))
+"""
+
+
+def test_a_normalised_convnet_costs_the_same_macs_on_both_paths():
+    """The rebuilt path (bench.macs) counts what the graph path traces, and the graph is counted as written:
+    TensorFlow's graph optimisers once folded a batch normalisation into its convolution and lost the convolution's MACs."""
+    done = subprocess.run([sys.executable, "-c", BOTH_PATHS, json.dumps(NORMALISATIONS)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(Path(audit.__file__).resolve().parents[1])})
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = json.loads(done.stdout.splitlines()[-1])
+    convolution, head = 8 * 8 * 4 * 9, 8 * 8 * 4 * 10
+    per_value = convolution + head + 8 * 8 * 4
+    assert counts == {"BatchNormalization": [audit.REBUILT, per_value, per_value],
+                      "BatchNormalization without scale": [audit.REBUILT, per_value, per_value],  # rsqrt(moving variance)
+                      "LayerNormalization": [audit.REBUILT, per_value, per_value],
+                      "LayerNormalization without scale": [audit.REBUILT, convolution + head, convolution + head],
+                      "GroupNormalization": [audit.REBUILT, convolution + head + 4, convolution + head + 4],  # per channel
+                      "GroupNormalization without scale": [audit.REBUILT, convolution + head, convolution + head],
+                      "UnitNormalization": [audit.REBUILT, convolution + head, convolution + head]}
+
+
+def test_a_division_by_an_array_of_weights_costs_its_macs(tmp_path):
+    import keras
+
+    divisors = np.random.default_rng(10).random((64, 32)).astype("float32") + 1
+    inputs = keras.Input((8, 8))
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Lambda(lambda t: keras.ops.sum(t[:, :, None] / divisors, axis=1), output_shape=(32,))(x)
+    record = audited(keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)), tmp_path)
+    assert record["status"] == "OK" and record["path"] == audit.CUSTOM_CODE
+    assert record["macs"] == 64 * 32 + 32 * 10

@@ -296,6 +296,94 @@ def _identity(layer, weights, x):
     return x
 
 
+def _our_axis(layer, keras_axis: int, ndim: int) -> int:
+    """Keras's axis (batch first; (batch, h, w, c) for images) in this engine's layout (batch last; (c, h, w, batch))."""
+    axis = keras_axis % ndim
+    if axis == 0:
+        raise Unsupported(f"{type(layer).__name__} {layer.name!r} along the batch axis")
+    return {1: 1, 2: 2, 3: 0}[axis] if ndim == 4 else axis - 1
+
+
+def _same_rank(layer, inputs):
+    # Keras broadcasts inputs of different ranks from the right, which the batch-last layout does not mirror.
+    if len({x.ndim for x in inputs}) != 1:
+        raise Unsupported(f"{type(layer).__name__} {layer.name!r} of inputs of different ranks")
+    return inputs
+
+
+def _merge(combine):
+    def merge(layer, weights, *inputs):
+        parts = _same_rank(layer, inputs[0] if len(inputs) == 1 else inputs)
+        out = parts[0]
+        for part in parts[1:]:
+            out = combine(out, part)
+        return out / len(parts) if type(layer).__name__ == "Average" else out
+    return merge
+
+
+def _concatenate(layer, weights, *inputs):
+    import jax.numpy as jnp
+
+    parts = _same_rank(layer, inputs[0] if len(inputs) == 1 else inputs)
+    return jnp.concatenate(parts, axis=_our_axis(layer, layer.axis, parts[0].ndim))
+
+
+def _subtract(layer, weights, *inputs):
+    first, second = _same_rank(layer, inputs[0] if len(inputs) == 1 else inputs)
+    return first - second
+
+
+def _layer_normalization(layer, weights, x):
+    """Keras's layer_normalization (keras/src/ops/nn.py) over one axis: x * inv + (beta - mean * inv), inv =
+    rsqrt(variance + epsilon) * gamma, with the mean and (biased) variance of tf.nn.moments."""
+    import jax
+    import jax.numpy as jnp
+
+    axes = [layer.axis] if isinstance(layer.axis, int) else list(layer.axis)
+    if len(axes) != 1 or layer.rms_scaling:
+        raise Unsupported(f"LayerNormalization {layer.name!r} over several axes or with rms_scaling")
+    axis = _our_axis(layer, axes[0], x.ndim)
+    shape = [1] * x.ndim
+    shape[axis] = x.shape[axis]
+    mean = x.mean(axis, keepdims=True)
+    variance = jnp.square(x - jax.lax.stop_gradient(mean)).mean(axis, keepdims=True)
+    inv = jax.lax.rsqrt(variance + layer.epsilon)
+    parameters = iter(weights)
+    if layer.scale:
+        inv = inv * next(parameters).reshape(shape)
+    shift = -mean * inv
+    if layer.center:
+        shift = shift + next(parameters).reshape(shape)
+    return x * inv + shift
+
+
+# Layers that act only while training, each from its own random key (`key`: None when predicting). The draws are
+# JAX's, from the run's seed, not TensorFlow's: the same seed gives the same history on this engine.
+def _dropout(layer, weights, x, key=None):
+    import jax
+    import jax.numpy as jnp
+
+    if getattr(layer, "noise_shape", None) is not None:
+        raise Unsupported(f"Dropout {layer.name!r} with a noise_shape")
+    if key is None or layer.rate == 0:
+        return x
+    # SpatialDropout2D drops whole channels of an image: one draw per (channel, image).
+    shape = (x.shape[0], 1, 1, x.shape[3]) if type(layer).__name__ == "SpatialDropout2D" else x.shape
+    kept = jax.random.bernoulli(key, 1 - layer.rate, shape)
+    return jnp.where(kept, x / (1 - layer.rate), 0.0)
+
+
+def _gaussian_noise(layer, weights, x, key=None):
+    import jax
+
+    if key is None or layer.stddev == 0:
+        return x
+    return x + layer.stddev * jax.random.normal(key, x.shape, x.dtype)
+
+
+RANDOM_LAYERS = ("Dropout", "SpatialDropout2D", "GaussianNoise")
+
+
 LAYERS = {
     "InputLayer": _identity,
     "Conv2D": _conv2d,
@@ -313,6 +401,16 @@ LAYERS = {
     "LeakyReLU": _leaky_relu,
     "Rescaling": _rescaling,
     "Add": _add,
+    "Subtract": _subtract,
+    "Multiply": _merge(lambda a, b: a * b),
+    "Average": _merge(lambda a, b: a + b),
+    "Maximum": _merge(lambda a, b: __import__("jax").numpy.maximum(a, b)),
+    "Minimum": _merge(lambda a, b: __import__("jax").numpy.minimum(a, b)),
+    "Concatenate": _concatenate,
+    "LayerNormalization": _layer_normalization,
+    "Dropout": _dropout,
+    "SpatialDropout2D": _dropout,
+    "GaussianNoise": _gaussian_noise,
 }
 
 
@@ -409,20 +507,30 @@ def plan(model, callbacks, x_sample: np.ndarray, label_kind: str, threads: int |
     def translation(layer):
         translate = LAYERS[type(layer).__name__]
         if layer is output_layer and output_activation is not None:
-            return lambda weights, *args: translate(_Linear(layer), weights, *args)
-        return lambda weights, *args: translate(layer, weights, *args)
+            return lambda weights, *args, key=None: translate(_Linear(layer), weights, *args)
+        if type(layer).__name__ in RANDOM_LAYERS:
+            return lambda weights, *args, key=None: translate(layer, weights, *args, key=key)
+        return lambda weights, *args, key=None: translate(layer, weights, *args)
 
     translations = {id(layer): translation(layer) for layer in layers}
+    position = {id(layer): index for index, layer in enumerate(layers)}
 
-    def forward(weights, x):
+    def forward(weights, x, key=None):
+        """The (classes, batch) values; `key`: a JAX random key while training (dropout and noise act), None to predict."""
+        import jax
+
         by_layer = dict(zip((id(layer) for layer in layers), weights))
+
+        def key_of(layer):
+            return None if key is None else jax.random.fold_in(key, position[id(layer)])
+
         if isinstance(model, keras.Sequential):
             for layer in layers:
-                x = translations[id(layer)](by_layer[id(layer)], x)
+                x = translations[id(layer)](by_layer[id(layer)], x, key=key_of(layer))
             return x
 
         def operation(layer):
-            return lambda *args, **kwargs: translations[id(layer)](by_layer[id(layer)], *args)
+            return lambda *args, **kwargs: translations[id(layer)](by_layer[id(layer)], *args, key=key_of(layer))
 
         return model._run_through_graph(x, operation_fn=operation)
 
@@ -615,12 +723,16 @@ def train(found: Plan, callbacks, x_fit, y_fit, x_val, answers, epochs: int, bat
     model = found.model
     update = _optimizer_update(found.optimizer, found.hyper)
 
+    # Dropout and noise: one key per optimizer step, from the run's seed.
+    run_key = jax.random.PRNGKey(seed)
+
     def step(carry, batch):
         weights, state, lr = carry
         x, y = batch
+        key = jax.random.fold_in(run_key, state["step"].astype(jnp.int32))
 
         def loss_and_outputs(weights):
-            outputs = found.forward(weights, x)
+            outputs = found.forward(weights, x, key)
             losses = per_image_loss(outputs, y, found.from_logits)
             return losses.mean(), (losses, outputs)
 

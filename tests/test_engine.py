@@ -103,6 +103,84 @@ def test_rectifiers_have_tensorflows_gradient_at_exactly_zero(layer):
     assert_layer_matches_keras(layer, x.shape[1:], x=x)
 
 
+@pytest.mark.parametrize("layer, shape", [
+    (L.LayerNormalization(), (7,)), (L.LayerNormalization(), (3, 4, 5)), (L.LayerNormalization(axis=1), (3, 4, 5)),
+    (L.LayerNormalization(center=False, epsilon=0.1), (4, 6)), (L.LayerNormalization(scale=False), (6,)),
+])
+def test_layer_normalization_equals_keras(layer, shape):
+    layer.build((None, *shape))
+    layer.set_weights([RNG.normal(size=w.shape).astype("float32") for w in layer.get_weights()])
+    assert_layer_matches_keras(layer, shape)
+
+
+MERGES = [L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum, L.Concatenate]
+
+
+@pytest.mark.parametrize("layer, shape", [(merge(), shape) for merge in MERGES for shape in [(3, 4, 2), (5,)]]
+                         + [(L.Concatenate(axis=1), (3, 4, 2)), (L.Concatenate(axis=2), (3, 4, 2)), (L.Concatenate(axis=1), (5,))])
+def test_merge_layers_equal_keras_forward_and_gradient(layer, shape):
+    parts = [RNG.normal(size=(BATCH, *shape)).astype("float32") for _ in range(2)]
+    expected = layer(parts)
+    cotangent = RNG.normal(size=expected.shape).astype("float32")
+    translate = engine.LAYERS[type(layer).__name__]
+    ours = [jnp.asarray(engine.to_batch_minor(part)) for part in parts]
+    np.testing.assert_allclose(keras_layout(translate(layer, [], *ours)), np.asarray(expected), atol=1e-6)
+
+    def value(first, second):
+        return jnp.sum(jnp.asarray(engine.from_keras_order(np.moveaxis(cotangent, 0, -1))) * translate(layer, [], first, second))
+
+    tensors = [tf.constant(part) for part in parts]
+    with tf.GradientTape() as tape:
+        tape.watch(tensors)
+        total = tf.reduce_sum(layer(tensors) * cotangent)
+    for got, want in zip(jax.grad(value, argnums=(0, 1))(*ours), tape.gradient(total, tensors)):
+        np.testing.assert_allclose(keras_layout(got), want.numpy(), atol=1e-5)
+
+
+def _broadcast_multiply():
+    inputs = keras.Input((4, 4, 3))
+    scale = L.Dense(3)(L.GlobalAveragePooling2D()(inputs))
+    return inputs, L.Dense(10, activation="softmax")(L.Flatten()(L.Multiply()([inputs, scale])))
+
+
+def test_dropout_and_noise_act_only_while_training_each_step_its_own_draw():
+    x = jnp.ones((6, 5, 5, 200))  # (channels, h, w, batch)
+    dropout, spatial, noise = L.Dropout(0.25), L.SpatialDropout2D(0.5), L.GaussianNoise(0.3)
+    for layer in (dropout, spatial, noise):
+        assert engine.LAYERS[type(layer).__name__](layer, [], x) is x  # predicting: no key, no change
+    key, other = jax.random.PRNGKey(0), jax.random.PRNGKey(1)
+    dropped = np.asarray(engine.LAYERS["Dropout"](dropout, [], x, key=key))
+    assert set(np.unique(dropped)) == {0.0, np.float32(1 / 0.75)} and abs((dropped == 0).mean() - 0.25) < 0.01
+    assert np.array_equal(dropped, engine.LAYERS["Dropout"](dropout, [], x, key=key))
+    assert not np.array_equal(dropped, engine.LAYERS["Dropout"](dropout, [], x, key=other))
+    channels = np.asarray(engine.LAYERS["SpatialDropout2D"](spatial, [], x, key=key))
+    assert (channels.min(axis=(1, 2)) == channels.max(axis=(1, 2))).all()  # a whole channel of an image, or none of it
+    assert abs((channels == 0).mean() - 0.5) < 0.05
+    noisy = np.asarray(engine.LAYERS["GaussianNoise"](noise, [], x, key=key)) - 1
+    assert abs(noisy.std() - 0.3) < 0.01 and abs(noisy.mean()) < 0.01
+
+
+def test_a_model_with_dropout_trains_on_the_engine_the_same_for_the_same_seed():
+    x, y = digits()
+
+    def run(seed):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((8, 8))
+        h = L.Dropout(0.3)(L.Dense(32, activation="relu")(L.Flatten()(inputs)))
+        model = compiled(keras.Model(inputs, L.Dense(10, activation="softmax")(h)))
+        callbacks = standard_callbacks()
+        plan = engine.plan(model, callbacks, x, "one_hot")
+        return model, engine.train(plan, callbacks, x[:300], y[:300], x[300:], y[300:], 3, 64, seed)
+
+    model, first = run(5)
+    assert first == run(5)[1] and first["loss"] != run(6)[1]["loss"]
+    # What the harness scored is the model without dropout: predicting twice gives the same outputs.
+    np.testing.assert_array_equal(model(x[300:], training=False), model(x[300:], training=False))
+    # Training with dropout on: the loss of the last epoch is above the loss the trained model has without it.
+    loss_without_dropout = model.evaluate(x[:300], np.eye(10)[y[:300]], verbose=0)[0]
+    assert first["loss"][-1] > loss_without_dropout
+
+
 def compiled(model, optimizer="adam", loss="categorical_crossentropy"):
     model.compile(optimizer, loss, metrics=["accuracy"])
     return model
@@ -368,7 +446,9 @@ def with_an_operation_between_layers():
 
 @pytest.mark.parametrize("why, build", [
     ("non-trainable", lambda: compiled(keras.Sequential([keras.Input((8, 8, 1)), L.BatchNormalization(), L.Flatten(), L.Dense(10, "softmax")]))),
-    ("Dropout", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dropout(0.5), L.Dense(10, "softmax")]))),
+    ("noise_shape", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dropout(0.5, noise_shape=(1, 64)), L.Dense(10, "softmax")]))),
+    ("GaussianDropout", lambda: compiled(keras.Sequential([keras.Input((64,)), L.GaussianDropout(0.2), L.Dense(10, "softmax")]))),
+    ("different ranks", lambda: compiled(keras.Model(*_broadcast_multiply()))),
     ("regularizer", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dense(10, "softmax", kernel_regularizer="l2")]))),
     ("RMSprop", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dense(10, "softmax")]), "rmsprop")),
     ("loss", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dense(10, "softmax")]), "adam", "mse")),

@@ -1,8 +1,10 @@
 """bench: a parameter-budget benchmark leaderboard for Keras models.
 
 The package reads as the data's path, one module per stage:
-discover -> data -> train (in a worker subprocess) -> results -> leaderboard,
-with `runner` orchestrating the subprocesses and `cli` parsing commands.
+discover (entries) -> plan (which runs) -> stages (the contained subprocesses) -> train (the entry's code, sandboxed)
+-> audit (rebuild or graph_audit, then predict; sandboxed, trusted) -> received and score (the runner's checks and
+numbers) -> runner (store the records) -> leaderboard and site (render), with `cli` on top parsing commands and
+nothing importing it.
 """
 
 __version__ = "0.1.0"

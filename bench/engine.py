@@ -381,7 +381,42 @@ def _gaussian_noise(layer, weights, x, key=None):
     return x + layer.stddev * jax.random.normal(key, x.shape, x.dtype)
 
 
-RANDOM_LAYERS = ("Dropout", "SpatialDropout2D", "GaussianNoise")
+def _batch_normalization(layer, weights, x, key=None, updates=None):
+    """Keras's BatchNormalization: while training (`key` given) from the batch's mean and biased variance (those
+    of tf.nn.moments), which move the layer's statistics by `momentum` (put in `updates`, by layer name, as
+    (moving mean, moving variance)); while predicting from the moving statistics. Then tf.nn.batch_normalization:
+    x * inv + (beta - mean * inv), inv = rsqrt(variance + epsilon) * gamma."""
+    import jax
+    import jax.numpy as jnp
+
+    if layer.renorm or layer.synchronized:
+        raise Unsupported(f"BatchNormalization {layer.name!r} with renorm or synchronized statistics")
+    axis = _our_axis(layer, layer.axis, x.ndim)
+    reduced = tuple(a for a in range(x.ndim) if a != axis)
+    shape = [1] * x.ndim
+    shape[axis] = x.shape[axis]
+    parameters = iter(weights)
+    gamma = next(parameters) if layer.scale else None
+    beta = next(parameters) if layer.center else None
+    moving_mean, moving_variance = next(parameters), next(parameters)
+    if key is not None:
+        mean = x.mean(reduced)
+        variance = jnp.square(x - jax.lax.stop_gradient(mean).reshape(shape)).mean(reduced)
+        if updates is not None:
+            momentum = layer.momentum
+            updates[layer.name] = (moving_mean * momentum + jax.lax.stop_gradient(mean) * (1 - momentum),
+                                   moving_variance * momentum + jax.lax.stop_gradient(variance) * (1 - momentum))
+    else:
+        mean, variance = moving_mean, moving_variance
+    inv = jax.lax.rsqrt(variance + layer.epsilon)
+    if gamma is not None:
+        inv = inv * gamma
+    shift = -mean * inv if beta is None else beta - mean * inv
+    return x * inv.reshape(shape) + shift.reshape(shape)
+
+
+# Layers that act differently while training, given `key` then (a JAX random key; None when predicting).
+RANDOM_LAYERS = ("Dropout", "SpatialDropout2D", "GaussianNoise", "BatchNormalization")
 
 
 LAYERS = {
@@ -411,6 +446,7 @@ LAYERS = {
     "Dropout": _dropout,
     "SpatialDropout2D": _dropout,
     "GaussianNoise": _gaussian_noise,
+    "BatchNormalization": _batch_normalization,
 }
 
 
@@ -468,9 +504,16 @@ def plan(model, callbacks, x_sample: np.ndarray, label_kind: str, threads: int |
         raise Unsupported(f"a model class of its own ({type(model).__name__} overrides {', '.join(overridden) or 'the model'})")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise Unsupported("more than one input or output")
-    if model.non_trainable_weights:
-        raise Unsupported("non-trainable weights (frozen layers or BatchNormalization statistics)")
     layers = list(model.layers)
+    # A trainable BatchNormalization's moving statistics are the only non-trainable weights it runs (updated by
+    # `forward`'s updates, not the optimizer); a frozen layer's are not.
+    moving = {id(w) for layer in layers if type(layer).__name__ == "BatchNormalization" and layer.trainable
+              for w in layer.non_trainable_weights}
+    if any(id(w) not in moving for w in model.non_trainable_weights):
+        raise Unsupported("non-trainable weights (frozen layers)")
+    shared = [layer.name for layer in layers if type(layer).__name__ == "BatchNormalization" and len(layer._inbound_nodes) > 1]
+    if shared:
+        raise Unsupported(f"BatchNormalization {shared[0]!r} applied more than once (its statistics would move twice a step)")
     # A functional model lists every operation, layers and `keras.ops` calls alike; a Sequential has only layers.
     for operation in getattr(model, "operations", layers):
         if not isinstance(operation, keras.layers.Layer):
@@ -507,16 +550,19 @@ def plan(model, callbacks, x_sample: np.ndarray, label_kind: str, threads: int |
     def translation(layer):
         translate = LAYERS[type(layer).__name__]
         if layer is output_layer and output_activation is not None:
-            return lambda weights, *args, key=None: translate(_Linear(layer), weights, *args)
+            return lambda weights, *args, key=None, updates=None: translate(_Linear(layer), weights, *args)
+        if type(layer).__name__ == "BatchNormalization":
+            return lambda weights, *args, key=None, updates=None: translate(layer, weights, *args, key=key, updates=updates)
         if type(layer).__name__ in RANDOM_LAYERS:
-            return lambda weights, *args, key=None: translate(layer, weights, *args, key=key)
-        return lambda weights, *args, key=None: translate(layer, weights, *args)
+            return lambda weights, *args, key=None, updates=None: translate(layer, weights, *args, key=key)
+        return lambda weights, *args, key=None, updates=None: translate(layer, weights, *args)
 
     translations = {id(layer): translation(layer) for layer in layers}
     position = {id(layer): index for index, layer in enumerate(layers)}
 
-    def forward(weights, x, key=None):
-        """The (classes, batch) values; `key`: a JAX random key while training (dropout and noise act), None to predict."""
+    def forward(weights, x, key=None, updates=None):
+        """The (classes, batch) values; `key`: a JAX random key while training (dropout and noise act, batch
+        normalisation uses the batch's statistics and puts its moving ones in the dict `updates`), None to predict."""
         import jax
 
         by_layer = dict(zip((id(layer) for layer in layers), weights))
@@ -526,11 +572,11 @@ def plan(model, callbacks, x_sample: np.ndarray, label_kind: str, threads: int |
 
         if isinstance(model, keras.Sequential):
             for layer in layers:
-                x = translations[id(layer)](by_layer[id(layer)], x, key=key_of(layer))
+                x = translations[id(layer)](by_layer[id(layer)], x, key=key_of(layer), updates=updates)
             return x
 
         def operation(layer):
-            return lambda *args, **kwargs: translations[id(layer)](by_layer[id(layer)], *args, key=key_of(layer))
+            return lambda *args, **kwargs: translations[id(layer)](by_layer[id(layer)], *args, key=key_of(layer), updates=updates)
 
         return model._run_through_graph(x, operation_fn=operation)
 
@@ -732,12 +778,15 @@ def train(found: Plan, callbacks, x_fit, y_fit, x_val, answers, epochs: int, bat
         key = jax.random.fold_in(run_key, state["step"].astype(jnp.int32))
 
         def loss_and_outputs(weights):
-            outputs = found.forward(weights, x, key)
+            moved = {}
+            outputs = found.forward(weights, x, key, moved)
             losses = per_image_loss(outputs, y, found.from_logits)
-            return losses.mean(), (losses, outputs)
+            return losses.mean(), (losses, outputs, moved)
 
-        (_, (losses, outputs)), grads = jax.value_and_grad(loss_and_outputs, has_aux=True)(weights)
-        weights, state = update(weights, grads, state, lr)
+        (_, (losses, outputs, moved)), grads = jax.value_and_grad(loss_and_outputs, has_aux=True)(weights)
+        weights, state = update(weights, grads, state, lr)  # moving statistics get no gradient: the update keeps them
+        weights = [layer_weights[:-2] + list(moved[layer.name]) if layer.name in moved else layer_weights
+                   for layer, layer_weights in zip(found.layers, weights)]
         return (weights, state, lr), (losses.sum(), _correct(found.outputs(outputs), y).sum())
 
     @jax.jit

@@ -137,6 +137,59 @@ def test_merge_layers_equal_keras_forward_and_gradient(layer, shape):
         np.testing.assert_allclose(keras_layout(got), want.numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("layer, shape", [
+    (L.BatchNormalization(), (4, 5, 3)), (L.BatchNormalization(), (6,)), (L.BatchNormalization(axis=1), (4, 5, 3)),
+    (L.BatchNormalization(scale=False, momentum=0.5, epsilon=0.1), (4, 5, 3)), (L.BatchNormalization(center=False), (6,)),
+])
+def test_batch_normalization_equals_keras_predicting_and_training(layer, shape):
+    layer.build((None, *shape))
+    layer.set_weights([RNG.normal(size=w.shape).astype("float32") ** 2 + 0.5 for w in layer.get_weights()])
+    assert_layer_matches_keras(layer, shape, atol=1e-4)  # predicting: the moving statistics
+
+    x = RNG.normal(size=(BATCH * 4, *shape)).astype("float32") * 2 + 1
+    weights = [jnp.asarray(w) for w in layer.get_weights()]
+    cotangent = RNG.normal(size=x.shape).astype("float32")
+    translate = engine.LAYERS["BatchNormalization"]
+
+    def value(weights, x_bm, updates=None):
+        out = translate(layer, weights, x_bm, key=jax.random.PRNGKey(0), updates=updates)
+        return jnp.sum(jnp.asarray(engine.from_keras_order(np.moveaxis(cotangent, 0, -1))) * out), out
+
+    moved = {}
+    _, got = value(weights, jnp.asarray(engine.to_batch_minor(x)), moved)
+    x_tf = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x_tf)
+        expected = layer(x_tf, training=True)  # moves the layer's statistics
+        total = tf.reduce_sum(expected * cotangent)
+    np.testing.assert_allclose(keras_layout(got), expected.numpy(), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(moved[layer.name][0]), layer.moving_mean.numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(moved[layer.name][1]), layer.moving_variance.numpy(), rtol=1e-4)
+    want = tape.gradient(total, [x_tf, *layer.trainable_weights])
+    grads = jax.grad(lambda w, x_bm: value(w, x_bm)[0], argnums=(0, 1))(weights, jnp.asarray(engine.to_batch_minor(x)))
+    np.testing.assert_allclose(keras_layout(grads[1]), want[0].numpy(), atol=1e-4)
+    for got_w, want_w in zip(grads[0], want[1:]):
+        np.testing.assert_allclose(np.asarray(got_w), want_w.numpy(), atol=1e-3)
+
+
+def test_a_batch_normalised_convnet_trains_on_the_engine_and_its_statistics_move():
+    x, y = digits()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8))
+    h = L.Conv2D(4, 3, use_bias=False)(L.Reshape((8, 8, 1))(inputs))
+    h = L.Activation("relu")(L.BatchNormalization()(h))
+    model = compiled(keras.Model(inputs, L.Dense(10, activation="softmax")(L.Flatten()(h))))
+    before = [w.numpy().copy() for w in model.non_trainable_weights]
+    callbacks = standard_callbacks()
+    plan = engine.plan(model, callbacks, x, "one_hot")
+    history = engine.train(plan, callbacks, x[:300], y[:300], x[300:], y[300:], 3, 64, 0)
+    assert len(history["loss"]) == 3 and history["loss"][-1] < history["loss"][0]
+    assert all(not np.allclose(w.numpy(), b) for w, b in zip(model.non_trainable_weights, before))
+    # The validation answers were computed from the moving statistics, as Keras predicts.
+    loss, accuracy = model.evaluate(x[300:], np.eye(10)[y[300:]], verbose=0)
+    assert loss == pytest.approx(history["val_loss"][-1], rel=1e-4) and accuracy == pytest.approx(history["val_accuracy"][-1])
+
+
 def _broadcast_multiply():
     inputs = keras.Input((4, 4, 3))
     scale = L.Dense(3)(L.GlobalAveragePooling2D()(inputs))
@@ -445,7 +498,8 @@ def with_an_operation_between_layers():
 
 
 @pytest.mark.parametrize("why, build", [
-    ("non-trainable", lambda: compiled(keras.Sequential([keras.Input((8, 8, 1)), L.BatchNormalization(), L.Flatten(), L.Dense(10, "softmax")]))),
+    ("non-trainable", lambda: compiled(keras.Sequential([keras.Input((8, 8, 1)), L.Dense(4, trainable=False), L.Flatten(), L.Dense(10, "softmax")]))),
+    ("renorm", lambda: compiled(keras.Sequential([keras.Input((8, 8, 1)), L.BatchNormalization(renorm=True), L.Flatten(), L.Dense(10, "softmax")]))),
     ("noise_shape", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dropout(0.5, noise_shape=(1, 64)), L.Dense(10, "softmax")]))),
     ("GaussianDropout", lambda: compiled(keras.Sequential([keras.Input((64,)), L.GaussianDropout(0.2), L.Dense(10, "softmax")]))),
     ("different ranks", lambda: compiled(keras.Model(*_broadcast_multiply()))),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 from pathlib import Path
 
@@ -337,7 +338,10 @@ def write(challenge: config.Challenge) -> Path:
     plot_path = target.with_suffix(".png")
     has_plot = plot(frame, plot_path, f"{challenge.dataset}: test accuracy against parameters")
     text = render_markdown(frame, records, challenge, plot_path.name if has_plot else None)
-    target.write_text(text)
+    # Whole or not at all: a failure while writing must not leave an empty board behind.
+    partial = target.with_name(target.name + ".tmp")
+    partial.write_text(text, encoding="utf-8", errors="replace")
+    os.replace(partial, target)
     return target
 
 

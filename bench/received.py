@@ -9,6 +9,7 @@ validation history and timings are the runner's own (checked_claims, with_measur
 from __future__ import annotations
 
 import json
+import math
 import stat
 from pathlib import Path
 
@@ -116,19 +117,28 @@ def _not_a_number(token: str):
     raise ValueError(f"{token} is not a number strict JSON allows")
 
 
+def _finite(token: str) -> float:
+    """A JSON number as a float, refused when it overflows to infinity (`1e999`), which no record may hold."""
+    value = float(token)
+    if not math.isfinite(value):
+        raise ValueError(f"{token[:20]} is not a finite number")
+    return value
+
+
 def read_result(path: Path) -> dict:
     """The worker's partial record, checked: the entry runs in that process and may write the file itself,
     and a malformed one must fail its own run, not the evaluation."""
     try:
         if path.stat().st_size > MAX_RESULT_BYTES:
             raise ValueError(f"{path.stat().st_size:,} bytes")
-        partial = json.loads(path.read_text(), parse_constant=_not_a_number)
+        partial = json.loads(path.read_text(), parse_constant=_not_a_number, parse_float=_finite)
         if not isinstance(partial, dict) or partial.get("status") not in STATUSES or not isinstance(partial.get("message"), str):
             raise ValueError("no status and message")
         wrong = [k for k in NUMBER_FIELDS if partial.get(k) is not None and (isinstance(partial[k], bool) or not isinstance(partial[k], (int, float)))]
         if wrong:
             raise ValueError(f"{', '.join(wrong)} not numbers")
-    except (OSError, ValueError) as error:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except (OSError, ValueError, RecursionError) as error:  # json.JSONDecodeError, UnicodeDecodeError: ValueErrors
+        # RecursionError: lists nested thousands deep, which json.loads descends into with the C stack.
         return {"status": FAILED, "message": f"the training process left a result that is not a record ({error}): "
                 "an entry must not write the harness's files"}
     return partial

@@ -34,12 +34,11 @@ from bench.score import score
 from bench.status import ENTRY_CAUSE, FAILED, OK, OUTSIDE_CAUSE, TIMEOUT
 from bench.train import PROGRESS_PREFIX
 
-# Lines of a worker's own output kept to explain a crash; the rest is drained and dropped, lines are
-# cut at MAX_LINE_CHARS and at most MAX_LOGGED_LINES progress lines are shown per run, so a submission
-# that prints gigabytes (in one line or many) cannot fill memory or the terminal.
+# Lines of a worker's own output kept to explain a crash; the rest is drained and dropped, and lines are cut
+# at MAX_LINE_CHARS, so a submission that prints gigabytes (in one line or many) cannot fill memory. None of it
+# reaches the terminal: the progress lines there are the runner's own, one per validation it answers.
 OUTPUT_TAIL_LINES = 40
 MAX_LINE_CHARS = 2000
-MAX_LOGGED_LINES = 10_000
 
 
 # The contained processes of runs in flight, so an interrupted evaluation can end them at once.
@@ -101,7 +100,9 @@ def run_worker(challenge: config.Challenge, run: Run, threads: int | None, log, 
             **{k: v for k, v in extra_job.items() if k != "mode"},
         }
         # The validation labels stay here: this process answers each epoch's validation (check mode trains no epoch).
-        served = validation.Served(validation.Harness(prepared.y_val, prepared.num_classes, challenge.max_epochs)) if mode == "train" else None
+        harness = validation.Harness(prepared.y_val, prepared.num_classes, challenge.max_epochs,
+                                     on_answer=progress_line(run, challenge.max_epochs, log))
+        served = validation.Served(harness) if mode == "train" else None
         job["validation"] = served.job_fields() if served else None
         mounts = {sandbox.INPUT: job_dir, ARRAYS_INSIDE: prepared.folder}
         try:
@@ -198,7 +199,7 @@ def contained(module_argv: list[str], read_only: dict, output: Path, result_file
             served.start()
         _live.add(process)
         tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
-        reader = threading.Thread(target=_drain, args=(process.stdout, tail, log), daemon=True)
+        reader = threading.Thread(target=_drain, args=(process.stdout, tail), daemon=True)
         reader.start()
         try:
             # What it writes is counted while it runs: its output, and its HOME (the TMPDIR of a run outside the sandbox).
@@ -310,20 +311,27 @@ def unshown(line: str) -> None:
     """The log of a stage whose output nobody may see (the audit's: it ran on the test images)."""
 
 
-def _drain(stream, tail, log):
-    """Keep the last lines of `stream` in `tail` and `log` its progress lines, each bounded and cleaned of control
-    characters: a carriage return or an escape sequence cannot rewrite the terminal line above it."""
-    logged = 0
+def _drain(stream, tail):
+    """Keep the last lines of `stream` in `tail`, each bounded and cleaned of control characters, and drop the rest.
+    Nothing of it is printed: a line the entry prints (even one that reads like the harness's) stays its own."""
     rest_of_long_line = False
     for raw in iter(lambda: stream.readline(MAX_LINE_CHARS), b""):
         if not rest_of_long_line:
-            line = untrusted.clean_text(raw.decode("utf-8", "replace").rstrip(), MAX_LINE_CHARS)
-            tail.append(line)
-            if line.startswith(PROGRESS_PREFIX) and logged < MAX_LOGGED_LINES:
-                logged += 1
-                log(line if logged < MAX_LOGGED_LINES else f"{PROGRESS_PREFIX} (further output of this run is not shown)")
+            tail.append(untrusted.clean_text(raw.decode("utf-8", "replace").rstrip(), MAX_LINE_CHARS))
         rest_of_long_line = not raw.endswith(b"\n")
     stream.close()
+
+
+def progress_line(run, max_epochs: int, log):
+    """What the runner prints as it answers a run's validation (bench.validation.Harness's `on_answer`): the
+    epoch, and the val_loss and val_accuracy it computed itself, with the seconds since the run started."""
+    started = time.perf_counter()
+
+    def said(answer) -> None:
+        log(f"{PROGRESS_PREFIX} {run.label}: epoch {answer.epoch + 1}/{max_epochs} val_loss={answer.val_loss:.4f} "
+            f"val_accuracy={answer.val_accuracy:.4f} {time.perf_counter() - started:.0f}s")
+
+    return said
 
 
 def worker_environment(workdir: str | Path, sandboxed: bool = False) -> dict:

@@ -200,7 +200,8 @@ def temporary_folder(prefix: str):
 _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]|\x9b[0-?]*[ -/]*[@-~]")
 # C0 and C1 controls (carriage return, backspace, ESC, ...) and Unicode's invisible format and direction marks;
 # newline is allowed where a field has lines.
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]")
+# Lone surrogates (a "\ud800" in JSON or a Python string) cannot be encoded as UTF-8: printing or writing one fails.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ud800-\udfff\ufeff\ufff9-\ufffb]")
 _CONTROLS_AND_NEWLINE = re.compile(_CONTROLS.pattern[:-1] + r"\n]")
 CUT = " ... (cut)"
 

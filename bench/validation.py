@@ -96,9 +96,10 @@ class Harness:
     """The runner's side for one run: holds the labels, answers each epoch's validation once, in order,
     at most `max_epochs` times (None: no cap), and keeps what it answered and when."""
 
-    def __init__(self, labels: np.ndarray, num_classes: int, max_epochs: int | None):
+    def __init__(self, labels: np.ndarray, num_classes: int, max_epochs: int | None, on_answer=None):
         self.labels = np.asarray(labels, dtype=np.int64)
         self.num_classes, self.max_epochs = int(num_classes), max_epochs
+        self.on_answer = on_answer  # called with each Answer given (the runner's progress line)
         self.answers: list[Answer] = []
         self.answered_at: list[float] = []  # time.perf_counter() of each answer
         self.problem: str | None = None  # why answering stopped early, for the run's record
@@ -128,6 +129,8 @@ class Harness:
                       last=self.max_epochs is not None and epoch + 1 >= self.max_epochs)
         self.answers.append(done)
         self.answered_at.append(time.perf_counter())
+        if self.on_answer is not None:
+            self.on_answer(done)
         return done
 
     def record_fields(self, stage_started: float, stage_ended: float) -> dict:

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench import arrays, classroom, cli, config, containment, discover, executors, plan, received, results, runner, sandbox, scoring, stages, untrusted
+from bench import arrays, classroom, cli, config, containment, discover, executors, leaderboard, plan, received, results, runner, sandbox, scoring, stages, untrusted
 from bench.status import FAILED, INVALID, TIMEOUT
 from bench.train import PROGRESS_PREFIX
 from conftest import TINY
@@ -105,14 +105,51 @@ def test_the_training_stage_still_quotes_its_own_error():
     assert "ValueError: my layer is wrong" in partial["message"] and partial["output_tail"] == tail
 
 
-def test_a_progress_line_cannot_rewrite_the_terminal():
-    shown, tail = [], []
-    stages._drain(io.BytesIO(f"{FAKE_VERDICT}\n{PROGRESS_PREFIX} {'x' * 5000}\n".encode()), tail, shown.append)
-    assert len(shown) == 2
-    for line in shown + tail:
-        assert line.startswith(PROGRESS_PREFIX) and len(line) <= stages.MAX_LINE_CHARS
-        assert not any(ord(c) < 32 or 0x7f <= ord(c) <= 0x9f for c in line), repr(line)
-    assert shown[0].endswith("FAILED  rival seed 0")  # the text stays readable, on its own line's end
+def test_what_the_training_process_prints_is_kept_bounded_and_clean_and_never_shown():
+    tail = []
+    stages._drain(io.BytesIO(f"{FAKE_VERDICT}\n{PROGRESS_PREFIX} {'x' * 5000}\nbad \ud800 surrogate\n".encode("utf-8", "surrogatepass")), tail)
+    assert len(tail) == 3
+    for line in tail:
+        assert len(line) <= stages.MAX_LINE_CHARS
+        assert not any(ord(c) < 32 or 0x7f <= ord(c) <= 0x9f or 0xd800 <= ord(c) <= 0xdfff for c in line), repr(line)
+    assert tail[0].endswith("FAILED  rival seed 0")  # the text stays readable, on its own line's end
+
+
+def test_the_progress_lines_are_the_runners_own_answers():
+    """A line the entry prints that reads like the harness's ("[bench] victim seed 0: ... its record is void") never
+    reaches the terminal (above); what does is composed by the runner from the validation it answered."""
+    from bench import validation
+
+    logged = []
+    run = plan.Run(path=Path("results/digits/ada/seed0.json"), submission=None, seed=0, key={}, build_kwargs={}, eval_kwargs={})
+    harness = validation.Harness(np.array([0, 1, 1, 0]), 2, 5, on_answer=stages.progress_line(run, 5, logged.append))
+    harness.answer(0, np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]], dtype=np.float32), False)
+    assert len(logged) == 1 and logged[0].startswith(f"{PROGRESS_PREFIX} ada seed 0: epoch 1/5 val_loss=")
+    assert "val_accuracy=0.7500" in logged[0]
+
+
+SURROGATE = "bad shape \ud800"
+
+
+def test_a_lone_surrogate_in_a_message_or_author_neither_crashes_the_runner_nor_empties_the_board(tmp_path, capsys):
+    record = stored(tmp_path, {"status": FAILED, "message": f"ValueError: {SURROGATE}", "notes": [SURROGATE]})
+    assert record["message"] == "ValueError: bad shape " and record["notes"] == ["bad shape "]
+    json.dumps(record).encode("utf-8")  # a record of text UTF-8 can hold
+    # A record that holds one anyway (written before this rule) renders, and the board is written whole.
+    challenge = challenge_in(tmp_path)
+    path = results.record_path(challenge.results, challenge.dataset, "eve", 0)
+    results.write(path, {**record, "entry": "eve", "author": f"Mallory {SURROGATE}", "message": SURROGATE})
+    board = leaderboard.write(challenge)
+    assert "eve" in board.read_text() and board.stat().st_size > 0
+
+
+@pytest.mark.parametrize("rewritten", ['{"status": "OK", "message": "", "notes": ' + "[" * 200_000 + "]" * 200_000 + "}",
+                                       '{"status": "OK", "message": "", "train_macs": 1e999}'])
+def test_a_result_file_nested_too_deep_or_holding_infinity_fails_its_own_run(tmp_path, rewritten):
+    path = tmp_path / "result.json"
+    path.write_text(rewritten)
+    partial = received.read_result(path)
+    assert partial["status"] == FAILED and "not a record" in partial["message"]
 
 
 def stored(tmp_path, partial: dict, name: str = "ada") -> dict:

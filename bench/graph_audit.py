@@ -116,12 +116,19 @@ def audit(model_dir: str | Path) -> tuple[dict, "FrozenGraph | None"]:
     if odd is not None:
         return _invalid(f"the model has a variable of shape {odd.shape}: a scored model's weights have a known shape with "
                         f"at least one element and at most {MAX_VARIABLE_RANK} axes"), None
-    total = sum(parameters_in(v.shape.num_elements(), v.dtype.size) for v in variables.values())
+    # Tensors the function captured by value (an eager constant kept on a layer, not a variable): numbers too,
+    # each element counted as a variable's is.
+    captured = [t for t in function.captured_inputs if t.dtype != tf.resource]
+    odd = next((t for t in captured if _odd_shape(t.shape)), None)
+    if odd is not None:
+        return _invalid(f"the model captures a constant of shape {odd.shape}: a scored model's numbers have a known shape "
+                        f"with at least one element and at most {MAX_VARIABLE_RANK} axes"), None
+    total = sum(parameters_in(v.shape.num_elements(), v.dtype.size) for v in [*variables.values(), *captured])
     trainable = sum(parameters_in(v.shape.num_elements(), v.dtype.size) for v in variables.values() if v.trainable)
     try:
         # A variable's dimensions are numbers too (read back with Shape), as a constant's are.
-        constants, constant_tensors = counted_numbers(nodes, [tuple(v.shape.as_list()) for v in variables.values()])
-        weight_tensors = [tensor_summary(v.dtype.name, v.dtype.size, v.numpy()) for v in variables.values()] + constant_tensors
+        constants, constant_tensors = counted_numbers(nodes, [tuple(v.shape.as_list()) for v in [*variables.values(), *captured]])
+        weight_tensors = [tensor_summary(v.dtype.name, v.dtype.size, v.numpy()) for v in [*variables.values(), *captured]] + constant_tensors
     except (ValueError, TypeError, tf.errors.OpError) as error:
         return _invalid(f"the exported graph's numbers could not be read: {_first_line(error)}"), None
     notes = []

@@ -447,3 +447,27 @@ def test_a_division_by_an_array_of_weights_costs_its_macs(tmp_path):
     record = audited(keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)), tmp_path)
     assert record["status"] == "OK" and record["path"] == audit.CUSTOM_CODE
     assert record["macs"] == 64 * 32 + 32 * 10
+
+
+# ---- a third red team ------------------------------------------------------------------------------------------
+
+def test_weights_captured_as_eager_constants_count(tmp_path):
+    """A layer that keeps its kernel as a plain tf.constant: the export captures it by value, neither a Const node
+    nor a variable. The red team's MLP scored with 74 parameters where its twin has 4,810."""
+    import keras
+    import tensorflow as tf
+
+    class CapturedDense(keras.layers.Layer):
+        def __init__(self, kernel, **kwargs):
+            super().__init__(**kwargs)
+            self.table = tf.constant(kernel)
+            self.bias = self.add_weight(shape=(kernel.shape[1],), initializer="zeros", name="bias")
+
+        def call(self, x):
+            return tf.nn.softmax(tf.matmul(x, self.table) + self.bias)
+
+    kernel = np.random.default_rng(11).random((64, 10)).astype("float32")
+    inputs = keras.Input((8, 8))
+    record = audited(keras.Model(inputs, CapturedDense(kernel)(keras.layers.Flatten()(inputs))), tmp_path)
+    assert record["status"] == "OK" and record["path"] == audit.CUSTOM_CODE
+    assert record["total_params"] >= 64 * 10 + 10

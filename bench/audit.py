@@ -34,7 +34,7 @@ from bench.status import INVALID, OK
 RESULT_FILE = "audit.json"
 REBUILT, CUSTOM_CODE = "rebuilt", "custom code"
 PREDICT_BATCH = 1000
-# Images predicted again one by one to check that no prediction depends on its batch neighbours.
+# Images (drawn at random) predicted again one by one to check that no prediction depends on its batch neighbours.
 ALONE_IMAGES = 8
 # Scores of the same image in two batch compositions agree to float32 rounding (relative to the row's spread),
 # never to a neighbour's influence.
@@ -144,17 +144,13 @@ def _checked(record: dict, scores, images: dict[str, np.ndarray], output: str | 
     other images or predicting changed the model."""
     if record["status"] != OK:
         return record
-    predictions = {}
-    for name, array in images.items():
-        batches = [np.argmax(scores(array[start:start + PREDICT_BATCH]).reshape(len(array[start:start + PREDICT_BATCH]), -1), axis=-1)
-                   for start in range(0, len(array), PREDICT_BATCH)]
-        predictions[name] = np.concatenate(batches).astype("int64") if batches else np.zeros(0, "int64")
+    first = {name: _predicted_rows(scores, array, np.arange(len(array)), PREDICT_BATCH) for name, array in images.items()}
+    predictions = {name: rows.argmax(axis=1).astype("int64") if len(rows) else np.zeros(0, "int64") for name, rows in first.items()}
     if hasattr(scores, "counted"):  # the graph path counts MACs on the scored predictions, not on the probes below
         counted = scores.counted()
         record = {**record, "macs": counted["macs"], "macs_nonzero": counted["macs_nonzero"],
                   "macs_lower_bound": bool(counted["notes"]), "notes": [*record["notes"], *counted["notes"]]}
-    probe = next((array for array in reversed(list(images.values())) if len(array)), None)
-    problem = batch_dependence(scores, probe) if probe is not None else None
+    problem = batch_dependence(scores, images, first)
     if problem is None and not getattr(scores, "unchanged", lambda: True)():
         problem = "predicting changed the model's variables: a scored model keeps no state from one call to the next"
     if problem:
@@ -164,30 +160,50 @@ def _checked(record: dict, scores, images: dict[str, np.ndarray], output: str | 
     return record
 
 
-def batch_dependence(scores, images: np.ndarray) -> str | None:
-    """Why the scores of `images`' first batch depend on which other images share it (None when they do not).
+def _predicted_rows(scores, array: np.ndarray, order: np.ndarray, batch: int, others: np.ndarray | None = None) -> np.ndarray:
+    """The score rows of `array[order]`, predicted `batch` images at a time; with `others`, each batch is half the
+    set's images and half random ones of `others`, shuffled together. Rows come back in `order`'s order."""
+    rng = np.random.default_rng()
+    rows = []
+    own = batch if others is None or not len(others) else max(1, batch // 2)
+    for start in range(0, len(order), own):
+        part = array[order[start:start + own]]
+        if own == batch:
+            rows.append(_rows(scores(part), len(part)))
+            continue
+        mixed = np.concatenate([part, others[rng.integers(0, len(others), batch - len(part))]])
+        places = rng.permutation(len(mixed))  # where each image of `mixed` sits in the batch predicted
+        predicted = _rows(scores(mixed[places]), len(mixed))
+        rows.append(predicted[np.argsort(places)][:len(part)])
+    return np.concatenate(rows) if rows else np.zeros((0, 0))
 
-    The batch is predicted again shuffled, one image short, with its second half replaced by other images (the
-    set's last ones, reversed) and ALONE_IMAGES of it one at a time; each image's scores must give the same class
-    and agree after each row is centred and scaled to its largest deviation (so neither a tiny output scale nor
-    a large offset can hide a neighbour's influence)."""
-    batch = images[:PREDICT_BATCH]
-    first = _rows(scores(batch), len(batch))
-    order = np.random.default_rng(0).permutation(len(batch))
-    shuffled = np.empty_like(first)
-    shuffled[order] = _rows(scores(batch[order]), len(batch))
-    compositions = {"shuffled": shuffled}
-    if len(batch) > 1:
-        compositions["one image short"] = _rows(scores(batch[:-1]), len(batch) - 1)
-        half = len(batch) // 2
-        others = images[::-1][:len(batch) - half]
-        compositions["half of it other images"] = _rows(scores(np.concatenate([batch[:half], others])), len(batch))[:half]
-    alone = min(ALONE_IMAGES, len(batch))
-    compositions["one at a time"] = np.concatenate([_rows(scores(batch[i:i + 1]), 1) for i in range(alone)])
-    for how, again in compositions.items():
-        if not _same_scores(first[:len(again)], again):
-            return (f"the model's predictions depend on the other images in the batch (they change when the batch is {how}): "
-                    "a scored model predicts each image from that image alone (no statistics over the batch at inference)")
+
+def batch_dependence(scores, images: dict[str, np.ndarray], first: dict[str, np.ndarray]) -> str | None:
+    """Why an image's scores depend on which other images share its batch (None when they do not).
+
+    `first`: each set's score rows as scored (batches of PREDICT_BATCH, in order). Every image of every set is
+    predicted again in another composition: the set in a random order, in batches of a random size, each batch half
+    of it random images of the other sets (of the set itself when there is one), shuffled together; and ALONE_IMAGES
+    random images one at a time. The draws are not seeded, so an entry cannot know them. Each image's scores must give
+    the same class and agree after each row is centred and scaled to its largest deviation (so neither a tiny output
+    scale nor a large offset can hide a neighbour's influence)."""
+    rng = np.random.default_rng()
+    for name, array in images.items():
+        if not len(array):
+            continue
+        others = [other for other_name, other in images.items() if other_name != name and len(other)]
+        others = np.concatenate(others) if others else array
+        order = rng.permutation(len(array))
+        batch = int(rng.integers(max(2, PREDICT_BATCH // 2), PREDICT_BATCH + 1))
+        again = np.empty_like(first[name])
+        again[order] = _predicted_rows(scores, array, order, batch, others)
+        alone = rng.choice(len(array), min(ALONE_IMAGES, len(array)), replace=False)
+        compositions = {"mixed with other images in another order": (np.arange(len(array)), again),
+                        "predicted one at a time": (alone, np.concatenate([_rows(scores(array[i:i + 1]), 1) for i in alone]))}
+        for how, (which, rows) in compositions.items():
+            if not _same_scores(first[name][which], rows):
+                return (f"the model's predictions depend on the other images in the batch (they change when {how}): "
+                        "a scored model predicts each image from that image alone (no statistics over the batch at inference)")
     return None
 
 

@@ -471,3 +471,34 @@ def test_weights_captured_as_eager_constants_count(tmp_path):
     record = audited(keras.Model(inputs, CapturedDense(kernel)(keras.layers.Flatten()(inputs))), tmp_path)
     assert record["status"] == "OK" and record["path"] == audit.CUSTOM_CODE
     assert record["total_params"] >= 64 * 10 + 10
+
+
+def test_label_propagation_over_the_batch_is_invalid_even_with_a_hard_output_and_the_probes_left_alone(tmp_path):
+    """The red team's transductive head: each image's class pulled towards those of the batch's images near it, a
+    hard one-hot output (a neighbour's pull shows only where it flips a class), and the first 8 images (the old
+    probe's one-at-a-time images, recognised by a pixel checksum) left alone. Every image is now predicted again
+    mixed with others, in a random order and batch size, and random images alone."""
+    import keras
+    import tensorflow as tf
+    from sklearn.datasets import load_digits
+
+    x = (load_digits().images / 16).astype("float32")
+    images = {"val": x[:300], "test": x[-360:]}
+    keys = (images["test"][:8].reshape(8, -1) * (np.arange(64) + 1)).sum(axis=1)
+
+    class Propagate(keras.layers.Layer):
+        def call(self, inputs):
+            pixels, p = inputs
+            f = tf.reshape(pixels, (tf.shape(pixels)[0], -1))
+            key = tf.reduce_sum(f * (tf.range(64, dtype=tf.float32) + 1), axis=1)
+            probe = tf.reduce_max(tf.cast(tf.abs(key[:, None] - keys[None, :].astype("float32")) < 0.01, tf.float32), axis=1)
+            sq = tf.reduce_sum(f * f, axis=1)
+            near = tf.exp(-(sq[:, None] + sq[None, :] - 2.0 * tf.matmul(f, f, transpose_b=True)) / 0.5) - tf.eye(tf.shape(f)[0])
+            q = p + (1.0 - probe)[:, None] * 10.0 * tf.math.divide_no_nan(tf.matmul(near, p), tf.reduce_sum(near, axis=1, keepdims=True))
+            return tf.one_hot(tf.argmax(q, axis=1), 10) * 0.98 + 0.002
+
+    keras.utils.set_random_seed(12)
+    inputs = keras.Input((8, 8))
+    p = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs))
+    record = audited(keras.Model(inputs, Propagate()([inputs, p])), tmp_path, images=images)
+    assert record["status"] == "INVALID" and "depend on the other images in the batch" in record["message"], record

@@ -69,6 +69,12 @@ def audit(trained: str | Path, images: dict[str, np.ndarray], output: str | Path
         foreign = rebuild.custom_code(config)
     except rebuild.NotRebuildable as reason:
         config, foreign = None, [str(reason)]
+    packed = rebuild.uncounted_quantization(config) if config is not None else []
+    if packed:
+        # Counted as elements on either path, its packed bytes would hide weights: refused, not counted low.
+        return {**_invalid(f"the model is quantized as {', '.join(packed)}, whose packed weights the audit cannot count one "
+                           "by one: quantize with model.quantize('int8') or model.quantize('int4') in finalize"),
+                "path": REBUILT if not foreign else CUSTOM_CODE}
     if not foreign:
         _prepare_tensorflow(threads, blocked=UNUSED_BY_KERAS_MODELS if own_process else ())
         try:

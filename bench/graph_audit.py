@@ -57,7 +57,8 @@ FREE_SMALL_ELEMENTS = 64
 # What Keras's built-in layers and keras.ops emit for inference (collected by exporting a model of every
 # built-in layer and the board's entries, then reviewed): arithmetic, shapes, the layers' kernels,
 # function calls and loops. Nothing that reads or writes outside the graph, draws random numbers,
-# assigns variables, or turns strings or attributes into numbers.
+# assigns variables, or turns strings or attributes into numbers, and no Bitcast, bitwise operation or shift:
+# they read several weights out of one element's bits.
 ALLOWED_OPS = frozenset({
     "Placeholder", "Const", "Identity", "IdentityN", "NoOp", "ReadVariableOp", "StopGradient", "PreventGradient",
     "PartitionedCall", "StatefulPartitionedCall", "While", "StatelessWhile", "If", "StatelessIf",
@@ -75,7 +76,7 @@ ALLOWED_OPS = frozenset({
     "Conv2D", "Conv3D", "DepthwiseConv2dNative", "Conv2DBackpropInput", "Conv3DBackpropInputV2",
     "MaxPool", "MaxPoolV2", "MaxPool3D", "AvgPool", "AvgPool3D", "FusedBatchNorm", "FusedBatchNormV3",
     "ResizeBilinear", "ResizeNearestNeighbor", "ResizeBicubic",
-    "Cast", "Bitcast", "Reshape", "Squeeze", "ExpandDims", "Transpose", "ConcatV2", "Concat", "Split", "SplitV",
+    "Cast", "Reshape", "Squeeze", "ExpandDims", "Transpose", "ConcatV2", "Concat", "Split", "SplitV",
     "Pack", "Unpack", "Tile", "Pad", "PadV2", "MirrorPad", "ReverseV2", "StridedSlice", "Slice", "GatherV2",
     "Fill", "Range", "Shape", "ShapeN", "Size", "Rank", "BroadcastTo", "BroadcastArgs", "OneHot",
     "MatrixDiagV3", "MatrixDiagPartV3", "MatrixBandPart",

@@ -65,7 +65,11 @@ MODELS = frozenset({"Functional", "Sequential", "Model"})
 INNER_LAYERS = frozenset({"SimpleRNNCell", "LSTMCell", "GRUCell"})
 # Other Keras objects a config may hold, by the module Keras writes for them.
 KERAS_OBJECT_MODULES = ("keras.initializers", "keras.regularizers", "keras.constraints", "keras.dtype_policies", "keras.quantizers")
-KERAS_OBJECT_CLASSES = frozenset({"DTypePolicy", "QuantizedDTypePolicy", "QuantizedFloat8DTypePolicy", "DTypePolicyMap"})
+KERAS_OBJECT_CLASSES = frozenset({"DTypePolicy", "FloatDTypePolicy", "QuantizedDTypePolicy", "Int4DTypePolicy", "QuantizedFloat8DTypePolicy",
+                                  "DTypePolicyMap"})
+# Quantized storage the audit counts weight by weight: an int8 element is one weight, an int4 kernel's int8 element
+# two (int4_packed). Others (GPTQ's, say) pack weights in their own layouts, which a count of elements would miss.
+COUNTED_QUANTIZATION_MODES = frozenset({"int8", "int4", "float8"})
 # Markers Keras's serialization writes for values: a graph tensor, a tuple, an array.
 TENSOR, TUPLE, ARRAY_MARKERS = "__keras_tensor__", "__tuple__", ("__numpy__", "__tensor__")
 # Layer hyperparameters that set shapes and wiring (integers the data flow checks), or act in training only.
@@ -138,9 +142,28 @@ def _is_keras_own(name: str, module, registered) -> bool:
         return module == "keras.layers"
     if name in MODELS:
         return module in ("keras", "keras.models", "keras.src.models.functional", "keras.src.models.sequential")
-    if name in KERAS_OBJECT_CLASSES:
-        return module in ("keras", "keras.dtype_policies")
+    if name in KERAS_OBJECT_CLASSES or module == "keras.dtype_policies":
+        return name in KERAS_OBJECT_CLASSES and module in ("keras", "keras.dtype_policies")
     return module in KERAS_OBJECT_MODULES
+
+
+def uncounted_quantization(config) -> list[str]:
+    """The quantization modes in `config` outside COUNTED_QUANTIZATION_MODES (GPTQ's 'gptq/4/-1', say)."""
+    found: set[str] = set()
+
+    def visit(node):
+        if isinstance(node, list):
+            for item in node:
+                visit(item)
+        elif isinstance(node, dict):
+            mode = (node.get("config") or {}).get("mode") if str(node.get("class_name", "")).endswith("DTypePolicy") else None
+            if mode is not None and str(mode).split("/")[0] not in COUNTED_QUANTIZATION_MODES:  # "int4/128": blocks of 128
+                found.add(str(mode)[:40])
+            for value in node.values():
+                visit(value)
+
+    visit(config)
+    return sorted(found)
 
 
 def config_numbers(config) -> int:

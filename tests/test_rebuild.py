@@ -502,3 +502,48 @@ def test_label_propagation_over_the_batch_is_invalid_even_with_a_hard_output_and
     p = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs))
     record = audited(keras.Model(inputs, Propagate()([inputs, p])), tmp_path, images=images)
     assert record["status"] == "INVALID" and "depend on the other images in the batch" in record["message"], record
+
+
+def test_a_quantization_the_audit_cannot_count_weight_by_weight_is_refused(tmp_path):
+    """Keras's GPTQ Dense packs two 4-bit weights in a uint8 element, in its own layout: counted as elements, the red
+    team's MLP showed 2,718 parameters where its int4 twin has 5,086. Such a model is refused, on either path."""
+    import keras
+
+    inputs = keras.Input((8, 8))
+    model = keras.Model(inputs, dense_head(inputs))
+    trained, out = tmp_path / "trained", tmp_path / "audit"
+    for folder in (trained, out):
+        folder.mkdir()
+    train.export(model, trained, (8, 8))
+    keras_file = trained / rebuild.KERAS_FILE
+    with zipfile.ZipFile(keras_file) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(members["config.json"])
+    dense = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")
+    dense["config"]["dtype"] = {"module": "keras.dtype_policies", "class_name": "GPTQDTypePolicy",
+                                "config": {"mode": "gptq/4/-1", "source_name": "float32"}, "registered_name": None}
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(keras_file, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    record = audit.audit(trained, IMAGES, out)
+    assert record["status"] == "INVALID" and "gptq/4/-1" in record["message"] and "model.quantize('int4')" in record["message"]
+    assert rebuild.uncounted_quantization(config) == ["gptq/4/-1"] and rebuild.custom_code(config) == ["keras.dtype_policies.GPTQDTypePolicy"]
+
+
+def test_weights_read_out_of_one_elements_bits_are_refused(tmp_path):
+    """The red team kept eight 4-bit codes in each int32 element and read them out with Bitcast (814 parameters where
+    its twin has 4,958): Bitcast, like bitwise operations and shifts, is not on the allow-list."""
+    import keras
+    import tensorflow as tf
+
+    codes = np.random.default_rng(13).integers(0, 2**31, (64, 2), dtype=np.int64).astype("int32")
+
+    def unpacked(t):
+        nibbles = tf.cast(tf.reshape(tf.bitcast(tf.constant(codes), tf.uint8), (64, 8)), tf.float32)
+        return tf.matmul(t, nibbles)
+
+    inputs = keras.Input((8, 8))
+    x = keras.layers.Lambda(unpacked, output_shape=(8,))(keras.layers.Flatten()(inputs))
+    record = audited(keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)), tmp_path)
+    assert record["status"] == "INVALID" and "Bitcast" in record["message"]

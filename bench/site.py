@@ -59,7 +59,7 @@ def cmd_site(args) -> int:
 
 def build(challenge: config.Challenge, out: Path) -> Path:
     """Write the site for `challenge`'s records into `out`; returns the board page's path."""
-    records = results.load_all(challenge.results, challenge.dataset)
+    records = results.load_all(challenge.results, challenge.board_name)
     frame = leaderboard.board(records, challenge)
     rows = board_rows(frame)
     shown = leaderboard.board_records(records, challenge)
@@ -198,11 +198,11 @@ def protocol_header(frame: pd.DataFrame, records: list[dict], challenge: config.
 # ---- the board page -----------------------------------------------------------------------------------
 
 def board_page(frame: pd.DataFrame, rows: list[dict], records: list[dict], challenge: config.Challenge) -> str:
-    body = (f"<h1>Leaderboard: {esc(challenge.dataset)}</h1>\n{protocol_header(frame, records, challenge)}\n"
+    body = (f"<h1>Leaderboard: {esc(challenge.board_name)}</h1>\n{protocol_header(frame, records, challenge)}\n"
             f"{filters(rows)}\n{board_table(rows, challenge)}\n"
             '<h2>Accuracy against parameters</h2>\n<div id="board-plot" class="plot"></div>\n'
             f"{json_script('board-plot-figure', board_figure(rows, challenge))}")
-    return page(f"{challenge.dataset} leaderboard", body, 0, ("datatables.js", "plotly.min.js"))
+    return page(f"{challenge.board_name} leaderboard", body, 0, ("datatables.js", "plotly.min.js"))
 
 
 def filters(rows: list[dict]) -> str:
@@ -321,7 +321,7 @@ def entry_page(row: dict, runs: list[dict], challenge: config.Challenge) -> str:
             "<h2>Reproduce</h2>", f"<pre><code>{esc(reproduce_command(first, entry))}</code></pre>",
             f"<p>Trains seeds 0 to {challenge.seeds - 1} with the challenge's [tool.bench] settings (config hash "
             f"<code>{challenge.protocol_hash()[:12]}</code>); <code>--force</code> retrains runs that are already recorded.</p>"]
-    return page(f"{entry}: {challenge.dataset} leaderboard", "\n".join(body), 1, ("plotly.min.js",))
+    return page(f"{entry}: {challenge.board_name} leaderboard", "\n".join(body), 1, ("plotly.min.js",))
 
 
 def seeds_table(runs: list[dict]) -> str:
@@ -431,7 +431,7 @@ def history_page(rows: list[dict], runs: dict[str, list[dict]], challenge: confi
             f"{json_script('history-plot-figure', history_figure(progressions))}\n<h2>Record holders</h2>\n"
             '<table class="plain" id="holders"><thead><tr><th>tier</th><th>from</th><th>entry</th><th>test acc. %</th>'
             f"<th>params</th><th>author</th></tr></thead><tbody>{table_rows}</tbody></table>")
-    return page(f"{challenge.dataset} record history", body, 0, ("plotly.min.js",))
+    return page(f"{challenge.board_name} record history", body, 0, ("plotly.min.js",))
 
 
 def record_progressions(rows: list[dict], runs: dict[str, list[dict]], tiers) -> dict[str, list[tuple]]:

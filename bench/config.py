@@ -410,16 +410,19 @@ def load_challenge(args) -> Challenge:
     if getattr(args, "smoke", False):
         flags = {**_smoke_values(load(args.config).smoke), **{k: v for k, v in flags.items() if v is not None}}
     challenge = load(args.config, **flags)
-    return _validation_for_limit(challenge) if flags.get("validation_size") is None else challenge
+    if flags.get("validation_size") is not None:
+        return challenge
+    return _validation_for_limit(challenge, other_data=flags.get("dataset") is not None)
 
 
-def _validation_for_limit(challenge: Challenge) -> Challenge:
+def _validation_for_limit(challenge: Challenge, other_data: bool = False) -> Challenge:
     """A run on fewer training images than [tool.bench]'s validation count was set for (a --train-limit, or another
     dataset: --dataset digits or a small file of one's own) keeps that count when it fits; when it cannot (a count of
     at least half the images), the run takes the default rule instead and says so: the person asked for other data,
-    not for a refusal. A --validation-size given beside them is always taken as it is."""
+    not for a refusal. A --validation-size given beside them is always taken as it is, and a count that does not fit
+    [tool.bench]'s own dataset is refused (data.split_validation): the settings need changing."""
     size = challenge.validation_size
-    if not isinstance(size, int):
+    if not isinstance(size, int) or not (other_data or challenge.train_limit):
         return challenge
     images = data.train_count(challenge.dataset)
     limit = min(challenge.train_limit or images, images)

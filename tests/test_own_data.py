@@ -301,3 +301,17 @@ def test_cifar_format_folder_check_and_evaluate(tmp_path, capsys, monkeypatch):
     board, record = board_and_record(tmp_path, "cifar10", "bob")
     assert record["status"] == "OK" and record["total_params"] == 498 and record["data"]["input_shape"] == [32, 32, 3]
     assert "32x32x3 images, 10 classes; 90 training + 10 validation examples, 20 test" in board
+
+
+def test_another_dataset_takes_the_default_validation_rule_when_the_count_does_not_fit(tmp_path, capsys):
+    """[tool.bench]'s 5,000 validation images were set for MNIST; a try-out on a file of 300 examples takes the default
+    rule (10 %) and says so, while the same count set beside that file in [tool.bench] is refused as before."""
+    path = features160(tmp_path / "feat160.npz")
+    settings = tmp_path / "pyproject.toml"
+    settings.write_text("[tool.bench]\nvalidation_size = 5000\n")
+    args = cli.build_parser().parse_args(["evaluate", "--config", str(settings), "--dataset", str(path)])
+    assert config.load_challenge(args).validation_size is None
+    assert "validation_size = 5000 does not fit feat160's 300 training images; this run takes 5,000" in capsys.readouterr().err
+    settings.write_text(f'[tool.bench]\nvalidation_size = 5000\ndataset = "{path}"\n')
+    args = cli.build_parser().parse_args(["evaluate", "--config", str(settings)])
+    assert config.load_challenge(args).validation_size == 5000  # refused by the split, before any worker (test_classroom)

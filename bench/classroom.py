@@ -96,6 +96,7 @@ def register(subparsers) -> None:
     new.add_argument("name", help="the entry's name: letters, digits and '_' (it becomes submissions/NAME.py)")
     new.add_argument("--author", default="", help="your name, shown on the leaderboard")
     new.add_argument("--submissions", help="folder to write into (default: [tool.bench] submissions)")
+    new.add_argument("--dataset", metavar="NAME|PATH", help="write a starter that fits this dataset (default: [tool.bench] dataset)")
     new.set_defaults(handler=cmd_new)
     clear = subparsers.add_parser(
         "clear", help="start a new challenge: remove the example entries (and their tests), studies, records and board")

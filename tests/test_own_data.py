@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -94,8 +95,12 @@ def test_feature_vectors_five_classes_head_is_805(tmp_path, write_entry, capsys)
     path = features160(tmp_path / "feat160.npz")
     entry = write_entry("linear", LINEAR_ENTRY)
     common = ["--dataset", str(path), "--sandbox", "off"]
-    assert cli.main(["check", str(entry), *common]) == 0
-    assert "805 params" in capsys.readouterr().out
+    # `new` fits its starter to the file: Dense layers on the 160 features, 8 * 161 + 5 * 9 = 1,333 parameters.
+    assert cli.main(["new", "starter", "--dataset", str(path), "--submissions", str(entry.parent)]) == 0
+    assert "(160,) for feat160" in (entry.parent / "starter.py").read_text()
+    assert cli.main(["check", str(entry.parent), *common]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"OK +linear +805 params", out) and re.search(r"OK +starter +1,333 params", out), out
     assert cli.main(["evaluate", str(entry), *common, "--seeds", "1", "--epochs", "3", "--results", str(tmp_path / "results"),
                      "--leaderboard", str(tmp_path / "board.md")]) == 0
     board, record = board_and_record(tmp_path, "feat160", "linear")  # named after the file's stem

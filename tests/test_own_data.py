@@ -4,6 +4,7 @@ board; every fault of a file is reported when the settings load, before any work
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import re
@@ -101,10 +102,11 @@ def test_feature_vectors_five_classes_head_is_805(tmp_path, write_entry, capsys)
     assert cli.main(["check", str(entry.parent), *common]) == 0
     out = capsys.readouterr().out
     assert re.search(r"OK +linear +805 params", out) and re.search(r"OK +starter +1,333 params", out), out
-    assert cli.main(["evaluate", str(entry), *common, "--seeds", "1", "--epochs", "3", "--results", str(tmp_path / "results"),
-                     "--leaderboard", str(tmp_path / "board.md")]) == 0
+    assert cli.main(["evaluate", str(entry), *common, "--seeds", "1", "--epochs", "3", "--engine", "auto",
+                     "--results", str(tmp_path / "results"), "--leaderboard", str(tmp_path / "board.md")]) == 0
     board, record = board_and_record(tmp_path, "feat160", "linear")  # named after the file's stem
     assert record["status"] == "OK" and record["total_params"] == 805 and record["macs"] == 800
+    assert record["engine"] != "keras-tensorflow", record.get("notes")  # the batch-minor engine runs feature vectors too
     assert record["data"]["input_shape"] == [160] and record["data"]["num_classes"] == 5
     assert record["test_accuracy"] > 0.5  # well above chance (0.2): the features reached the model unscaled
     assert "- Data: vectors of 160 features, 5 classes; 270 training + 30 validation examples, 100 test" in board
@@ -320,3 +322,17 @@ def test_another_dataset_takes_the_default_validation_rule_when_the_count_does_n
     settings.write_text(f'[tool.bench]\nvalidation_size = 5000\ndataset = "{path}"\n')
     args = cli.build_parser().parse_args(["evaluate", "--config", str(settings)])
     assert config.load_challenge(args).validation_size == 5000  # refused by the split, before any worker (test_classroom)
+
+
+def test_hidden_test_set_of_features_is_float_and_of_images_is_raw_pixels(tmp_path):
+    from bench import classroom
+
+    path = features160(tmp_path / "f.npz", train=50, test=10)
+    np.savez(tmp_path / "hidden.npz", x_test=np.full((4, 160), 2.5, np.float32), y_test=np.arange(4))
+    challenge = config.from_dict({"dataset": str(path), "test_set": str(tmp_path / "hidden.npz")})
+    hidden = classroom.hidden_test_set(challenge)
+    assert hidden.images.dtype == np.float32 and hidden.images.max() == 2.5  # used as they are, like the file's own
+    classroom.check_test_set(challenge, (160,), 5)
+    np.savez(tmp_path / "pixels.npz", x_test=np.zeros((4, 160), np.uint8), y_test=np.arange(4))
+    with pytest.raises(config.ConfigError, match="x_test must hold float features as f's file does"):
+        classroom.hidden_test_set(dataclasses.replace(challenge, test_set=str(tmp_path / "pixels.npz")))

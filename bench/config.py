@@ -276,6 +276,8 @@ def _flatten_dataset(table: dict, source: str) -> dict:
     if extra or "path" not in given:
         raise ConfigError(f"{source}: [tool.bench.dataset] " + (f"has unknown key(s) {sorted(extra)}; " if extra else "needs path; ")
                           + f"its keys are {', '.join(DATASET_KEYS)} (path: a built-in name or your file, the others optional)")
+    if not isinstance(given.get("classes", []), list):
+        raise ConfigError(f"{source}: [tool.bench.dataset] classes = {given['classes']!r}: give a list of names, one per label 0..K-1")
     flat = {k: v for k, v in table.items() if k != "dataset"}
     flat["dataset"] = given["path"]
     flat.update({_DATASET_FIELDS[k]: v for k, v in given.items() if k != "path"})

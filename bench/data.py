@@ -1,4 +1,5 @@
-"""Datasets: a local copy first, the `keras.datasets` download second, and the validation split.
+"""Datasets: the built-ins (a local copy first, the `keras.datasets` download second), a file of one's own
+(bench.datafile), and the validation split.
 
 Everything here is numpy only, so the cache check and the leaderboard never import TensorFlow;
 TensorFlow is imported only when no local copy exists and the data must be downloaded.

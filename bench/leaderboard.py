@@ -217,8 +217,9 @@ def data_lines(shown: list[dict]) -> list[str]:
     for about in sorted({json.dumps(r["data"], sort_keys=True) for r in shown if r.get("data")}):
         about = json.loads(about)
         shape = about["input_shape"]
-        example = (f"vectors of {shape[0]} features" if len(shape) == 1 else "x".join(map(str, shape))
-                   + (" images" if len(shape) in (2, 3) else "-dimensional examples"))
+        size = "x".join(map(str, shape))
+        example = (f"vectors of {shape[0]} features" if len(shape) == 1 else f"{size} images" if len(shape) in (2, 3)
+                   else f"examples of shape {size}")
         classes = f"{about['num_classes']} classes" + (f" ({', '.join(about['classes'])})" if about.get("classes") else "")
         lines.append(f"- Data: {about.get('description') + '; ' if about.get('description') else ''}{example}, {classes}; "
                      f"{about['train']:,} training + {about['validation']:,} validation examples, {about['test']:,} test; "

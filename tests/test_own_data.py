@@ -336,3 +336,26 @@ def test_hidden_test_set_of_features_is_float_and_of_images_is_raw_pixels(tmp_pa
     np.savez(tmp_path / "pixels.npz", x_test=np.zeros((4, 160), np.uint8), y_test=np.arange(4))
     with pytest.raises(config.ConfigError, match="x_test must hold float features as f's file does"):
         classroom.hidden_test_set(dataclasses.replace(challenge, test_set=str(tmp_path / "pixels.npz")))
+
+
+def test_cifar100_pickle_folder_reads_the_fine_labels(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, count in (("train", 200), ("test", 100)):
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8), b"fine_labels": list(np.arange(count) % 100),
+                         b"coarse_labels": list(np.arange(count) % 20)}, f)
+    dataset = data.load("cifar100", str(folder))  # --data-dir may name the folder itself
+    assert dataset.num_classes == 100 and dataset.y_train.max() == 99 and dataset.x_test.shape == (100, 32, 32, 3)
+
+
+def test_smoke_settings_fit_a_small_file(tmp_path):
+    """[tool.bench.smoke]'s defaults (a 0.2 validation split, limits above the file's size) fit a file of 300 examples."""
+    path = features160(tmp_path / "feat160.npz")
+    args = cli.build_parser().parse_args(["evaluate", "--smoke", "--dataset", str(path), "--config", str(tmp_path / "none.toml")])
+    challenge = config.load_challenge(args)
+    dataset = data.load(challenge.dataset, train_limit=challenge.train_limit, test_limit=challenge.test_limit)
+    (_, y_fit), (_, y_val) = data.split_validation(dataset.x_train, dataset.y_train, challenge.validation_size)
+    assert len(y_fit) == 240 and np.bincount(y_val).tolist() == [12] * 5

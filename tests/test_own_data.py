@@ -113,11 +113,12 @@ def test_feature_vectors_five_classes_head_is_805(tmp_path, write_entry, capsys)
     assert (tmp_path / "results" / "feat160" / "linear").is_dir() and not (tmp_path / "results" / "mnist").exists()
 
 
-def test_float_features_are_not_rescaled(tmp_path):
-    dataset = data.load(str(features160(tmp_path / "f.npz", train=20, test=10)))
-    with np.load(tmp_path / "f.npz") as f:
+@pytest.mark.parametrize("stem", ["f", "digits"])  # a file named like a built-in is still a file: not scaled as digits are
+def test_float_features_are_not_rescaled(tmp_path, stem):
+    dataset = data.load(str(features160(tmp_path / f"{stem}.npz", train=20, test=10)))
+    with np.load(tmp_path / f"{stem}.npz") as f:
         np.testing.assert_array_equal(dataset.x_train, f["x_train"])
-    assert dataset.num_classes == 5 and dataset.name == "f"
+    assert dataset.num_classes == 5 and dataset.name == stem
 
 
 def faulty(tmp_path, fault):

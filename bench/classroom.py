@@ -2,7 +2,8 @@
 out of the repository and out of the entries' reach.
 
 The hidden test set (`test_set` in [tool.bench], or BENCH_TEST_SET) is an .npz holding `x_test` and
-`y_test` in the dataset's own format (uint8 pixels 0-255 for MNIST and Fashion-MNIST, 0-16 for digits).
+`y_test` in the dataset's own format (uint8 pixels 0-255 for MNIST, Fashion-MNIST, CIFAR and a file of images,
+0-16 for digits; float features as they are for a file of features).
 The runner reads it; training never sees it, the audit (bench.audit) gets the images alone and returns
 predictions, and the runner scores them. The board says which test set its records were scored on.
 """

@@ -36,6 +36,7 @@ class Inputs:
     y_val: np.ndarray
     y_test: np.ndarray | None
     test_set: str | None  # the hidden test set's description, None for the dataset's own split
+    about: dict  # what the records and the board say of the data: describe()'s fields
 
     @property
     def val_images_file(self) -> Path:
@@ -74,10 +75,25 @@ def inputs(challenge: config.Challenge, with_test: bool = True) -> Inputs:
     np.save(images_folder / "val_images.npy", x_val)
     if with_test:
         np.save(images_folder / "test_images.npy", hidden.images if hidden else dataset.x_test)
-    _INPUTS[key] = prepared = Inputs(folder, images_folder, dataset.num_classes, y_val,
-                                     (hidden.labels if hidden else dataset.y_test) if with_test else None,
-                                     hidden.description if hidden else None)
+    y_test = (hidden.labels if hidden else dataset.y_test) if with_test else None
+    about = describe(challenge, dataset, len(y_fit), len(y_val), len(dataset.y_test) if y_test is None else len(y_test))
+    _INPUTS[key] = prepared = Inputs(folder, images_folder, dataset.num_classes, y_val, y_test,
+                                     hidden.description if hidden else None, about)
     return prepared
+
+
+def describe(challenge: config.Challenge, dataset: data.Dataset, fit: int, validation: int, test: int) -> dict:
+    """The data a run sees, for its record and the board's header: the dataset's board name, one example's shape,
+    the class count (and names, when [tool.bench.dataset] gives them), the examples in each part, and the source
+    (a file as the settings name it, a built-in's local copy or download)."""
+    about = {"name": challenge.board_name, "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes,
+             "train": fit, "validation": validation, "test": test,
+             "source": dataset.source if data.is_builtin(challenge.dataset) else challenge.dataset}
+    if challenge.class_names:
+        about["classes"] = list(challenge.class_names)
+    if challenge.dataset_description:
+        about["description"] = challenge.dataset_description
+    return about
 
 
 def discard_inputs() -> None:

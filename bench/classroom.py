@@ -2,7 +2,8 @@
 out of the repository and out of the entries' reach.
 
 The hidden test set (`test_set` in [tool.bench], or BENCH_TEST_SET) is an .npz holding `x_test` and
-`y_test` in the dataset's own format (uint8 pixels 0-255 for MNIST and Fashion-MNIST, 0-16 for digits).
+`y_test` in the dataset's own format (uint8 pixels 0-255 for MNIST, Fashion-MNIST, CIFAR and a file of images,
+0-16 for digits; float features as they are for a file of features).
 The runner reads it; training never sees it, the audit (bench.audit) gets the images alone and returns
 predictions, and the runner scores them. The board says which test set its records were scored on.
 """
@@ -44,20 +45,51 @@ TRAINING = {{
 
 
 def build_model(input_shape, num_classes):
-    """Images of `input_shape` in, `num_classes` probabilities out; every weight counts against you.
+    """{what} of `input_shape` in, `num_classes` probabilities out; every weight counts against you.
 
     Return the model uncompiled (the harness compiles it with TRAINING), or compile it yourself with
     your own optimizer and loss: model.compile(optimizer, loss, metrics=["accuracy"]).
     """
-    inputs = keras.Input(input_shape)  # (28, 28) for MNIST, (8, 8) for digits: no channel axis
-    x = keras.layers.Reshape((*input_shape, 1))(inputs)  # convolutions want one
-    # Strided convolutions shrink the image and reuse 3x3 weights everywhere: few parameters.
-    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu")(x)  # 4 * (3*3*1 + 1) = 40
-    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)  # 8 * (3*3*4 + 1) = 296
-    x = keras.layers.GlobalAveragePooling2D()(x)  # one number per filter, no weights
-    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)  # 10 * (8 + 1) = 90 for 10 classes
-    return keras.Model(inputs, outputs)  # 426 parameters in all
+{body}    return keras.Model(inputs, outputs)  # {total} parameters in all
 '''
+
+
+# The starter's layers for each kind of example: grey images (H, W), colour images (H, W, C), anything else
+# (feature vectors). {shape}, {dataset}, {c} (channels), {f} (features), {k} (classes) and the counts are filled in.
+STARTER_BODIES = {
+    "grey": (
+        "    inputs = keras.Input(input_shape)  # {shape} for {dataset}: no channel axis\n"
+        "    x = keras.layers.Reshape((*input_shape, 1))(inputs)  # convolutions want one\n"
+        "    # Strided convolutions shrink the image and reuse 3x3 weights everywhere: few parameters.\n"
+        "    x = keras.layers.Conv2D(4, 3, strides=2, padding=\"same\", activation=\"relu\")(x)  # 4 * (3*3*1 + 1) = 40\n"
+        "    x = keras.layers.Conv2D(8, 3, strides=2, padding=\"same\", activation=\"relu\")(x)  # 8 * (3*3*4 + 1) = 296\n"
+        "    x = keras.layers.GlobalAveragePooling2D()(x)  # one number per filter, no weights\n"
+        "    outputs = keras.layers.Dense(num_classes, activation=\"softmax\")(x)  # {k} * (8 + 1) = {head} for {k} classes\n"),
+    "colour": (
+        "    inputs = keras.Input(input_shape)  # {shape} for {dataset}: height, width, {c} channels\n"
+        "    # Strided convolutions shrink the image and reuse 3x3 weights everywhere: few parameters.\n"
+        "    x = keras.layers.Conv2D(4, 3, strides=2, padding=\"same\", activation=\"relu\")(inputs)  # 4 * (3*3*{c} + 1) = {first}\n"
+        "    x = keras.layers.Conv2D(8, 3, strides=2, padding=\"same\", activation=\"relu\")(x)  # 8 * (3*3*4 + 1) = 296\n"
+        "    x = keras.layers.GlobalAveragePooling2D()(x)  # one number per filter, no weights\n"
+        "    outputs = keras.layers.Dense(num_classes, activation=\"softmax\")(x)  # {k} * (8 + 1) = {head} for {k} classes\n"),
+    "features": (
+        "    inputs = keras.Input(input_shape)  # {shape} for {dataset}\n"
+        "    x = keras.layers.Flatten()(inputs)  # one vector of {f} numbers per example\n"
+        "    x = keras.layers.Dense(8, activation=\"relu\")(x)  # 8 * ({f} + 1) = {first}\n"
+        "    outputs = keras.layers.Dense(num_classes, activation=\"softmax\")(x)  # {k} * (8 + 1) = {head} for {k} classes\n"),
+}
+
+
+def starter(name: str, path: str, author: str, input_shape: tuple[int, ...], num_classes: int, dataset: str) -> str:
+    """The text of a starter entry that fits examples of `input_shape` and `num_classes` classes, its parameter
+    counts worked out in its comments."""
+    kind = "grey" if len(input_shape) == 2 else "colour" if len(input_shape) == 3 else "features"
+    c, f, k = input_shape[-1], int(np.prod(input_shape)), num_classes
+    first = {"grey": 40, "colour": 4 * (9 * c + 1), "features": 8 * (f + 1)}[kind]
+    total = first + (296 if kind != "features" else 0) + 9 * k
+    body = STARTER_BODIES[kind].format(shape=tuple(input_shape), dataset=dataset, c=c, f=f, k=k, head=9 * k, first=first)
+    what = "Images" if kind != "features" else "Examples"
+    return STARTER.format(name=name, path=path, author=author, what=what, body=body, total=total)
 
 
 def register(subparsers) -> None:
@@ -65,6 +97,7 @@ def register(subparsers) -> None:
     new.add_argument("name", help="the entry's name: letters, digits and '_' (it becomes submissions/NAME.py)")
     new.add_argument("--author", default="", help="your name, shown on the leaderboard")
     new.add_argument("--submissions", help="folder to write into (default: [tool.bench] submissions)")
+    new.add_argument("--dataset", metavar="NAME|PATH", help="write a starter that fits this dataset (default: [tool.bench] dataset)")
     new.set_defaults(handler=cmd_new)
     clear = subparsers.add_parser(
         "clear", help="start a new challenge: remove the example entries (and their tests), studies, records and board")
@@ -79,12 +112,15 @@ def cmd_new(args) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    from bench import data
+
+    input_shape, num_classes = data.shape_of(challenge.dataset)  # a file's was checked when the settings loaded
     folder = Path(args.submissions or challenge.submissions)
     path = folder / f"{name}.py"
     folder.mkdir(parents=True, exist_ok=True)
     try:
         with path.open("x") as file:  # "x": never overwrite someone's work, even in a race
-            file.write(STARTER.format(name=name, path=path.as_posix(), author=args.author))
+            file.write(starter(name, path.as_posix(), args.author, input_shape, num_classes, challenge.board_name))
     except FileExistsError:
         print(f"error: {path} already exists: choose another name, or edit that file", file=sys.stderr)
         return 2
@@ -242,11 +278,15 @@ def hidden_test_set(challenge: config.Challenge) -> HiddenTestSet:
             f"hidden test set {path}: no such file. Point test_set in [tool.bench] or {config.TEST_SET_ENV} at an .npz "
             "holding x_test and y_test, or unset both to score on the dataset's own test split")
     stat = path.stat()
-    return _read(str(path.resolve()), stat.st_mtime_ns, stat.st_size, challenge.dataset, challenge.test_limit)
+    from bench import data
+
+    scale = data.pixel_scale(challenge.dataset)
+    return _read(str(path.resolve()), stat.st_mtime_ns, stat.st_size, challenge.board_name, scale, challenge.test_limit)
 
 
 @functools.lru_cache(maxsize=4)  # read once per evaluation, not once per run; a changed file is read again
-def _read(path: str, mtime_ns: int, size: int, dataset: str, test_limit: int | None) -> HiddenTestSet:
+def _read(path: str, mtime_ns: int, size: int, dataset: str, scale: float | None, test_limit: int | None) -> HiddenTestSet:
+    """`scale`: what the dataset's raw pixels are divided by (data.pixel_scale), None for float features used as they are."""
     try:
         with np.load(path, allow_pickle=False) as arrays:
             missing = {"x_test", "y_test"} - set(arrays.files)
@@ -258,8 +298,12 @@ def _read(path: str, mtime_ns: int, size: int, dataset: str, test_limit: int | N
     if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
         raise config.ConfigError(f"hidden test set {path}: y_test must hold one integer label per image of x_test "
                                  f"({len(images)} images, y_test has shape {labels.shape} and type {labels.dtype})")
-    scale = np.float32(16.0 if dataset == "digits" else 255.0)  # as data.load scales each dataset
-    if not np.issubdtype(images.dtype, np.integer) or (images.size and not 0 <= images.min() <= images.max() <= scale):
+    if scale is None:
+        if not np.issubdtype(images.dtype, np.floating) or not np.isfinite(images).all():
+            raise config.ConfigError(f"hidden test set {path}: x_test must hold float features as {dataset}'s file does "
+                                     f"(used as they are), all finite; got {images.dtype}")
+        images, scale = images.astype("float32"), 1.0
+    elif not np.issubdtype(images.dtype, np.integer) or (images.size and not 0 <= images.min() <= images.max() <= scale):
         seen = f"{images.dtype} values from {images.min()} to {images.max()}" if images.size else str(images.dtype)
         raise config.ConfigError(
             f"hidden test set {path}: x_test must hold the raw pixels as {dataset} stores them, whole numbers from 0 to {scale:.0f} "
@@ -269,7 +313,7 @@ def _read(path: str, mtime_ns: int, size: int, dataset: str, test_limit: int | N
         digest.update(str(array.shape).encode())
         digest.update(np.ascontiguousarray(array).tobytes())
     description = f"hidden test set {Path(path).name} ({len(labels):,} images, sha256 {digest.hexdigest()[:12]})"
-    return HiddenTestSet(np.true_divide(images, scale, dtype="float32"), labels.astype("int64"), digest.hexdigest(), description)
+    return HiddenTestSet(np.true_divide(images, np.float32(scale), dtype="float32"), labels.astype("int64"), digest.hexdigest(), description)
 
 
 def check_test_set(challenge: config.Challenge, input_shape: tuple, num_classes: int) -> None:
@@ -277,6 +321,6 @@ def check_test_set(challenge: config.Challenge, input_shape: tuple, num_classes:
     hidden = hidden_test_set(challenge)
     if hidden.images.shape[1:] != tuple(input_shape):
         raise config.ConfigError(f"hidden test set {challenge.test_set}: images of shape {hidden.images.shape[1:]}, "
-                                 f"but {challenge.dataset}'s images have shape {tuple(input_shape)}")
+                                 f"but {challenge.board_name}'s images have shape {tuple(input_shape)}")
     if len(hidden.labels) and not 0 <= hidden.labels.min() <= hidden.labels.max() < num_classes:
         raise config.ConfigError(f"hidden test set {challenge.test_set}: labels must lie in 0..{num_classes - 1}")

@@ -268,7 +268,7 @@ def cmd_list(args) -> int:
             continue
         statuses = []
         for seed in range(challenge.seeds):
-            record = results.read(results.record_path(challenge.results, challenge.dataset, submission.name, seed))
+            record = results.read(results.record_path(challenge.results, challenge.board_name, submission.name, seed))
             key = (record or {}).get("key", {})
             mark = "(stale)" if key.get("submission") != submission.file_hash else "(other settings)" if key.get("config") != protocol else ""
             statuses.append("-" if record is None else record["status"] + mark)

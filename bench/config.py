@@ -9,6 +9,9 @@ import os
 import sys
 from pathlib import Path
 
+import re
+
+from bench import data
 from bench.data import AUTO_VALIDATION_RULE, DATASETS
 
 try:
@@ -68,7 +71,12 @@ class Scoring:
 
 @dataclasses.dataclass(frozen=True)
 class Challenge:
+    # A built-in name (data.DATASETS) or the path of a file of one's own (bench.datafile), relative to the folder
+    # bench runs in. [tool.bench.dataset] may give a file its board name, class names and a description.
     dataset: str = "mnist"
+    dataset_name: str | None = None
+    class_names: tuple[str, ...] | None = None
+    dataset_description: str | None = None
     data_dir: str | None = None
     submissions: str = "submissions"
     results: str = "results"
@@ -112,6 +120,14 @@ class Challenge:
     smoke: Smoke = Smoke()
     scoring: Scoring = Scoring()
 
+    @property
+    def board_name(self) -> str:
+        """The dataset's name on the board, in records and in the results folder: a built-in's own name, else
+        [tool.bench.dataset] name, else the file's stem."""
+        if data.is_builtin(self.dataset):
+            return self.dataset
+        return self.dataset_name or Path(self.dataset.rstrip("/")).stem
+
     def protocol(self) -> dict:
         """The settings that change what a training run produces: these make up the cache key.
 
@@ -120,8 +136,11 @@ class Challenge:
         """
         fields = dataclasses.asdict(self)
         for name in ("data_dir", "submissions", "results", "leaderboard", "seeds", "one_seed_above", "time_limit", "tiers",
-                     "memory_limit_mb", "test_set", "sandbox", "smoke", "scoring"):
+                     "memory_limit_mb", "test_set", "sandbox", "smoke", "scoring", "dataset_name", "class_names",
+                     "dataset_description"):
             fields.pop(name)
+        # A file's content joins the key through its fingerprint; its path would tie records to one machine's folders.
+        fields["dataset"] = self.board_name
         if fields["allow_custom_code"]:
             fields.pop("allow_custom_code")  # the default joins no key: records made before the setting stay cached
         if fields["engine"] == "keras":
@@ -157,7 +176,11 @@ def sha256_of_json(value) -> str:
 _CALLBACK_KEYS = {f.name for f in dataclasses.fields(Callback)}
 _SMOKE_KEYS = {f.name for f in dataclasses.fields(Smoke)}
 _SCORING_KEYS = {f.name for f in dataclasses.fields(Scoring)}
-_TOP_KEYS = {f.name for f in dataclasses.fields(Challenge)}
+# Given in [tool.bench.dataset] (DATASET_KEYS), not as settings of their own.
+_DATASET_FIELDS = {"name": "dataset_name", "classes": "class_names", "description": "dataset_description"}
+DATASET_KEYS = ("path", *_DATASET_FIELDS)
+_TOP_KEYS = {f.name for f in dataclasses.fields(Challenge)} - set(_DATASET_FIELDS.values())
+BOARD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def load(pyproject: str | Path = "pyproject.toml", **overrides) -> Challenge:
@@ -173,8 +196,11 @@ def load(pyproject: str | Path = "pyproject.toml", **overrides) -> Challenge:
     return from_dict(table, source=str(path))
 
 
-def from_dict(table: dict, source: str = "config") -> Challenge:
-    unknown = set(table) - _TOP_KEYS
+def from_dict(table: dict, source: str = "config", check_data: bool = True) -> Challenge:
+    """The Challenge of a [tool.bench] table, checked whole. Raises ConfigError saying what to change. `check_data`
+    False: a worker's copy of settings already checked, whose dataset file it cannot (and need not) read."""
+    table = _flatten_dataset(table, source)
+    unknown = set(table) - _TOP_KEYS - set(_DATASET_FIELDS.values())
     if unknown:
         raise ConfigError(
             f"{source}: unknown [tool.bench] setting(s) {sorted(unknown)}; known settings are {sorted(_TOP_KEYS)}"
@@ -197,6 +223,8 @@ def from_dict(table: dict, source: str = "config") -> Challenge:
             value = scoring_from_dict(value, source)
         elif name == "tiers":
             value = tuple(sorted(int(t) for t in value))
+        elif name == "class_names":
+            value = None if value is None else tuple(value)
         elif isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"{source}: {name} must be true or false, got {value!r}")
         elif isinstance(default, bool) or value is None:
@@ -230,9 +258,58 @@ def from_dict(table: dict, source: str = "config") -> Challenge:
     if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int) or memory < MIN_MEMORY_MB):
         raise ConfigError(f"{source}: memory_limit_mb must be a whole number of megabytes, at least {MIN_MEMORY_MB} "
                           f"(TensorFlow alone takes about 600 MB), got {memory!r}")
+    if check_data:
+        _check_dataset(challenge, source)
     if challenge.smoke != defaults.smoke:  # its values must make a valid challenge too: checked here, once
-        from_dict({**{k: v for k, v in table.items() if k != "smoke"}, **_smoke_values(challenge.smoke)}, f"{source} [tool.bench.smoke]")
+        from_dict({**{k: v for k, v in table.items() if k != "smoke"}, **_smoke_values(challenge.smoke)}, f"{source} [tool.bench.smoke]", False)
     return challenge
+
+
+def _flatten_dataset(table: dict, source: str) -> dict:
+    """[tool.bench.dataset] (a table: path, name, classes, description) as the Challenge's own fields."""
+    given = table.get("dataset")
+    if not isinstance(given, dict):
+        if given is not None and not isinstance(given, str):
+            raise ConfigError(f"{source}: dataset = {given!r}; give a name ({', '.join(DATASETS)}), a path, or a [tool.bench.dataset] table")
+        return table
+    extra = set(given) - set(DATASET_KEYS)
+    if extra or "path" not in given:
+        raise ConfigError(f"{source}: [tool.bench.dataset] " + (f"has unknown key(s) {sorted(extra)}; " if extra else "needs path; ")
+                          + f"its keys are {', '.join(DATASET_KEYS)} (path: a built-in name or your file, the others optional)")
+    if not isinstance(given.get("classes", []), list):
+        raise ConfigError(f"{source}: [tool.bench.dataset] classes = {given['classes']!r}: give a list of names, one per label 0..K-1")
+    flat = {k: v for k, v in table.items() if k != "dataset"}
+    flat["dataset"] = given["path"]
+    flat.update({_DATASET_FIELDS[k]: v for k, v in given.items() if k != "path"})
+    return flat
+
+
+def _check_dataset(challenge: Challenge, source: str) -> None:
+    """A file of one's own is read and checked whole here, so that every fault is reported when the settings load,
+    before any worker starts (data.describe lists them all)."""
+    where = f"{source}: [tool.bench.dataset]"
+    if not isinstance(challenge.dataset, str) or not challenge.dataset:
+        raise ConfigError(f"{source}: dataset must be a name ({', '.join(DATASETS)}) or the path of your file, got {challenge.dataset!r}")
+    if data.is_builtin(challenge.dataset):
+        if challenge.dataset_name or challenge.class_names:
+            raise ConfigError(f"{where}: name and classes are for a file of your own; {challenge.dataset} keeps its own")
+        return
+    try:
+        found = data.describe(challenge.dataset)
+    except data.DataError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    if not BOARD_NAME.fullmatch(challenge.board_name):
+        raise ConfigError(f"{where}: the board name {challenge.board_name!r} names the results folder: use letters, digits, "
+                          "'_', '-' and '.' only (set name in [tool.bench.dataset], or rename the file)")
+    if challenge.board_name in DATASETS:
+        raise ConfigError(f"{where}: your file's board name {challenge.board_name!r} is a built-in dataset's: "
+                          "set another name in [tool.bench.dataset], or rename the file")
+    names = challenge.class_names
+    if names is not None and (len(names) != found.num_classes or not all(isinstance(n, str) for n in names)):
+        raise ConfigError(f"{where}: classes lists {len(names)} name(s), but {challenge.dataset}'s labels make "
+                          f"{found.num_classes} classes: give one string per class, in label order 0..{found.num_classes - 1}")
+    if challenge.dataset_description is not None and not isinstance(challenge.dataset_description, str):
+        raise ConfigError(f"{where}: description must be a string")
 
 
 def scoring_from_dict(table: dict, source: str) -> Scoring:
@@ -299,8 +376,9 @@ def add_run_flags(parser, with_paths: bool = True, omit: tuple[str, ...] = ()) -
 
     if with_paths:
         parser.add_argument("paths", nargs="*", help="submission files or folders (default: the submissions folder)")
-    flag("dataset", choices=DATASETS, help="the dataset (default: [tool.bench] dataset, mnist)")
-    flag("data_dir", help="folder with mnist.npz or the four IDX files (or set BENCH_DATA_DIR)")
+    flag("dataset", metavar="NAME|PATH",
+         help=f"the dataset: {', '.join(DATASETS)}, or the path of your own .npz file or IDX folder (default: [tool.bench] dataset, mnist)")
+    flag("data_dir", help="folder with a built-in dataset's local copy: mnist.npz, the four IDX files, cifar-10-batches-py (or set BENCH_DATA_DIR)")
     flag("seeds", type=int, help="seeds per entry, 0..N-1 (default: [tool.bench] seeds, 3)")
     flag("max_epochs", type=int, help="epoch cap for every entry (default: [tool.bench] max_epochs, 1000)")
     flag("time_limit", type=float, help="seconds per entry and seed (default: [tool.bench] time_limit, 3600)")
@@ -334,16 +412,25 @@ def load_challenge(args) -> Challenge:
     if getattr(args, "smoke", False):
         flags = {**_smoke_values(load(args.config).smoke), **{k: v for k, v in flags.items() if v is not None}}
     challenge = load(args.config, **flags)
-    return _validation_for_limit(challenge) if flags.get("validation_size") is None else challenge
-
-
-def _validation_for_limit(challenge: Challenge) -> Challenge:
-    """A --train-limit run keeps [tool.bench]'s validation count when it fits the limited split; when it cannot
-    (a count of at least half the limit), the run takes the default rule instead and says so: the person asked
-    for fewer images, not for a refusal. A --validation-size given beside the limit is always taken as it is."""
-    size, limit = challenge.validation_size, challenge.train_limit
-    if not limit or not isinstance(size, int) or size < limit // 2:
+    if flags.get("validation_size") is not None:
         return challenge
-    print(f"note: validation_size = {size} does not fit --train-limit {limit}; this run takes {AUTO_VALIDATION_RULE} "
+    return _validation_for_limit(challenge, other_data=flags.get("dataset") is not None)
+
+
+def _validation_for_limit(challenge: Challenge, other_data: bool = False) -> Challenge:
+    """A run on fewer training images than [tool.bench]'s validation count was set for (a --train-limit, or another
+    dataset: --dataset digits or a small file of one's own) keeps that count when it fits; when it cannot (a count of
+    at least half the images), the run takes the default rule instead and says so: the person asked for other data,
+    not for a refusal. A --validation-size given beside them is always taken as it is, and a count that does not fit
+    [tool.bench]'s own dataset is refused (data.split_validation): the settings need changing."""
+    size = challenge.validation_size
+    if not isinstance(size, int) or not (other_data or challenge.train_limit):
+        return challenge
+    images = data.train_count(challenge.dataset)
+    limit = min(challenge.train_limit or images, images)
+    if size < limit // 2:
+        return challenge
+    why = f"--train-limit {challenge.train_limit}" if limit == challenge.train_limit else f"{challenge.board_name}'s {images:,} training images"
+    print(f"note: validation_size = {size} does not fit {why}; this run takes {AUTO_VALIDATION_RULE} "
           "(pass --validation-size to choose)", file=sys.stderr)
     return dataclasses.replace(challenge, validation_size=None)

@@ -1,4 +1,5 @@
-"""Datasets: a local copy first, the `keras.datasets` download second, and the validation split.
+"""Datasets: the built-ins (a local copy first, the `keras.datasets` download second), a file of one's own
+(bench.datafile), and the validation split.
 
 Everything here is numpy only, so the cache check and the leaderboard never import TensorFlow;
 TensorFlow is imported only when no local copy exists and the data must be downloaded.
@@ -7,20 +8,36 @@ TensorFlow is imported only when no local copy exists and the data must be downl
 from __future__ import annotations
 
 import dataclasses
-import gzip
+import functools
 import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
 
+from bench import datafile
+
 DATA_DIR_ENV = "BENCH_DATA_DIR"
-DATASETS = ("mnist", "fashion_mnist", "digits")
+# The built-in datasets; any other `dataset` is the path of a file of one's own (bench.datafile).
+DATASETS = ("mnist", "fashion_mnist", "digits", "cifar10", "cifar100")
+# (input shape, classes) of each built-in, known before its images are read (`bench new` writes a starter that fits).
+SHAPES = {"mnist": ((28, 28), 10), "fashion_mnist": ((28, 28), 10), "digits": ((8, 8), 10),
+          "cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100)}
 # Debian's dataset-fashion-mnist package installs the IDX files here.
 SYSTEM_DIRS = {"fashion_mnist": [Path("/usr/share/datasets/fashion-mnist")], "mnist": [Path("/usr/share/datasets/mnist")]}
-NPZ_NAMES = {"mnist": ["mnist.npz"], "fashion_mnist": ["fashion_mnist.npz", "fashion-mnist.npz"]}
-SUBDIR_NAMES = {"mnist": ["mnist"], "fashion_mnist": ["fashion-mnist", "fashion_mnist"]}
-IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+NPZ_NAMES = {"mnist": ["mnist.npz"], "fashion_mnist": ["fashion_mnist.npz", "fashion-mnist.npz"],
+             "cifar10": ["cifar10.npz", "cifar-10.npz"], "cifar100": ["cifar100.npz", "cifar-100.npz"]}
+SUBDIR_NAMES = {"mnist": ["mnist"], "fashion_mnist": ["fashion-mnist", "fashion_mnist"],
+                "cifar10": ["cifar10", "cifar-10"], "cifar100": ["cifar100", "cifar-100"]}
+IDX_NAMES = datafile.IDX_NAMES
+# CIFAR as distributed (https://www.cs.toronto.edu/~kriz/cifar.html): a folder of Python pickles, each a dict with
+# b"data" (images, 3072) uint8 in channel-major order and the labels. The folder's name, its files, the labels' key.
+PICKLE_FOLDERS = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels"),
+}
+# Where keras.datasets.<name>.load_data() keeps its download, under ~/.keras/datasets (`bench doctor` looks).
+KERAS_CACHE = {"mnist": "mnist.npz", "fashion_mnist": "fashion-mnist", "cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 # The split of the 1,797 scikit-learn digits into training and test images, fixed for everyone.
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
@@ -35,8 +52,8 @@ class DataError(RuntimeError):
 @dataclasses.dataclass
 class Dataset:
     name: str
-    x_train: np.ndarray  # float32 in [0, 1]
-    y_train: np.ndarray  # int labels
+    x_train: np.ndarray  # float32: images in [0, 1], or a file's float features as they are
+    y_train: np.ndarray  # int labels 0..num_classes-1
     x_test: np.ndarray
     y_test: np.ndarray
     source: str
@@ -55,27 +72,79 @@ class Dataset:
         return digest.hexdigest()
 
 
-def load(name: str, data_dir: str | None = None, train_limit: int | None = None, test_limit: int | None = None) -> Dataset:
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+def is_builtin(name: str) -> bool:
+    return name in DATASETS
+
+
+def unknown_message(name: str) -> str:
+    return (f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}, or give the path of a file of your own "
+            f"(an .npz, or a folder of IDX files; README \"Bring your own data\")")
+
+
+def describe(name: str) -> datafile.Summary:
+    """A file dataset's summary, checked whole. Raises DataError with every fault of the file, or for an unknown name."""
+    if not datafile.is_path(name):
+        raise DataError(unknown_message(name))
+    try:
+        return datafile.summary(name)
+    except datafile.FileError as error:
+        raise DataError(str(error)) from None
+
+
+def shape_of(name: str) -> tuple[tuple[int, ...], int]:
+    """(input shape, number of classes) of dataset `name`, a built-in or a file, without scaling its images."""
+    if is_builtin(name):
+        return SHAPES[name]
+    found = describe(name)
+    return found.input_shape, found.num_classes
+
+
+# Training images of each built-in, before the validation split.
+TRAIN_COUNTS = {"mnist": 60_000, "fashion_mnist": 60_000, "digits": 1_437, "cifar10": 50_000, "cifar100": 50_000}
+
+
+def train_count(name: str) -> int:
+    """Training images (examples) of dataset `name` before the validation split, without loading them."""
+    return TRAIN_COUNTS[name] if is_builtin(name) else describe(name).train
+
+
+def pixel_scale(name: str) -> float | None:
+    """What the raw values of `name`'s images are divided by (16 for digits, 255 for uint8 images), or None for a
+    file of float features, used as they are."""
     if name == "digits":
-        (x_train, y_train), (x_test, y_test), source = _load_digits()
+        return 16.0
+    return 255.0 if is_builtin(name) or describe(name).kind == "images" else None
+
+
+def load(name: str, data_dir: str | None = None, train_limit: int | None = None, test_limit: int | None = None) -> Dataset:
+    """Dataset `name` (a built-in, or the path of an .npz file or IDX folder), its images float32 in [0, 1].
+
+    Raises DataError when no copy is found, the download fails, or (for a file) it has any fault, all of them listed."""
+    builtin = is_builtin(name)
+    if builtin:
+        num_classes = SHAPES[name][1]
+        loader = _load_digits if name == "digits" else functools.partial(_load_image_set, name, data_dir)
+        (x_train, y_train), (x_test, y_test), source = loader()
     else:
-        (x_train, y_train), (x_test, y_test), source = _load_image_set(name, data_dir)
+        found = describe(name)
+        arrays = datafile.read(Path(found.path))
+        (x_train, y_train), (x_test, y_test) = (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+        source, num_classes, name = found.path, found.num_classes, Path(found.path).stem
     if train_limit:
         x_train, y_train = x_train[:train_limit], y_train[:train_limit]
     if test_limit:
         x_test, y_test = x_test[:test_limit], y_test[:test_limit]
     # Dividing straight into float32 gives the same values as float64-then-cast (checked for all 256
     # pixel values) without a float64 copy of the images: about 1 s less per worker on MNIST.
-    scale = np.float32(16.0 if name == "digits" else 255.0)
+    scale = np.float32(16.0 if builtin and name == "digits" else 255.0 if builtin or x_train.dtype == np.uint8 else 1.0)
     return Dataset(
         name=name,
         x_train=np.true_divide(x_train, scale, dtype="float32"),
-        y_train=y_train.astype("int64"),
+        y_train=y_train.reshape(-1).astype("int64"),  # keras.datasets.cifar10 gives (images, 1)
         x_test=np.true_divide(x_test, scale, dtype="float32"),
-        y_test=y_test.astype("int64"),
+        y_test=y_test.reshape(-1).astype("int64"),
         source=source,
+        num_classes=num_classes,
     )
 
 
@@ -104,6 +173,8 @@ def split_validation(x: np.ndarray, y: np.ndarray, size: int | float | None):
 
     given, size = size, validation_count(size, len(x))
     classes = len(np.unique(y))  # a stratified split holds at least one image of each class
+    if given is None:
+        size = max(size, classes)  # the default rule fits any class count: 10 % of a small split of many classes is too few
     if not classes <= size < len(x) // 2:
         raise DataError(
             f"validation_size={'(the default rule)' if given is None else given} does not fit {len(x)} training images: "
@@ -124,8 +195,8 @@ def candidate_dirs(name: str, data_dir: str | None) -> list[Path]:
 
 
 def find_local(name: str, data_dir: str | None) -> tuple[Path | None, list[str]]:
-    """The local copy of dataset `name` the loader reads (an .npz file, or a folder of the four IDX files), or None;
-    and the places it looked, in order. Reads no images."""
+    """The local copy of built-in dataset `name` the loader reads (an .npz file, a folder of the four IDX files, or
+    CIFAR's folder of pickles), or None; and the places it looked, in order. Reads no images."""
     for path in [Path(d) for d in (data_dir, os.environ.get(DATA_DIR_ENV)) if d]:
         if path.is_file():
             return path, [str(path)]
@@ -135,26 +206,36 @@ def find_local(name: str, data_dir: str | None) -> tuple[Path | None, list[str]]
             looked.append(str(folder / npz))
             if (folder / npz).is_file():
                 return folder / npz, looked
-        looked.append(str(folder) + "/{" + ",".join(IDX_NAMES) + "}[.gz]")
-        if _idx_files(folder) is not None:
-            return folder, looked
+        if name in PICKLE_FOLDERS:
+            pickles, train, test, _ = PICKLE_FOLDERS[name]
+            for candidate in (folder / pickles, folder):  # the folder as distributed, or a --data-dir naming it
+                looked.append(str(candidate) + "/{" + ",".join(train + test) + "}")
+                if all((candidate / f).is_file() for f in train + test):
+                    return candidate, looked
+        else:
+            looked.append(str(folder) + "/{" + ",".join(IDX_NAMES) + "}[.gz]")
+            if datafile.idx_files(folder) is not None:
+                return folder, looked
     return None, looked
 
 
 def _load_image_set(name: str, data_dir: str | None):
     found, looked = find_local(name, data_dir)
     if found is not None:
-        return (_read_npz(found) if found.is_file() else _read_idx_folder(found)) + (str(found),)
+        if found.is_file():
+            return _read_npz(found) + (str(found),)
+        return (_read_pickles(found, name) if name in PICKLE_FOLDERS else _read_idx_folder(found)) + (str(found),)
     try:
         import keras
 
         loaded = getattr(keras.datasets, name).load_data()
     except Exception as error:  # no network, a proxy, a corrupt cache: all end the same way for the user
+        folder = f"the {PICKLE_FOLDERS[name][0]} folder" if name in PICKLE_FOLDERS else "the four IDX files, .gz or not"
         raise DataError(
             f"could not find the {name} dataset. Looked in: {'; '.join(looked) or '(no local folder given)'}; "
             f"then tried keras.datasets.{name}.load_data(), which failed: {error}. "
             f"Download it once elsewhere and pass the folder with --data-dir DIR or {DATA_DIR_ENV}=DIR "
-            f"(a folder holding {NPZ_NAMES[name][0]} or the four IDX files, .gz or not)."
+            f"(a folder holding {NPZ_NAMES[name][0]} or {folder})."
         ) from None
     return loaded + (f"keras.datasets.{name}",)
 
@@ -167,30 +248,27 @@ def _read_npz(path: Path):
         return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
 
 
-def _idx_files(folder: Path) -> list[Path] | None:
-    """The four IDX files in `folder` (each plain or .gz), or None when one is missing."""
-    files = []
-    for stem in IDX_NAMES:
-        found = [folder / (stem + ext) for ext in ("", ".gz") if (folder / (stem + ext)).is_file()]
-        if not found:
-            return None
-        files.append(found[0])
-    return files
-
-
 def _read_idx_folder(folder: Path):
-    x_train, y_train, x_test, y_test = (_read_idx(f) for f in _idx_files(folder))
+    x_train, y_train, x_test, y_test = (datafile.read_idx(f) for f in datafile.idx_files(folder))
     return (x_train, y_train), (x_test, y_test)
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """IDX: a 4-byte magic (0, 0, dtype code, number of dimensions), big-endian sizes, then the data."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+def _read_pickles(folder: Path, name: str):
+    """CIFAR's own format: pickled dicts (Python 2 pickles, hence bytes keys) of flat channel-major images.
+    Unpickling runs code a crafted file holds: read only a copy you trust, as you would Keras's download."""
+    import pickle
+
+    _, train, test, label_key = PICKLE_FOLDERS[name]
+
+    def split(files):
+        parts = []
+        for file in files:
+            with open(folder / file, "rb") as f:
+                parts.append(pickle.load(f, encoding="bytes"))
+        images = np.concatenate([p[b"data"] for p in parts]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return np.ascontiguousarray(images, dtype=np.uint8), np.concatenate([np.asarray(p[label_key]) for p in parts])
+
+    return split(train), split(test)
 
 
 def _load_digits():

@@ -136,7 +136,7 @@ def settings(path: str) -> tuple[config.Challenge | None, list[Finding]]:
     except config.ConfigError as error:
         return None, [Finding(False, f"the settings do not load: {error}", f"edit [tool.bench] in {path} as the message says")]
     where = f"[tool.bench] of {path}" if Path(path).exists() else f"the defaults ({path} not found)"
-    return challenge, [Finding(True, f"settings load from {where}: dataset {challenge.dataset}, budget {challenge.max_params:,} parameters")]
+    return challenge, [Finding(True, f"settings load from {where}: dataset {challenge.board_name}, budget {challenge.max_params:,} parameters")]
 
 
 def dataset(challenge: config.Challenge) -> Finding:
@@ -146,10 +146,14 @@ def dataset(challenge: config.Challenge) -> Finding:
         except importlib.metadata.PackageNotFoundError:
             return Finding(False, "digits comes from scikit-learn, which is not installed", f"{sys.executable} -m pip install scikit-learn")
         return Finding(True, "dataset digits: scikit-learn's, no file needed")
+    if not data.is_builtin(challenge.dataset):  # the settings loaded, so the file was read and found sound
+        found = data.describe(challenge.dataset)
+        return Finding(True, f"dataset {challenge.board_name}: {found.path} ({found.kind}, {found.train:,} training and "
+                             f"{found.test:,} test examples of shape {found.input_shape}, {found.num_classes} classes)")
     found, _ = data.find_local(challenge.dataset, challenge.data_dir)
     if found is not None:
         return Finding(True, f"dataset {challenge.dataset}: {found}")
-    cached = Path.home() / ".keras" / "datasets" / data.NPZ_NAMES[challenge.dataset][0]
+    cached = Path.home() / ".keras" / "datasets" / data.KERAS_CACHE[challenge.dataset]
     if cached.exists():
         return Finding(True, f"dataset {challenge.dataset}: no local copy; Keras's download is cached in {cached}")
     return Finding(False, f"dataset {challenge.dataset}: no local copy ({data.DATA_DIR_ENV} unset or without it); "

@@ -45,7 +45,7 @@ def plan(challenge: config.Challenge, submissions: list[Submission], fingerprint
         for seed in seeds:
             key = results.cache_key(submission.file_hash, challenge.protocol_hash(), fingerprint, seed,
                                     build_kwargs, eval_kwargs, hyperparameters, helpers)
-            path = results.record_path(challenge.results, challenge.dataset, name, seed)
+            path = results.record_path(challenge.results, challenge.board_name, name, seed)
             runs.append(Run(submission, seed, path, key, build_kwargs or {}, eval_kwargs or {}, hyperparameters))
     return runs
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import bench
 from bench import config, containment, results, sandbox, untrusted
+from bench.arrays import inputs
 from bench.received import MAX_NOTES, MAX_TEXT, PUBLISHED_TEXT
 from bench.plan import Run, limit_seeds, release_waiting
 from bench.score import failure_cause, same_failure
@@ -213,7 +214,8 @@ def store(challenge: config.Challenge, run: Run, partial: dict, seconds: float, 
     record = {
         "entry": run.submission.name,
         "run_name": run.path.parent.name,
-        "dataset": challenge.dataset,
+        "dataset": challenge.board_name,
+        "data": inputs(challenge).about,  # prepared before any run (cli.prepare), so read from this process's cache
         "seed": run.seed,
         "build_kwargs": run.build_kwargs,
         "eval_kwargs": run.eval_kwargs,

@@ -305,7 +305,7 @@ def _part_section(folder: Path, index: int, part: dict) -> tuple[list[str], int]
     rows, monitored, shown = [], [], []
     for build, deployed in grid_points(grid, eval_grid, signature[0]):
         run_name = results.variant_name(submission.name, build, deployed)
-        found = [results.read(results.record_path(challenge.results, challenge.dataset, run_name, seed)) for seed in range(challenge.seeds)]
+        found = [results.read(results.record_path(challenge.results, challenge.board_name, run_name, seed)) for seed in range(challenge.seeds)]
         found = [r for r in found if r]
         shown += found
         stale = any(r.get("key", {}).get("submission") != submission.file_hash or r.get("key", {}).get("config") != challenge.protocol_hash() for r in found)
@@ -358,7 +358,7 @@ def _setting_line(challenge: config.Challenge, submission, shown: list[dict]) ->
     versions = sorted({f"TensorFlow {r['versions'].get('tensorflow')}, Keras {r['versions'].get('keras')}, {r['versions'].get('cpu')}"
                        for r in shown if r.get("versions")})
     limits = "".join(f"; {what} limited to {n}" for what, n in (("training images", challenge.train_limit), ("test images", challenge.test_limit)) if n)
-    return (f"Entry `{submission.path.as_posix()}`: {(submission.summary or 'no summary').rstrip('.')}. Dataset **{challenge.dataset}**{limits}; "
+    return (f"Entry `{submission.path.as_posix()}`: {(submission.summary or 'no summary').rstrip('.')}. Dataset **{challenge.board_name}**{limits}; "
             f"the benchmark's protocol (validation split of {'the default size' if challenge.validation_size is None else challenge.validation_size}, early stopping on it, test split scored once) "
             f"with at most {challenge.max_epochs} epochs; {challenge.seeds} seed(s) per point, accuracy as mean ± sample std. "
             f"Versions: {'; '.join(versions) or '-'}.")

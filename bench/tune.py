@@ -96,7 +96,7 @@ def tuned_trials(challenge: config.Challenge, submission) -> int:
 
 def hyperparameters_path(challenge: config.Challenge, entry: str) -> Path:
     """Where `bench tune` writes the values: beside the challenge's records (a try-out's, under a try-out)."""
-    return Path(challenge.results) / challenge.dataset / entry / HYPERPARAMETERS_FILE
+    return Path(challenge.results) / challenge.board_name / entry / HYPERPARAMETERS_FILE
 
 
 def saved_path(challenge: config.Challenge, entry: str) -> Path:
@@ -107,7 +107,7 @@ def saved_path(challenge: config.Challenge, entry: str) -> Path:
     scratch = {(folder / "results").as_posix() for folder in (config.TRYOUT_FOLDER, config.SMOKE_FOLDER)}
     if own.exists() or Path(challenge.results).as_posix() not in scratch:
         return own
-    return Path(config.load().results) / challenge.dataset / entry / HYPERPARAMETERS_FILE
+    return Path(config.load().results) / challenge.board_name / entry / HYPERPARAMETERS_FILE
 
 
 def _read_saved(challenge: config.Challenge, entry: str) -> dict | None:
@@ -143,7 +143,7 @@ def cmd_tune(args) -> int:
         return 2
     dataset.x_test = dataset.y_test = None  # the tuner scores on validation only
 
-    search_dir = Path(args.tuning_dir) / challenge.dataset / submission.name
+    search_dir = Path(args.tuning_dir) / challenge.board_name / submission.name
     settings = {"tuner": args.tuner, "submission": submission.file_hash, "challenge": _tuning_protocol(challenge)}
     overwrite = _start_or_continue(args, search_dir, settings)
 
@@ -382,7 +382,7 @@ def save_best(tuner, args, challenge, submission, module, dataset, search_dir: P
         "trained_trials": len(trained),
         "over_budget_trials": over_budget,
         "failed_trials": len(untrained) - over_budget,
-        "dataset": challenge.dataset,
+        "dataset": challenge.board_name,
         "submission": submission.file_hash,
         "search_dir": search_dir.as_posix(),
         "command": _command(args, challenge, submission),

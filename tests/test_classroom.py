@@ -146,11 +146,12 @@ def test_leaderboard_check_fails_on_a_stale_or_missing_board(tmp_path, capsys):
     assert "differs from what the records in" in err and "run `python -m bench leaderboard` and commit the result" in err
 
 
-@pytest.mark.parametrize("flags", [["--dataset", "digits"], ["--train-limit", "5000", "--validation-size", "5000"]])
+@pytest.mark.parametrize("flags", [["--dataset", "digits", "--validation-size", "5000"], ["--train-limit", "5000", "--validation-size", "5000"]])
 def test_a_validation_size_that_does_not_fit_is_one_error_before_any_worker(tmp_path, write_entry, capsys, flags, mnist_dir):
-    """The committed 5,000 validation images do not fit digits' 1,437 training images, nor an explicit 5,000 out
-    of 5,000: one message, exit status 2, no worker, no record, no board (it once started 33 workers and wrote an
-    empty board). A --train-limit alone takes the default rule instead (tests/test_data_config.py)."""
+    """An explicit 5,000 validation images do not fit digits' 1,437 training images, nor 5,000 out of 5,000: one
+    message, exit status 2, no worker, no record, no board (it once started 33 workers and wrote an
+    empty board). A --train-limit or --dataset alone takes the default rule instead (tests/test_data_config.py,
+    tests/test_own_data.py)."""
     write_entry("dense", DENSE_ENTRY)
     code = cli.main(["evaluate", str(tmp_path / "submissions"), *flags, "--data-dir", mnist_dir,
                      "--results", str(tmp_path / "results"), "--leaderboard", str(tmp_path / "board.md")])

@@ -118,7 +118,7 @@ def test_help_says_defaults_and_check_lists_only_the_flags_it_uses(capsys):
     with pytest.raises(SystemExit):
         cli.main(["evaluate", "--help"])
     evaluate_help = " ".join(capsys.readouterr().out.split())
-    assert "seeds per entry" in evaluate_help and "{mnist,fashion_mnist,digits}" in evaluate_help
+    assert "seeds per entry" in evaluate_help and "mnist, fashion_mnist, digits, cifar10, cifar100, or the path of your own .npz file or IDX folder" in evaluate_help
     with pytest.raises(SystemExit):
         cli.main(["check", "--help"])
     check_help = capsys.readouterr().out

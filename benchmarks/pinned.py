@@ -16,14 +16,29 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_pinned(script: str, arguments: list[str], cpu: int, what: str) -> dict:
+# Each instruction set a measurement can be capped to, as the environment that caps both libraries: oneDNN (which
+# TensorFlow's kernels use) and XLA's CPU code generator (JAX's). "native": whatever the CPU has.
+ISA_CAPS = {
+    "native": {},
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "XLA_FLAGS": "--xla_cpu_max_isa=AVX2"},
+}
+
+
+def cpu_has_avx512() -> bool:
+    try:
+        return " avx512f" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def run_pinned(script: str, arguments: list[str], cpu: int, what: str, isa: str = "native") -> dict:
     """Run `python -c script *arguments` from the repository root on core `cpu`, on TensorFlow's Keras.
 
     Returns the JSON object the script prints as its last line. Raises SystemExit naming `what` (the run, for
     the person reading) with the end of the script's stderr when it exits non-zero.
     """
     pin = ["taskset", "-c", str(cpu)] if shutil.which("taskset") else []
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow", **ISA_CAPS[isa]}
     done = subprocess.run([*pin, sys.executable, "-c", script, *arguments], capture_output=True, text=True,
                           env=env, cwd=REPO)
     if done.returncode != 0:

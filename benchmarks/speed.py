@@ -1,6 +1,6 @@
 """Today's training path (model.fit on TensorFlow) against bench.engine's batch-minor JAX engine, side by side.
 
-Run from the repository root:  python benchmarks/speed.py [--entry PATH ...] [--epochs N] [--repeats N] [--seeds N] [--cpu K]
+Run from the repository root:  python benchmarks/speed.py [--entry PATH ...] [--epochs N] [--repeats N] [--seeds N] [--cpu K] [--isa native,avx2]
 
 Each measurement is a fresh process pinned to one core (taskset, when there is one) with one thread, training
 an entry the way bench.train does (its build, compile, the challenge's callbacks, 50,000 MNIST fit and 5,000
@@ -8,8 +8,10 @@ validation images, `engine = "keras"` or `"auto"` through `train.fit`) for 1 + `
 the process's CPU time per epoch, the first epoch (tracing and compilation) excluded, so validation and the
 per-epoch shuffle are counted. Variants run interleaved (keras, auto, keras, auto, ...) over `--repeats`, and
 each seed of `--seeds` is a run of its own (neither engine trains seeds together), so the figure is CPU seconds
-per seed-epoch; the median over repeats and seeds is kept. The last line is
-`speedup <entry> <today / engine>x ...`, above 1 where the engine is faster.
+per seed-epoch; the median over repeats and seeds is kept. Under `--isa avx2` both libraries are capped to AVX2
+(pinned.ISA_CAPS: ONEDNN_MAX_CPU_ISA for TensorFlow, XLA_FLAGS=--xla_cpu_max_isa for JAX), so one AVX-512 machine
+measures both kinds of CPU; by default every ISA the machine has. The last lines are
+`speedup <isa> <entry> <today / engine>x`, above 1 where the engine is faster.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import statistics
 import textwrap
 from pathlib import Path
 
-from pinned import REPO, run_pinned
+from pinned import REPO, cpu_has_avx512, run_pinned
 
 ENGINES = ("keras", "auto")
 FIT_IMAGES, VALIDATION_IMAGES = 50_000, 5_000
@@ -57,9 +59,9 @@ RUN = textwrap.dedent("""
 """).replace("FIT_IMAGES", str(FIT_IMAGES)).replace("VALIDATION_IMAGES", str(VALIDATION_IMAGES))
 
 
-def measure(entry: str, engine_setting: str, seed: int, epochs: int, data_file: str, cpu: int) -> dict:
+def measure(entry: str, engine_setting: str, seed: int, epochs: int, data_file: str, cpu: int, isa: str = "native") -> dict:
     return run_pinned(RUN, [entry, engine_setting, str(seed), str(epochs), data_file], cpu,
-                      f"engine={engine_setting} on {entry}")
+                      f"engine={engine_setting} on {entry} ({isa})", isa)
 
 
 def main():
@@ -70,28 +72,32 @@ def main():
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1, each its own run (default 1)")
     parser.add_argument("--cpu", type=int, default=0, help="the core every run is pinned to (default 0)")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mnist.npz"), help="mnist.npz")
+    parser.add_argument("--isa", default="native,avx2" if cpu_has_avx512() else "native",
+                        help="comma-separated: native, avx2 (default: both on an AVX-512 CPU, else native)")
     args = parser.parse_args()
     entries = args.entry or ["submissions/classroom_158.py", "submissions/frontier_under1000.py"]
     print(f"CPU seconds per seed-epoch (median), one core, one thread, {args.repeats} interleaved repeats x {args.seeds} seed(s), "
           f"{args.epochs} epochs each after the first; {FIT_IMAGES:,} fit and {VALIDATION_IMAGES:,} validation MNIST images; "
           f"load average at the start {os.getloadavg()[0]:.1f}")
     speedups = []
-    for entry in entries:
-        runs = {setting: [] for setting in ENGINES}
-        for _ in range(args.repeats):
-            for seed in range(args.seeds):
-                for setting in ENGINES:
-                    runs[setting].append(measure(entry, setting, seed, args.epochs, args.data, args.cpu))
-        today, new = (statistics.median(r["cpu_per_epoch"] for r in runs[s]) for s in ENGINES)
-        ran = sorted({r["engine"] for r in runs["auto"]})
-        name = Path(entry).stem
-        print(f"{name}: today (model.fit) {today:.3f} s, engine=auto ({', '.join(ran)}) {new:.3f} s, ratio {today / new:.2f}x; "
-              f"last val_accuracy {runs['keras'][-1]['val_accuracy']:.4f} / {runs['auto'][-1]['val_accuracy']:.4f}")
-        for note in {n for r in runs["auto"] for n in r["notes"]}:
-            print(f"  note: {note}")
-        speedups.append(f"{name} {today / new:.2f}x")
+    for isa in args.isa.split(","):
+        for entry in entries:
+            runs = {setting: [] for setting in ENGINES}
+            for _ in range(args.repeats):
+                for seed in range(args.seeds):
+                    for setting in ENGINES:
+                        runs[setting].append(measure(entry, setting, seed, args.epochs, args.data, args.cpu, isa))
+            today, new = (statistics.median(r["cpu_per_epoch"] for r in runs[s]) for s in ENGINES)
+            ran = sorted({r["engine"] for r in runs["auto"]})
+            name = Path(entry).stem
+            print(f"[{isa}] {name}: today (model.fit) {today:.3f} s, engine=auto ({', '.join(ran)}) {new:.3f} s, ratio "
+                  f"{today / new:.2f}x; last val_accuracy {runs['keras'][-1]['val_accuracy']:.4f} / {runs['auto'][-1]['val_accuracy']:.4f}",
+                  flush=True)
+            for note in {n for r in runs["auto"] for n in r["notes"]}:
+                print(f"  note: {note}")
+            speedups.append(f"speedup {isa} {name} {today / new:.2f}x")
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
-    print("speedup " + " ".join(speedups))
+    print("\n".join(speedups))
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ def run_worker(challenge: config.Challenge, run: Run, threads: int | None, log, 
             # stops at time_limit) and the audit's own time after it.
             auditing.start(challenge.time_limit + AUDIT_TIME_LIMIT)
         try:
-            progress("training in the sandbox" if mode == "train" else "importing, building and taking one training step in the sandbox")
+            progress(("training" if mode == "train" else "importing, building and taking one training step") + (" in the sandbox" if sandboxed else ""))
             record = _train_then_audit(challenge, run, threads, log, extra_job, mode, sandboxed, prepared, memory_mb,
                                        job_dir, train_out, at, auditing, progress)
         except BaseException:  # Ctrl-C: the audit's process ends with this one, nobody waits for it
@@ -165,12 +165,12 @@ def _train_then_audit(challenge, run, threads, log, extra_job, mode, sandboxed, 
             shutil.copytree(train_out / train.MODEL_DIR, auditing.folder / "trained" / train.MODEL_DIR)
     except (OSError, shutil.Error) as error:
         return {**claims, "status": FAILED, "message": f"the trained model could not be copied for the audit: {error}"}
-    progress("auditing the exported model in the sandbox")
+    progress("auditing the exported model" + (" in the sandbox" if sandboxed else ""))
     audit_limit = audit_time_limit(challenge.time_limit, time.perf_counter() - started)  # `started`: when training started
     started = time.perf_counter()
     if not auditing.started:
         auditing.start(audit_limit)
-    ended = auditing.finish(audit_job)
+    ended = auditing.finish(audit_job, audit_limit)
     if ended is not None:
         return {**claims, **_ended_early(ended, audit_limit, memory_mb, "the audit of the exported model")}
     claims["stage_seconds"]["audit"] = round(time.perf_counter() - started, 3)
@@ -191,7 +191,7 @@ class AuditStage:
         self.sandboxed, self.memory_mb = sandboxed, memory_mb
         self.started, self.job_written = False, False
         self.ended, self.error = None, None
-        self.thread = None
+        self.thread, self.process = None, None
 
     def start(self, time_limit: float) -> None:
         self.started = True
@@ -201,14 +201,22 @@ class AuditStage:
     def _run(self, time_limit: float) -> None:
         try:
             self.ended = contained(self.argv, self.mounts, self.output, audit.RESULT_FILE, self.sandboxed, time_limit,
-                                   self.memory_mb, unshown)
+                                   self.memory_mb, unshown, on_start=self._started)
         except BaseException as error:  # raised again in the thread that waits for the stage
             self.error = error
 
-    def finish(self, job: dict) -> dict | None:
-        """Hand the audit its job and wait for it: what `contained` says of how it ended."""
+    def _started(self, process) -> None:
+        self.process = process
+
+    def finish(self, job: dict, time_limit: float) -> dict | None:
+        """Hand the audit its job and wait for it, `time_limit` seconds at most from now (a process started early
+        has a bound that covers training too): what `contained` says of how it ended."""
         self._write_job(job)
-        self.thread.join()
+        self.thread.join(timeout=time_limit)
+        if self.thread.is_alive():
+            containment.end_session(self.process.pid)
+            self.thread.join()
+            return {"limit": containment.TIME, "tail": [], "returncode": self.process.returncode}
         if self.error is not None:
             raise self.error
         return self.ended
@@ -243,10 +251,11 @@ def copy_entry(submission: Submission, folder: Path) -> str | None:
 
 
 def contained(module_argv: list[str], read_only: dict, output: Path, result_file: str, sandboxed: bool,
-              time_limit: float, memory_mb: int | None, log, served: "validation.Served | None" = None) -> dict | None:
+              time_limit: float, memory_mb: int | None, log, served: "validation.Served | None" = None,
+              on_start=None) -> dict | None:
     """Run `python MODULE_ARGV` contained, in the sandbox when `sandboxed`, with `read_only` {inside: outside}
     folders and `output` writable, and `served`'s pipes inherited (bubblewrap keeps them) and answered while it
-    runs. None when it ended by itself and left `output/result_file`;
+    runs; `on_start(process)` once it started. None when it ended by itself and left `output/result_file`;
     else {"limit": the limit it broke or None, "tail": its last lines, "returncode"}."""
     with untrusted.temporary_folder("bench-home-") as home:  # outside the sandbox, HOME and TMPDIR: the entry fills it
         env = worker_environment(home, sandboxed)
@@ -266,6 +275,8 @@ def contained(module_argv: list[str], read_only: dict, output: Path, result_file
         )
         if served:
             served.start()
+        if on_start:
+            on_start(process)
         _live.add(process)
         tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         reader = threading.Thread(target=_drain, args=(process.stdout, tail, log), daemon=True)

@@ -2,9 +2,10 @@
 Pareto front's line.
 
 In order of interest (the front, then the most accurate), each entry's name goes to the first free spot right
-beside its point. The names left over, where points crowd, are stacked in a column beside their group of points,
-in the points' order from top to bottom, each joined to its point by a thin line (so no two lines cross). An entry
-whose name fits neither way gets a number at a free spot nearby, spelt out in the key (`place` returns them).
+beside its point. Where points crowd, the names of the crowd (the entries left over and those near them) are
+stacked in a column right of it, in the points' order from top to bottom (in smaller type when a long column needs
+it), each joined to its point by a thin line that crosses no label. An entry whose name fits neither way gets a
+number at a free spot nearby, spelt out in the key (`place` returns them).
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ from __future__ import annotations
 import numpy as np
 
 LABEL_POINTS = 12
-COLUMN_POINTS = (LABEL_POINTS, 10, 8)  # a column of names too long for the axes is set smaller, down to 8 points
+COLUMN_POINTS = (LABEL_POINTS, 10)  # a column of names too long for the axes is set smaller; 10 points still read on a slide
 MARKER_POINTS = 8
 STAR_POINTS = 17
 # Spots right beside a point, in points from it (clear of a star): eight directions. Numbers that find none there
 # look further out, ring by ring, with a line back to the point.
 BESIDE = 12
-RINGS = (BESIDE, 24, 38, 56, 78, 104)
+RINGS = (BESIDE, 24, 38, 56, 78, 104, 134, 170, 210)
 DIRECTIONS = ((1, 0, "left", "center"), (-1, 0, "right", "center"), (0, 1, "center", "bottom"), (0, -1, "center", "top"),
               (0.7, 0.7, "left", "bottom"), (-0.7, 0.7, "right", "bottom"), (0.7, -0.7, "left", "top"), (-0.7, -0.7, "right", "top"))
+# Further out, a number also tries the directions between those (every 22.5 degrees), centred on its spot.
+FAR_DIRECTIONS = DIRECTIONS + tuple((float(np.cos(a)), float(np.sin(a)), "center", "center") for a in np.radians(np.arange(22.5, 360, 45)))
 # An entry within this many pixels of one whose name found no spot beside it joins its column of names.
 CROWD = 60
 COLUMN_STEP = 16  # pixels between the columns tried, going right from the group
@@ -28,8 +31,9 @@ PAD = 2  # pixels kept clear around every label
 LABEL_GID, NUMBER_GID, LEADER_GID = "label", "number", "leader"
 
 
-def place(axes, ok, params, accuracy, spread, renderer, most: int) -> list[tuple[str, str]]:
-    """Label `ok`'s entries (the first `most` in order of interest); the (number, entry) pairs of those numbered."""
+def place(axes, ok, params, accuracy, spread, renderer, most: int) -> tuple[list[tuple[str, str]], int]:
+    """Label `ok`'s entries (the first `most` in order of interest): the (number, entry) pairs of those numbered,
+    and how many of them found no room at all."""
     area = axes.get_window_extent(renderer)
     taken = Taken(obstacles(axes, ok, params, accuracy, spread))
     points = [(params[i], accuracy[i]) for i in range(len(ok))]
@@ -55,9 +59,11 @@ def place(axes, ok, params, accuracy, spread, renderer, most: int) -> list[tuple
     numbered = []
     for i in sorted(left, key=order.index):
         number = str(len(numbered) + 1)
-        if _at_a_spot(axes, number, points[i], renderer, taken, area, NUMBER_GID, RINGS):
+        # Last, a line that crosses a label: better than a point nobody can name.
+        if any(_at_a_spot(axes, number, points[i], renderer, taken, area, NUMBER_GID, RINGS, lines_cross=crossing)
+               for crossing in (False, True)):
             numbered.append((number, names[i]))
-    return numbered
+    return numbered, len(left) - len(numbered)
 
 
 class Taken:
@@ -88,7 +94,8 @@ class Taken:
 
 
 def _through(box, start, end) -> bool:
-    along = np.linspace(0, 1, 40)[:, None]
+    # Points every 2 pixels along the line: no box (a label is at least 20 pixels each way) slips between two.
+    along = np.linspace(0, 1, max(2, int(np.hypot(*(np.asarray(end) - np.asarray(start))) / 2)))[:, None]
     samples = np.asarray(start) + along * (np.asarray(end) - np.asarray(start))
     return bool(np.any((samples[:, 0] >= box.x0) & (samples[:, 0] <= box.x1) & (samples[:, 1] >= box.y0) & (samples[:, 1] <= box.y1)))
 
@@ -139,16 +146,16 @@ def _leader(axes, point, offset) -> None:
                   arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.8, "shrinkA": 0, "shrinkB": 4})
 
 
-def _at_a_spot(axes, text, point, renderer, taken, area, gid, rings):
+def _at_a_spot(axes, text, point, renderer, taken, area, gid, rings, lines_cross=False):
     """Put `text` at the first spot around `point` whose box is free (then taken): (its label, its box), or None."""
     for distance in rings:
-        for dx, dy, ha, va in DIRECTIONS:
+        for dx, dy, ha, va in DIRECTIONS if distance == BESIDE else FAR_DIRECTIONS:
             offset = (dx * distance, dy * distance)
             label = _label(axes, text, point, offset, ha, va, gid)
             box = label.get_window_extent(renderer).padded(PAD)
             start = axes.transData.transform(point)
             leader = None if distance == BESIDE else (start, start + np.array(offset) * axes.figure.dpi / 72)
-            if taken.free(box, area) and not (leader and taken.crossed(*leader)):
+            if taken.free(box, area) and not (leader and not lines_cross and taken.crossed(*leader)):
                 taken.add(box, leader)
                 if leader:
                     _leader(axes, point, offset)

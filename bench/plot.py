@@ -76,8 +76,8 @@ def draw(frame: pd.DataFrame, title: str, budget: int | None = None, tiers: tupl
                                frameon=False, borderaxespad=0)
         renderer = figure.canvas.get_renderer()
         legend_bottom = figure.transFigure.inverted().transform(legend.get_window_extent(renderer))[0][1]
-        numbered = labels.place(axes, ok, params, accuracy, spread, renderer, MAX_LABELS)
-        _key(figure, numbered, len(ok), frame, legend_bottom - 0.03)
+        numbered, no_room = labels.place(axes, ok, params, accuracy, spread, renderer, MAX_LABELS)
+        _key(figure, numbered, max(0, len(ok) - MAX_LABELS) + no_room, frame, legend_bottom - 0.03)
     return figure
 
 
@@ -131,15 +131,14 @@ def _short(n: int) -> str:
     return f"{n:,}"
 
 
-def _key(figure, numbered, shown, frame, top) -> None:
+def _key(figure, numbered, unlabelled, frame, top) -> None:
     """The numbered entries spelt out, and what the figure leaves out, in the right-hand column."""
     lines = [f"{number}: {name}" for number, name in numbered[:KEY_LINES]]
     if len(numbered) > KEY_LINES:
         lines.append(f"... and {len(numbered) - KEY_LINES} more")
-    unlabelled = shown - MAX_LABELS
     notes = ["error bars: the tables' ±, the standard", "error of the mean over seeds (one seed:", "the test set's binomial error)"]
-    if unlabelled > 0:
-        notes.append(f"{unlabelled} more entries unlabelled")
+    if unlabelled:
+        notes.append(f"{unlabelled} entr{'y' if unlabelled == 1 else 'ies'} without a label")
     not_ok = int((frame["status"] != "OK").sum())
     if not_ok:
         notes.append(f"{not_ok} entr{'y' if not_ok == 1 else 'ies'} not OK, not plotted")

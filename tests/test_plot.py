@@ -79,6 +79,8 @@ def test_one_entry_failed_entries_and_none(tmp_path):
     assert [t.get_text() for t in placed(figure)] == ["only"]
     low, high = axes.get_ylim()
     assert low < 95 < high
+    _, figure, axes = drawn([record("only", 0, 450, 0.95)], budget=None, tiers=())
+    assert [t.get_text() for t in placed(figure)] == ["only"] and not any(line.get_gid() == plot.BUDGET_GID for line in axes.lines)
     _, figure, _ = drawn([record("a", 0, 100, 0.9), record("b", 0, 900, None, status="FAILED", message="x")])
     assert [t.get_text() for t in placed(figure)] == ["a"]
     assert any("1 entry not OK, not plotted" in t.get_text() for t in figure.texts)

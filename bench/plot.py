@@ -2,9 +2,8 @@
 
 Parameters on a log axis that reaches the challenge's budget (a dashed line) and shows the tier limits of the
 tables on its top edge; each entry's mean test accuracy with the same ± as the table (its standard error); the
-Pareto front as stars joined by a step line. Labels never overlap: each is placed, in order of interest (the
-front, then the most accurate), at the first of a ring of spots around its point that is free; an entry whose
-name finds no free spot gets a number there instead, spelt out in the key beside the plot.
+Pareto front as stars joined by a step line. Labels never overlap (bench.labels places them); the right-hand
+column holds the legend, the key to the entries that got a number instead of a name, and what is not plotted.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from bench import labels
-from bench.labels import LABEL_GID, MARKER_POINTS, NUMBER_GID, STAR_POINTS  # noqa: F401 (tests find the labels by these)
+from bench.labels import LABEL_GID, MARKER_POINTS, NUMBER_GID, STAR_POINTS  # noqa: F401 (LABEL_GID, NUMBER_GID: how tests find labels)
 
 # 16:9 at 150 dpi: 2000 x 1125 pixels, sharp on a projector, fonts readable from the back of a classroom.
 FIGURE_INCHES = (13.333, 7.5)

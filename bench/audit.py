@@ -1,6 +1,7 @@
 """Rebuild, audit and predict: what the trained model holds and what it predicts, without the entry's code.
 
-Runs as `python -m bench.audit JOB.json`, in its own sandboxed process, after training has ended. The
+Runs as `python -m bench.audit JOB.json`, in its own sandboxed process. It imports TensorFlow, then reads the
+job, which the runner writes once training has ended (`check` starts this process beside training). The
 job names the training stage's output (`model.keras` and the `model/` SavedModel), the image files to
 predict and the output folder, where it writes `audit.json` (status, message, counts, MACs, notes,
 `path`) and one `<name>_predictions.npy` (int64 class indices) per image file. No labels ever reach it.
@@ -42,8 +43,14 @@ SCORE_RTOL = 1e-3
 
 
 def main(job_path: str) -> int:
+    _import_tensorflow()
+    job_file = Path(job_path)
+    while not job_file.exists():  # a check starts this process while the entry trains (bench.stages.AuditStage)
+        time.sleep(JOB_POLL_SECONDS)
     started = time.perf_counter()
-    job = json.loads(Path(job_path).read_text())
+    job = json.loads(job_file.read_text())
+    if job.get("cancelled"):  # training failed: nothing to audit
+        return 0
     output = Path(job["output"])
     images = {name: np.load(path, allow_pickle=False) for name, path in job["images"].items()}
     record = audit(job["model"], images, output, job.get("allow_custom_code", True), job.get("threads"), own_process=True)
@@ -237,13 +244,33 @@ def _same_scores(first: np.ndarray, again: np.ndarray) -> bool:
 UNUSED_BY_KERAS_MODELS = ("sklearn", "matplotlib", "pandas", "jax", "jaxlib")
 
 
-def _prepare_tensorflow(threads: int | None, blocked: tuple[str, ...] = ()) -> None:
-    """Before TensorFlow's first import: the graph path counts ops as written (no oneDNN fusion), the packages in
-    `blocked` (the graph path adds Keras: its graph holds no Keras objects) are not imported in this process;
-    then the thread limits."""
+# How often a stage process started ahead of its job looks for the job file.
+JOB_POLL_SECONDS = 0.02
+
+
+def _import_tensorflow() -> None:
+    """TensorFlow without Keras's modules, before the job is read (which path the model takes is not known yet,
+    and the graph path must never load Keras); Keras is let in afterwards, for the rebuilt path to import."""
+    keras_own = Unimportable(("keras.src",))
+    _set_tensorflow_environment()
+    sys.meta_path[:0] = [keras_own, Unimportable(UNUSED_BY_KERAS_MODELS)]
+    import tensorflow  # noqa: F401
+
+    sys.meta_path.remove(keras_own)
+
+
+def _set_tensorflow_environment() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
-    if blocked and "tensorflow" not in sys.modules:
+
+
+def _prepare_tensorflow(threads: int | None, blocked: tuple[str, ...] = ()) -> None:
+    """Before TensorFlow's first op: the graph path counts ops as written (no oneDNN fusion), the packages in
+    `blocked` (the graph path adds Keras: its graph holds no Keras objects) are not imported in this process
+    from here on (none of them is loaded yet when TensorFlow came in through `_import_tensorflow`); then the
+    thread limits."""
+    _set_tensorflow_environment()
+    if blocked and not any(module == name or module.startswith(name + ".") for module in sys.modules for name in blocked):
         sys.meta_path.insert(0, Unimportable(blocked))
     import tensorflow as tf
 

@@ -8,6 +8,7 @@ import importlib
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from bench import config, containment, discover, results
@@ -221,20 +222,35 @@ def cmd_check(args) -> int:
 
     # `check` never scores, so it never needs the hidden test set (only the trusted run has it).
     challenge = dataclasses.replace(config.load_challenge(args), test_set=None)
+    progress = elapsed_progress()
+    progress(f"loading {challenge.dataset}")
     submissions, fingerprint = prepare(args, challenge)
     if submissions is None:
         return 2
     failures = sum(1 for s in submissions if not s.ok)
     protected = runner.protected_files(challenge)
     for run in plan.plan(challenge, [s for s in submissions if s.ok], fingerprint, [0], hyperparameters_for=tuned_hyperparameters(challenge)):
-        record = stages.run_worker(challenge, run, threads=None, log=lambda line: None, extra_job={"mode": "check"})
+        record = stages.run_worker(challenge, run, threads=None, log=lambda line: None, extra_job={"mode": "check"},
+                                   progress=lambda text, name=run.submission.name: progress(f"{name}: {text}"))
         changed = protected.restore(undo=not sandbox.active(challenge.sandbox))
         record = runner.published(containment.tampering(changed) if changed else record)  # bounded, no control characters
         params = f"{record['total_params']:,} params" if record.get("total_params") is not None else ""
         macs = f"{record['macs']:,} MACs" if record.get("macs") is not None else ""
         print(f"{record['status']:<11} {run.submission.name:<28} {params:>14} {macs:>16}  {record['message']}")
         failures += record["status"] != "OK"
+    progress("done")
     return 1 if failures else 0
+
+
+def elapsed_progress():
+    """A function that prints what a command is doing, after the seconds since this call, to stderr (stdout
+    keeps one result line per entry, for scripts to read): TensorFlow's start-up alone is seconds per stage."""
+    started = time.perf_counter()
+
+    def progress(text: str) -> None:
+        print(f"[{time.perf_counter() - started:5.1f} s] {text}{'' if text == 'done' else ' ...'}", file=sys.stderr, flush=True)
+
+    return progress
 
 
 def cmd_leaderboard(args) -> int:

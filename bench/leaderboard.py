@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from bench import config, results, scoring
+from bench import config, plot, results, scoring
 from bench.status import JAX_ENGINE, KERAS_ENGINE
 
 # Column names of the CSV/JSON export: gradebooks and scripts read them, keep them stable.
@@ -36,7 +36,6 @@ EXPORT_COLUMNS = [
 SEEDS_IDENTICAL = "seeds identical: the entry sets its own seed"
 CUSTOM_CODE = "custom code"  # bench.audit.CUSTOM_CODE, without importing the audit (and TensorFlow) here
 STATUS_ORDER = ["FAILED", "TIMEOUT", "OVER_BUDGET", "INVALID"]
-MAX_PLOT_LABELS = 40
 
 
 def board_records(records: list[dict], challenge: config.Challenge) -> list[dict]:
@@ -317,44 +316,13 @@ def _count(value) -> str:
     return f"{int(value):,}" if pd.notna(value) else "-"
 
 
-def plot(frame: pd.DataFrame, path: Path, title: str) -> bool:
-    """Accuracy against parameters on a log axis, the Pareto front joined by a line."""
-    ok = frame[frame["status"] == "OK"].sort_values(["total_params", "entry"])
-    if ok.empty:
-        path.unlink(missing_ok=True)  # a plot of records that are gone would contradict the board
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(8, 5), dpi=100)
-    axes.scatter(ok["total_params"], 100 * ok["test_accuracy"], color="tab:blue")
-    front = ok[ok["pareto"]]
-    axes.step(front["total_params"], 100 * front["test_accuracy"], where="post", color="tab:orange", label="Pareto front")
-    # Hundreds of labels would be unreadable and cost seconds to lay out: a big board labels its front only.
-    for r in (ok if len(ok) <= MAX_PLOT_LABELS else front).itertuples():
-        axes.annotate(r.entry, (r.total_params, 100 * r.test_accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    axes.set_xscale("log")
-    axes.set_xlabel("total parameters (log scale)")
-    axes.set_ylabel("test accuracy %")
-    axes.set_title(title)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="lower right")
-    figure.tight_layout()
-    # No software/date metadata: the same records must give the same bytes.
-    figure.savefig(path, metadata={"Software": None})
-    plt.close(figure)
-    return True
-
-
 def write(challenge: config.Challenge) -> Path:
     records = results.load_all(challenge.results, challenge.board_name)
     frame = board(records, challenge)
     target = Path(challenge.leaderboard)
     target.parent.mkdir(parents=True, exist_ok=True)
     plot_path = target.with_suffix(".png")
-    has_plot = plot(frame, plot_path, f"{challenge.board_name}: test accuracy against parameters")
+    has_plot = plot.plot(frame, plot_path, f"{challenge.board_name}: test accuracy against parameters", challenge.max_params, challenge.tiers)
     text = render_markdown(frame, records, challenge, plot_path.name if has_plot else None)
     # Whole or not at all: a failure while writing must not leave an empty board behind.
     partial = target.with_name(target.name + ".tmp")

@@ -62,12 +62,14 @@ def audit_time_limit(time_limit: float, elapsed: float) -> float:
     return min(AUDIT_TIME_LIMIT, max(AUDIT_MIN_SECONDS, time_limit - elapsed))
 
 
-def run_worker(challenge: config.Challenge, run: Run, threads: int | None, log, extra_job: dict) -> dict:
+def run_worker(challenge: config.Challenge, run: Run, threads: int | None, log, extra_job: dict, progress=None) -> dict:
     """One run: train (untrusted, sandboxed), audit and predict (sandboxed), score here. Returns its partial record.
 
     Each stage is its own contained subprocess (bench.containment) inside bubblewrap when the
     challenge's sandbox mode has one (bench.sandbox); only this process holds the labels.
+    `progress(text)`, when given, is told as each stage starts.
     """
+    progress = progress or (lambda text: None)
     mode = extra_job.get("mode", "train")
     sandboxed = sandbox.active(challenge.sandbox)
     prepared = inputs(challenge, with_test=(mode == "train"))
@@ -82,81 +84,157 @@ def run_worker(challenge: config.Challenge, run: Run, threads: int | None, log, 
             return {"status": FAILED, "message": problem, "sandbox": _sandbox_name(sandboxed)}
         # Inside the sandbox the job folder, the arrays and the output folder sit at fixed paths.
         at = (lambda inside, outside: inside if sandboxed else str(outside))
-        job = {
-            "mode": mode,
-            "submission": at(f"{sandbox.INPUT}/entry/{run.submission.path.name}", job_dir / "entry" / run.submission.path.name),
-            # Messages name the file as the person who ran bench sees it, not by the worker's path.
-            "shown_as": shown_path(run.submission.path),
-            "entry": run.submission.name,
-            "seed": run.seed,
-            "challenge": config.to_dict(dataclasses.replace(challenge, data_dir=None, test_set=None)),
-            "num_classes": prepared.num_classes,
-            "input": at(ARRAYS_INSIDE, prepared.folder),
-            "output": at(sandbox.OUTPUT, train_out),
-            "build_kwargs": run.build_kwargs,
-            "eval_kwargs": run.eval_kwargs,
-            "hyperparameters": run.hyperparameters,
-            "threads": threads,
-            **{k: v for k, v in extra_job.items() if k != "mode"},
-        }
-        # The validation labels stay here: this process answers each epoch's validation (check mode trains no epoch).
-        harness = validation.Harness(prepared.y_val, prepared.num_classes, challenge.max_epochs,
-                                     on_answer=progress_line(run, challenge.max_epochs, log))
-        served = validation.Served(harness) if mode == "train" else None
-        job["validation"] = served.job_fields() if served else None
-        mounts = {sandbox.INPUT: job_dir, ARRAYS_INSIDE: prepared.folder}
+        auditing = AuditStage(work / "audit_job", prepared.images_folder, audit_out, sandboxed, memory_mb, at)
+        if mode == "check":
+            # Its TensorFlow start-up overlaps the training step's. The bound covers its wait for training (which
+            # stops at time_limit) and the audit's own time after it.
+            auditing.start(challenge.time_limit + AUDIT_TIME_LIMIT)
         try:
-            (job_dir / "job.json").write_text(json.dumps(job))
-            started = time.perf_counter()
-            ended = contained(["-m", "bench.train", at(f"{sandbox.INPUT}/job.json", job_dir / "job.json")], mounts, train_out,
-                              train.RESULT_FILE, sandboxed, challenge.time_limit, memory_mb, log, served)
-            ended_at = time.perf_counter()
-        finally:
-            if served:
-                served.close()
-        if ended is not None:
-            return {**_ended_early(ended, challenge.time_limit, memory_mb, "training"), "sandbox": _sandbox_name(sandboxed)}
-        problem = untrusted_tree_problem(train_out)
-        claims = read_result(train_out / train.RESULT_FILE) if problem is None else {"status": FAILED, "message": problem}
-        measured = served.harness.record_fields(started, ended_at) if served else None
-        claims = checked_claims({k: claims[k] for k in CLAIMED_FIELDS if k in claims}, challenge, extra_job, measured)
-        if served and served.harness.problem:  # a request refused (past max_epochs, malformed): this run fails
-            claims = {**claims, "status": FAILED, "message": served.harness.problem}
-        # Wall seconds of each contained stage, start-up included (benchmarks/harness_overhead.py reads them).
-        claims["stage_seconds"] = {"train": round(ended_at - started, 3)}
-        claims["sandbox"] = _sandbox_name(sandboxed)
-        if claims["status"] != OK:
-            return {**claims, "failure_cause": training_failure_cause(claims)}
-        if not ((train_out / train.KERAS_COPY).is_file() or (train_out / train.MODEL_DIR / "saved_model.pb").is_file()):
-            return {**claims, "status": FAILED, "failure_cause": ENTRY_CAUSE, "message": "the training process reported success but "
-                    "left no trained model: an entry must not remove or replace the harness's files"}
-        images = {"val": prepared.val_images_file, **({"test": prepared.test_images_file} if mode == "train" else {})}
-        audit_job = {
-            "model": at(f"{sandbox.INPUT}/trained", work / "audit_job" / "trained"),
-            "images": {name: at(f"{ARRAYS_INSIDE}/{Path(path).name}", path) for name, path in images.items()},
-            "output": at(sandbox.OUTPUT, audit_out),
-            "threads": threads,
-            "allow_custom_code": challenge.allow_custom_code,
-        }
-        audit_dir = work / "audit_job"
-        try:  # the audit sees the trained model and nothing else the entry wrote
-            (audit_dir / "trained").mkdir(parents=True)
-            if (train_out / train.KERAS_COPY).is_file():
-                shutil.copyfile(train_out / train.KERAS_COPY, audit_dir / "trained" / train.KERAS_COPY)
-            if (train_out / train.MODEL_DIR).is_dir():
-                shutil.copytree(train_out / train.MODEL_DIR, audit_dir / "trained" / train.MODEL_DIR)
-        except (OSError, shutil.Error) as error:
-            return {**claims, "status": FAILED, "message": f"the trained model could not be copied for the audit: {error}"}
-        (audit_dir / "job.json").write_text(json.dumps(audit_job))
-        audit_limit = audit_time_limit(challenge.time_limit, time.perf_counter() - started)  # `started`: when training started
+            progress(("training" if mode == "train" else "importing, building and taking one training step") + (" in the sandbox" if sandboxed else ""))
+            record = _train_then_audit(challenge, run, threads, log, extra_job, mode, sandboxed, prepared, memory_mb,
+                                       job_dir, train_out, at, auditing, progress)
+        except BaseException:  # Ctrl-C: the audit's process ends with this one, nobody waits for it
+            auditing.cancel(wait=False)
+            raise
+        auditing.cancel()
+        return record
+
+
+def _train_then_audit(challenge, run, threads, log, extra_job, mode, sandboxed, prepared, memory_mb, job_dir, train_out, at,
+                      auditing: "AuditStage", progress) -> dict:
+    job = {
+        "mode": mode,
+        "submission": at(f"{sandbox.INPUT}/entry/{run.submission.path.name}", job_dir / "entry" / run.submission.path.name),
+        # Messages name the file as the person who ran bench sees it, not by the worker's path.
+        "shown_as": shown_path(run.submission.path),
+        "entry": run.submission.name,
+        "seed": run.seed,
+        "challenge": config.to_dict(dataclasses.replace(challenge, data_dir=None, test_set=None)),
+        "num_classes": prepared.num_classes,
+        "input": at(ARRAYS_INSIDE, prepared.folder),
+        "output": at(sandbox.OUTPUT, train_out),
+        "build_kwargs": run.build_kwargs,
+        "eval_kwargs": run.eval_kwargs,
+        "hyperparameters": run.hyperparameters,
+        "threads": threads,
+        **{k: v for k, v in extra_job.items() if k != "mode"},
+    }
+    # The validation labels stay here: this process answers each epoch's validation (check mode trains no epoch).
+    harness = validation.Harness(prepared.y_val, prepared.num_classes, challenge.max_epochs,
+                                 on_answer=progress_line(run, challenge.max_epochs, log))
+    served = validation.Served(harness) if mode == "train" else None
+    job["validation"] = served.job_fields() if served else None
+    mounts = {sandbox.INPUT: job_dir, ARRAYS_INSIDE: prepared.folder}
+    try:
+        (job_dir / "job.json").write_text(json.dumps(job))
         started = time.perf_counter()
-        ended = contained(["-m", "bench.audit", at(f"{sandbox.INPUT}/job.json", audit_dir / "job.json")],
-                          {sandbox.INPUT: audit_dir, ARRAYS_INSIDE: prepared.images_folder}, audit_out, audit.RESULT_FILE, sandboxed, audit_limit, memory_mb, unshown)
-        if ended is not None:
-            return {**claims, **_ended_early(ended, audit_limit, memory_mb, "the audit of the exported model")}
-        claims["stage_seconds"]["audit"] = round(time.perf_counter() - started, 3)
-        audited = results.read(audit_out / audit.RESULT_FILE) or {"status": FAILED, "message": "the audit ended without a result"}
-        return score(challenge, claims, audited, prepared, audit_out, mode)
+        ended = contained(["-m", "bench.train", at(f"{sandbox.INPUT}/job.json", job_dir / "job.json")], mounts, train_out,
+                          train.RESULT_FILE, sandboxed, challenge.time_limit, memory_mb, log, served)
+        ended_at = time.perf_counter()
+    finally:
+        if served:
+            served.close()
+    if ended is not None:
+        return {**_ended_early(ended, challenge.time_limit, memory_mb, "training"), "sandbox": _sandbox_name(sandboxed)}
+    problem = untrusted_tree_problem(train_out)
+    claims = read_result(train_out / train.RESULT_FILE) if problem is None else {"status": FAILED, "message": problem}
+    measured = served.harness.record_fields(started, ended_at) if served else None
+    claims = checked_claims({k: claims[k] for k in CLAIMED_FIELDS if k in claims}, challenge, extra_job, measured)
+    if served and served.harness.problem:  # a request refused (past max_epochs, malformed): this run fails
+        claims = {**claims, "status": FAILED, "message": served.harness.problem}
+    # Wall seconds of each contained stage, start-up included (benchmarks/harness_overhead.py reads them).
+    claims["stage_seconds"] = {"train": round(ended_at - started, 3)}
+    claims["sandbox"] = _sandbox_name(sandboxed)
+    if claims["status"] != OK:
+        return {**claims, "failure_cause": training_failure_cause(claims)}
+    if not ((train_out / train.KERAS_COPY).is_file() or (train_out / train.MODEL_DIR / "saved_model.pb").is_file()):
+        return {**claims, "status": FAILED, "failure_cause": ENTRY_CAUSE, "message": "the training process reported success but "
+                "left no trained model: an entry must not remove or replace the harness's files"}
+    images = {"val": prepared.val_images_file, **({"test": prepared.test_images_file} if mode == "train" else {})}
+    audit_job = {
+        "model": at(f"{sandbox.INPUT}/trained", auditing.folder / "trained"),
+        "images": {name: at(f"{ARRAYS_INSIDE}/{Path(path).name}", path) for name, path in images.items()},
+        "output": at(sandbox.OUTPUT, auditing.output),
+        "threads": threads,
+        "allow_custom_code": challenge.allow_custom_code,
+    }
+    try:  # the audit sees the trained model and nothing else the entry wrote
+        (auditing.folder / "trained").mkdir(parents=True)
+        if (train_out / train.KERAS_COPY).is_file():
+            shutil.copyfile(train_out / train.KERAS_COPY, auditing.folder / "trained" / train.KERAS_COPY)
+        if (train_out / train.MODEL_DIR).is_dir():
+            shutil.copytree(train_out / train.MODEL_DIR, auditing.folder / "trained" / train.MODEL_DIR)
+    except (OSError, shutil.Error) as error:
+        return {**claims, "status": FAILED, "message": f"the trained model could not be copied for the audit: {error}"}
+    progress("auditing the exported model" + (" in the sandbox" if sandboxed else ""))
+    audit_limit = audit_time_limit(challenge.time_limit, time.perf_counter() - started)  # `started`: when training started
+    started = time.perf_counter()
+    if not auditing.started:
+        auditing.start(audit_limit)
+    ended = auditing.finish(audit_job, audit_limit)
+    if ended is not None:
+        return {**claims, **_ended_early(ended, audit_limit, memory_mb, "the audit of the exported model")}
+    claims["stage_seconds"]["audit"] = round(time.perf_counter() - started, 3)
+    audited = results.read(auditing.output / audit.RESULT_FILE) or {"status": FAILED, "message": "the audit ended without a result"}
+    return score(challenge, claims, audited, prepared, auditing.output, mode)
+
+
+class AuditStage:
+    """The contained bench.audit process of one run. It imports TensorFlow, then waits for its job file, so it may
+    start before training ends: `check` starts it first, its start-up overlapping the training step's, while an
+    evaluation starts it after training (an idle process beside hours of training would only hold memory)."""
+
+    def __init__(self, folder: Path, images_folder: Path, output: Path, sandboxed: bool, memory_mb: int | None, at):
+        self.folder, self.output = folder, output
+        self.folder.mkdir(parents=True)
+        self.argv = ["-m", "bench.audit", at(f"{sandbox.INPUT}/job.json", folder / "job.json")]
+        self.mounts = {sandbox.INPUT: folder, ARRAYS_INSIDE: images_folder}
+        self.sandboxed, self.memory_mb = sandboxed, memory_mb
+        self.started, self.job_written = False, False
+        self.ended, self.error = None, None
+        self.thread, self.process = None, None
+
+    def start(self, time_limit: float) -> None:
+        self.started = True
+        self.thread = threading.Thread(target=self._run, args=(time_limit,), daemon=True)
+        self.thread.start()
+
+    def _run(self, time_limit: float) -> None:
+        try:
+            self.ended = contained(self.argv, self.mounts, self.output, audit.RESULT_FILE, self.sandboxed, time_limit,
+                                   self.memory_mb, unshown, on_start=self._started)
+        except BaseException as error:  # raised again in the thread that waits for the stage
+            self.error = error
+
+    def _started(self, process) -> None:
+        self.process = process
+
+    def finish(self, job: dict, time_limit: float) -> dict | None:
+        """Hand the audit its job and wait for it, `time_limit` seconds at most from now (a process started early
+        has a bound that covers training too): what `contained` says of how it ended."""
+        self._write_job(job)
+        self.thread.join(timeout=time_limit)
+        if self.thread.is_alive():
+            containment.end_session(self.process.pid)
+            self.thread.join()
+            return {"limit": containment.TIME, "tail": [], "returncode": self.process.returncode}
+        if self.error is not None:
+            raise self.error
+        return self.ended
+
+    def cancel(self, wait: bool = True) -> None:
+        """End a started audit that got no job (training failed, or was interrupted): it exits without a result."""
+        if self.started and not self.job_written:
+            self._write_job({"cancelled": True})
+            if wait:
+                self.thread.join()
+
+    def _write_job(self, job: dict) -> None:
+        # Whole or absent: the waiting process reads the file as soon as it exists.
+        tmp = self.folder / "job.json.tmp"
+        tmp.write_text(json.dumps(job))
+        os.replace(tmp, self.folder / "job.json")
+        self.job_written = True
 
 
 def copy_entry(submission: Submission, folder: Path) -> str | None:
@@ -174,10 +252,11 @@ def copy_entry(submission: Submission, folder: Path) -> str | None:
 
 
 def contained(module_argv: list[str], read_only: dict, output: Path, result_file: str, sandboxed: bool,
-              time_limit: float, memory_mb: int | None, log, served: "validation.Served | None" = None) -> dict | None:
+              time_limit: float, memory_mb: int | None, log, served: "validation.Served | None" = None,
+              on_start=None) -> dict | None:
     """Run `python MODULE_ARGV` contained, in the sandbox when `sandboxed`, with `read_only` {inside: outside}
     folders and `output` writable, and `served`'s pipes inherited (bubblewrap keeps them) and answered while it
-    runs. None when it ended by itself and left `output/result_file`;
+    runs; `on_start(process)` once it started. None when it ended by itself and left `output/result_file`;
     else {"limit": the limit it broke or None, "tail": its last lines, "returncode"}."""
     with untrusted.temporary_folder("bench-home-") as home:  # outside the sandbox, HOME and TMPDIR: the entry fills it
         env = worker_environment(home, sandboxed)
@@ -197,6 +276,8 @@ def contained(module_argv: list[str], read_only: dict, output: Path, result_file
         )
         if served:
             served.start()
+        if on_start:
+            on_start(process)
         _live.add(process)
         tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         reader = threading.Thread(target=_drain, args=(process.stdout, tail), daemon=True)

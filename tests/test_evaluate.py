@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from bench import cli, results
+from bench import cli, results, stages
 from conftest import DENSE_ENTRY
 
 
@@ -95,10 +96,21 @@ def test_check_command_reports_each_entry(tmp_path, write_entry, capsys):
     write_entry("seven", "import keras\ndef build_model(input_shape, num_classes):\n"
                 "    return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(), keras.layers.Dense(7)])\n")
     code = cli.main(["check", str(tmp_path / "submissions"), "--dataset", "digits", "--validation-size", "0.2"])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert code == 1
     assert "OK" in out and "dense" in out and "910 params" in out
     assert "INVALID" in out and "expected (10,)" in out
+    # What it is doing goes to stderr, one line per stage with the seconds so far; stdout keeps the results alone.
+    said = [re.sub(r"^\[ *[\d.]+ s\] ", "", line) for line in captured.err.splitlines() if re.match(r"^\[ *[\d.]+ s\] ", line)]
+    assert said == ["loading digits ...",
+                    "dense: importing, building and taking one training step in the sandbox ...",
+                    "dense: auditing the exported model in the sandbox ...",
+                    "seven: importing, building and taking one training step in the sandbox ...",
+                    "done"]
+    assert "sandbox ..." not in out
+    # The audit started beside each training step is ended with it, the invalid entry's (which got no job) too.
+    assert not stages._live
 
 
 def test_missing_dataset_says_where_it_looked(tmp_path, write_entry, monkeypatch, capsys):

@@ -547,3 +547,36 @@ def test_weights_read_out_of_one_elements_bits_are_refused(tmp_path):
     x = keras.layers.Lambda(unpacked, output_shape=(8,))(keras.layers.Flatten()(inputs))
     record = audited(keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)), tmp_path)
     assert record["status"] == "INVALID" and "Bitcast" in record["message"]
+
+
+@pytest.mark.parametrize("path", ["rebuilt", "graph"])
+def test_the_audit_imports_tensorflow_before_its_job_without_keras_and_lets_keras_in_for_the_rebuilt_path_only(path):
+    """The audit's process imports TensorFlow before it knows which path the model takes (bench.stages starts it
+    beside training); the graph path must still run with Keras unimportable, the rebuilt path must get it."""
+    import subprocess
+    import sys
+
+    blocked = "" if path == "rebuilt" else "'keras.src', "
+    script = (
+        "import sys\n"
+        "from bench import audit\n"
+        "audit._import_tensorflow()\n"
+        "print('before', sorted({m.split('.')[0] for m in sys.modules} & {'keras', 'sklearn', 'pandas', 'matplotlib', 'jax'}))\n"
+        f"audit._prepare_tensorflow(None, blocked=({blocked}*audit.UNUSED_BY_KERAS_MODELS,))\n"
+        "try:\n"
+        "    import keras\n"
+        "    keras.layers.Dense(1)\n"
+        "    print('keras ok')\n"
+        "except ImportError as error:\n"
+        "    print('keras blocked:', error)\n"
+        "try:\n"
+        "    import pandas\n"
+        "    print('pandas ok')\n"
+        "except ImportError:\n"
+        "    print('pandas blocked')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent).stdout.splitlines()
+    assert out[0] == "before []"
+    assert out[1] == ("keras ok" if path == "rebuilt" else "keras blocked: the audit runs without keras.src")
+    assert out[2] == "pandas blocked"

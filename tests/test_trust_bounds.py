@@ -260,6 +260,37 @@ def test_the_audit_gets_what_the_run_has_left_with_a_floor():
     assert stages.audit_time_limit(14400, 100) == stages.AUDIT_TIME_LIMIT
 
 
+def test_an_audit_started_before_training_still_gets_only_its_own_limit_once_it_has_its_job(tmp_path):
+    """`check` starts the audit's process beside training, with a bound that covers training too: once the job
+    is written, the audit's own limit counts, and a process past it is ended as a TIME limit."""
+    import time
+
+    images, output = tmp_path / "images", tmp_path / "out"
+    for folder in (images, output):
+        folder.mkdir()
+    stage = stages.AuditStage(tmp_path / "audit_job", images, output, False, None, lambda inside, outside: str(outside))
+    stage.argv = ["-c", "import time; time.sleep(600)"]  # an audit that never ends
+    stage.start(3600)
+    started = time.monotonic()
+    ended = stage.finish({"model": "unused"}, 1.0)
+    assert ended["limit"] == containment.TIME and time.monotonic() - started < 30
+    assert not stages._live
+
+
+def test_an_audit_whose_training_failed_is_told_so_and_exits_without_a_result(tmp_path):
+    images, output = tmp_path / "images", tmp_path / "out"
+    for folder in (images, output):
+        folder.mkdir()
+    stage = stages.AuditStage(tmp_path / "audit_job", images, output, False, None, lambda inside, outside: str(outside))
+    stage.argv = ["-c", "import json, pathlib, sys, time\n"
+                        f"job = pathlib.Path({str(tmp_path / 'audit_job' / 'job.json')!r})\n"
+                        "while not job.exists(): time.sleep(0.02)\n"
+                        "sys.exit(0 if json.loads(job.read_text()) == {'cancelled': True} else 3)"]
+    stage.start(600)
+    stage.cancel()
+    assert stage.ended == {"limit": None, "tail": [], "returncode": 0} and not stages._live
+
+
 # ---- the same bounds through the runner (TensorFlow in the sandbox) ----------------------------------
 
 TINY = {"dataset": "digits", "validation_size": 300, "max_epochs": 2, "max_params": 50_000, "memory_limit_mb": 1024}

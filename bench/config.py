@@ -6,10 +6,9 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
-
-import re
 
 from bench import data
 from bench.data import AUTO_VALIDATION_RULE, DATASETS
@@ -189,11 +188,24 @@ def load(pyproject: str | Path = "pyproject.toml", **overrides) -> Challenge:
     table = {}
     if path.exists():
         with path.open("rb") as f:
-            table = tomllib.load(f).get("tool", {}).get("bench", {})
+            try:
+                table = tomllib.load(f).get("tool", {}).get("bench", {})
+            except tomllib.TOMLDecodeError as error:
+                raise ConfigError(f"{path} is not valid TOML ({error}){_twice_named_hint(path)}") from None
     if os.environ.get(TEST_SET_ENV):
         table["test_set"] = os.environ[TEST_SET_ENV]
     table = {**table, **{k: v for k, v in overrides.items() if v is not None}}
     return from_dict(table, source=str(path))
+
+
+def _twice_named_hint(path: Path) -> str:
+    """What to change when `path` names the dataset both in [tool.bench] and as a [tool.bench.dataset] table, which
+    TOML refuses as one key defined twice."""
+    text = path.read_text(errors="replace")
+    if "[tool.bench.dataset]" in text and re.search(r"(?m)^\s*dataset\s*=", text):
+        return (": `dataset = ...` in [tool.bench] and the [tool.bench.dataset] table both name the dataset; keep the "
+                "table and delete the `dataset = ...` line")
+    return ""
 
 
 def from_dict(table: dict, source: str = "config", check_data: bool = True) -> Challenge:

@@ -115,8 +115,12 @@ def problems(arrays: dict[str, np.ndarray]) -> list[str]:
         faults.append(f"the labels name {classes} class: a classification dataset needs at least 2 (labels 0..K-1, K >= 2)")
     elif absent:
         shown = ", ".join(map(str, absent[:10])) + (f" and {len(absent) - 10} more" if len(absent) > 10 else "")
-        faults.append(f"classes {shown} of 0..{classes - 1} have no training example: labels must be 0..K-1 with every class in "
-                      "y_train (renumber the classes, or add training examples of these)")
+        if absent == [0]:  # the commonest slip: classes numbered 1..K
+            faults.append(f"the labels run 1..{classes - 1}, and they must start at 0: subtract 1 from y_train and y_test "
+                          f"(np.savez(path, ..., y_train=y_train - 1, y_test=y_test - 1))")
+        else:
+            faults.append(f"classes {shown} of 0..{classes - 1} have no training example: labels must be 0..K-1 with every "
+                          "class in y_train (renumber the classes, or add training examples of these)")
     return faults
 
 

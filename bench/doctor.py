@@ -148,6 +148,12 @@ def dataset(challenge: config.Challenge) -> Finding:
         return Finding(True, "dataset digits: scikit-learn's, no file needed")
     if not data.is_builtin(challenge.dataset):  # the settings loaded, so the file was read and found sound
         found = data.describe(challenge.dataset)
+        size = data.validation_count(challenge.validation_size, found.train)
+        if challenge.validation_size is not None and not found.num_classes <= size < found.train // 2:
+            return Finding(False, f"dataset {challenge.board_name}: validation_size = {challenge.validation_size} does not fit its "
+                                  f"{found.train:,} training examples (a count between {found.num_classes} and "
+                                  f"{found.train // 2 - 1}, or a fraction)", "set validation_size = 0.1 in [tool.bench], "
+                                  f"or delete the line for {data.AUTO_VALIDATION_RULE}")
         return Finding(True, f"dataset {challenge.board_name}: {found.path} ({found.kind}, {found.train:,} training and "
                              f"{found.test:,} test examples of shape {found.input_shape}, {found.num_classes} classes)")
     found, _ = data.find_local(challenge.dataset, challenge.data_dir)

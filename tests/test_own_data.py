@@ -360,3 +360,36 @@ def test_smoke_settings_fit_a_small_file(tmp_path):
     dataset = data.load(challenge.dataset, train_limit=challenge.train_limit, test_limit=challenge.test_limit)
     (_, y_fit), (_, y_val) = data.split_validation(dataset.x_train, dataset.y_train, challenge.validation_size)
     assert len(y_fit) == 240 and np.bincount(y_val).tolist() == [12] * 5
+
+
+# ---- a newcomer's walk-through (issue 30) ----------------------------------------------------------------------
+
+def test_a_dataset_named_twice_in_pyproject_is_a_message_not_a_traceback(tmp_path, monkeypatch, capsys):
+    """The committed pyproject.toml has `dataset = "mnist"`; a teacher who adds a [tool.bench.dataset] table below it
+    (as the classroom guide says) defined one key twice, which TOML refuses: every command said so with a traceback."""
+    path = str(shapes5(tmp_path / "shapes5.npz", train=40, test=10))
+    (tmp_path / "pyproject.toml").write_text(f'[tool.bench]\ndataset = "mnist"\n\n[tool.bench.dataset]\npath = "{path}"\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(config.ConfigError, match=r"both name the dataset; keep the table and delete the `dataset = \.\.\.` line"):
+        config.load(tmp_path / "pyproject.toml")
+    assert cli.main(["doctor"]) == 1
+    assert "FIX  the settings do not load: " in capsys.readouterr().out
+
+
+def test_labels_numbered_from_one_are_named_as_such(tmp_path):
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "from1.npz", x_train=rng.integers(0, 256, (40, 8, 8), dtype=np.uint8), y_train=np.arange(40) % 4 + 1,
+             x_test=rng.integers(0, 256, (8, 8, 8), dtype=np.uint8), y_test=np.arange(8) % 4 + 1)
+    with pytest.raises(config.ConfigError, match=r"the labels run 1\.\.4, and they must start at 0: subtract 1"):
+        config.from_dict({"dataset": str(tmp_path / "from1.npz")})
+
+
+def test_doctor_says_when_the_validation_size_does_not_fit_the_file(tmp_path, monkeypatch, capsys):
+    path = str(shapes5(tmp_path / "shapes5.npz", train=400, test=50))
+    (tmp_path / "pyproject.toml").write_text(f'[tool.bench]\nvalidation_size = 5000\n\n[tool.bench.dataset]\npath = "{path}"\n')
+    (tmp_path / "submissions").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "FIX  dataset shapes5: validation_size = 5000 does not fit its 400 training examples" in out
+    assert "run: set validation_size = 0.1 in [tool.bench]" in out

@@ -300,3 +300,19 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_a_search_on_a_file_of_ones_own_uses_its_shape_and_class_count(tmp_path, capsys):
+    """160 float features in 5 classes (issue 30): 4 units cost 160*4+4 + 4*5+5 = 669 parameters, 64 cost 10,629."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(400) % 5
+    features = (rng.normal(size=(400, 160)) + labels[:, None] * 0.5).astype("float32")
+    np.savez(tmp_path / "features5.npz", x_train=features[:300], y_train=labels[:300], x_test=features[300:], y_test=labels[300:])
+    project = Project(tmp_path, UNITS_OVER_AND_UNDER)
+    project.config.write_text(CONFIG.format(epochs=1, min_delta=0.0001).replace('dataset = "digits"\nvalidation_size = 300',
+                                                                                  f'dataset = "{tmp_path / "features5.npz"}"\nvalidation_size = 60'))
+    assert project.tune("--max-params", 1000, "--trials", 2) == 0
+    saved = json.loads((project.results / "features5" / "tunable_dense" / tune.HYPERPARAMETERS_FILE).read_text())
+    assert saved["values"] == {"units": 4} and saved["total_params"] == 669 and saved["dataset"] == "features5"

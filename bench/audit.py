@@ -40,6 +40,10 @@ ALONE_IMAGES = 8
 # Scores of the same image in two batch compositions agree to float32 rounding (relative to the row's spread),
 # never to a neighbour's influence.
 SCORE_RTOL = 1e-3
+# Two top scores closer than this (relative to the row's spread) are a tie float32 rounding may break either way;
+# such flips are allowed on one image in TIED_FLIPS_PER (at least one).
+TIE_RTOL = 1e-5
+TIED_FLIPS_PER = 1000
 
 
 def main(job_path: str) -> int:
@@ -115,6 +119,12 @@ def _audit_rebuilt(model, config) -> tuple[dict, object]:
     variables, trainable = rebuild.weights(model)
     if not variables:
         return _invalid("the scored model has no weights: a model's numbers belong in its layers' weights"), None
+    # The rebuilt layers' own word on their storage, however the config spelt it (a dtype string, a policy map).
+    packed_modes = sorted({mode for mode in rebuild.quantization_modes(model)
+                           if mode.split("/")[0] not in rebuild.COUNTED_QUANTIZATION_MODES})
+    if packed_modes:
+        return _invalid(f"the model is quantized as {', '.join(packed_modes)}, whose packed weights the audit cannot count "
+                        "one by one: quantize with model.quantize('int8') or model.quantize('int4') in finalize"), None
     values = [np.asarray(v.numpy()) for v in variables]
     packed = rebuild.int4_packed(model)
     in_config = rebuild.config_numbers(config)
@@ -232,10 +242,12 @@ def _same_scores(first: np.ndarray, again: np.ndarray) -> bool:
     spread[spread == 0] = 1.0
     if not np.allclose(centred_again / spread, centred_first / spread, rtol=0, atol=SCORE_RTOL):
         return False
-    # A class may flip only where the first two scores are within rounding of each other.
+    # A class may flip only where the first two scores are equal to float32 rounding (TIE_RTOL of the spread), and on
+    # few images: a red team's exact ties, broken by the batch a little under SCORE_RTOL, passed the old rule.
     top_two = np.sort(first, axis=1)[:, -2:] if first.shape[1] > 1 else np.concatenate([first, first], axis=1)
-    decided = (top_two[:, 1] - top_two[:, 0]) / spread[:, 0] > SCORE_RTOL
-    return bool(np.all(first.argmax(axis=1)[decided] == again.argmax(axis=1)[decided]))
+    decided = (top_two[:, 1] - top_two[:, 0]) / spread[:, 0] > TIE_RTOL
+    flipped = first.argmax(axis=1) != again.argmax(axis=1)
+    return not np.any(flipped & decided) and int(flipped.sum()) <= max(1, len(first) // TIED_FLIPS_PER)
 
 
 # Packages `import tensorflow` and `import keras` load for features a model's inference never uses (scikit-learn

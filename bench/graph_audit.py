@@ -85,6 +85,9 @@ ALLOWED_OPS = frozenset({
 # tensor wired in k times carries k (a stack or a concatenation of 15 levels is a weight in disguise).
 VARIADIC_OPS = frozenset({"Pack", "ConcatV2", "Concat", "AddN"})
 FREE_WIRING = 64
+# Small constants (scalars, short integer lists) a graph may hold in all before each one more counts; the board's
+# custom-code graphs hold 17 (iterated_loop) and 52 (gradnet).
+FREE_SMALL_CONSTANTS = 256
 # A weight tensor has a few axes of at most a few million elements; beyond that a shape is a number in disguise.
 MAX_VARIABLE_RANK, MAX_DIMENSION = 8, 2**24
 
@@ -124,8 +127,8 @@ def audit(model_dir: str | Path) -> tuple[dict, "FrozenGraph | None"]:
     if odd is not None:
         return _invalid(f"the model captures a constant of shape {odd.shape}: a scored model's numbers have a known shape "
                         f"with at least one element and at most {MAX_VARIABLE_RANK} axes"), None
-    total = sum(parameters_in(v.shape.num_elements(), v.dtype.size) for v in [*variables.values(), *captured])
-    trainable = sum(parameters_in(v.shape.num_elements(), v.dtype.size) for v in variables.values() if v.trainable)
+    total = sum(parameters_in(v.shape.num_elements(), v.dtype.size, v.dtype.is_integer) for v in [*variables.values(), *captured])
+    trainable = sum(parameters_in(v.shape.num_elements(), v.dtype.size, v.dtype.is_integer) for v in variables.values() if v.trainable)
     try:
         # A variable's dimensions are numbers too (read back with Shape), as a constant's are.
         constants, constant_tensors = counted_numbers(nodes, [tuple(v.shape.as_list()) for v in [*variables.values(), *captured]])
@@ -135,7 +138,7 @@ def audit(model_dir: str | Path) -> tuple[dict, "FrozenGraph | None"]:
     notes = []
     if constants:
         notes.append(f"{constants:,} numbers are embedded in the graph as constants or attributes and count as parameters")
-    zeros = sum(parameters_in(elements - nonzero, bits // 8) for _, elements, nonzero, bits in weight_tensors)
+    zeros = sum(parameters_in(elements - nonzero, bits // 8, _integer(dtype)) for dtype, elements, nonzero, bits in weight_tensors)
     record = {"status": OK, "message": "", "total_params": int(total + constants), "trainable_params": int(trainable),
               "nonzero_params": int(total + constants - zeros), "weight_tensors": weight_tensors,
               "embedded_constants": int(constants), "notes": notes}
@@ -147,10 +150,12 @@ def _odd_shape(shape) -> bool:
         or any(d > MAX_DIMENSION for d in shape.as_list())
 
 
-def parameters_in(elements: int, itemsize: int) -> int:
+def parameters_in(elements: int, itemsize: int, integer: bool = False) -> int:
     """Parameters `elements` of `itemsize` bytes count as: one each up to 32 bits, and as many 32-bit numbers as
-    they can hold above that (an int64 or complex128 element can carry 2 or 4 float32 weights, bitcast back)."""
-    return elements * max(1, itemsize // 4)
+    they can hold above that (an int64 or complex128 element can carry 2 or 4 float32 weights, bitcast back). An
+    integer element counts as the 4-bit codes it can hold, the smallest Keras quantizes to (a red team kept eight in
+    each int32 and took them apart with FloorDiv and FloorMod): 2 for an int8, 8 for an int32."""
+    return elements * itemsize * 2 if integer else elements * max(1, itemsize // 4)
 
 
 def tensor_summary(dtype: str, itemsize: int, value: np.ndarray) -> list:
@@ -165,7 +170,7 @@ def counted_numbers(nodes, variable_shapes=()) -> tuple[int, list[list]]:
     allowance as one float32 tensor)."""
     from tensorflow.python.framework import tensor_util
 
-    counted, small, tensors, wiring = 0, {("dims", shape) for shape in variable_shapes}, [], 0
+    counted, small, tensors, wiring, small_nodes = 0, {("dims", shape) for shape in variable_shapes}, [], 0, 0
     for node in nodes:
         for name, attr in node.attr.items():
             if name.startswith("_"):  # TensorFlow's own annotations (which inputs are read-only, ...): no op reads them
@@ -183,13 +188,24 @@ def counted_numbers(nodes, variable_shapes=()) -> tuple[int, list[list]]:
         small.add(("dims", value.shape))  # an empty constant's dimensions are numbers Shape reads back
         if value.dtype.itemsize <= 4 and (value.ndim == 0 or (np.issubdtype(value.dtype, np.integer) and value.size <= FREE_INTEGER_CONSTANT)):
             small.add((value.dtype.str, value.tobytes()))
+            small_nodes += 1
         else:  # wider than 32 bits, even a scalar, counts in full: it can carry several float32 weights
-            counted += parameters_in(int(value.size), value.dtype.itemsize)
+            counted += parameters_in(int(value.size), value.dtype.itemsize, np.issubdtype(value.dtype, np.integer))
             tensors.append(tensor_summary(np.dtype(value.dtype).name, value.dtype.itemsize, value))
-    over = max(0, sum(_elements(entry) for entry in small) - FREE_SMALL_ELEMENTS) + max(0, wiring - FREE_WIRING)
+    # Small constants count by distinct value, and by how many there are: 2,400 scalar constants of 31 values, stacked
+    # two by two into kernels, were a red team's weights.
+    over = (max(0, sum(_elements(entry) for entry in small) - FREE_SMALL_ELEMENTS) + max(0, wiring - FREE_WIRING)
+            + max(0, small_nodes - FREE_SMALL_CONSTANTS))
     if over:
         tensors.append(["float32", over, over, 32])
     return counted + over, tensors
+
+
+def _integer(dtype: str) -> bool:
+    try:
+        return np.issubdtype(np.dtype(dtype), np.integer)
+    except TypeError:  # "int4" and other names numpy does not know: counted by their own rule
+        return False
 
 
 def _elements(entry: tuple) -> int:

@@ -201,13 +201,19 @@ def render_markdown(frame: pd.DataFrame, records: list[dict], challenge: config.
 MARKDOWN_PUNCTUATION = re.compile(r"([\\\[\]|])")
 
 
+# What GitHub's markdown turns into a link without brackets (its autolink extension): a scheme's "://", "www."
+# and an address's "@". A character reference in the middle leaves the text as it reads and no link.
+BARE_LINKS = re.compile(r"(?i)(://|\bwww\.|@)")
+
+
 def cell(text) -> str:
     """Free text (author, summary, message) as one markdown table cell and nothing more: lines joined, HTML
     escaped (no `<tr>` of an entry's making becomes a row, no `<img>` loads), brackets escaped (no link or
-    image), pipes escaped."""
+    image), bare addresses broken up (no autolink), pipes escaped."""
     if text is None or (not isinstance(text, str) and pd.isna(text)):
         return ""
-    return MARKDOWN_PUNCTUATION.sub(r"\\\1", html.escape(" ".join(str(text).split()), quote=False))
+    escaped = MARKDOWN_PUNCTUATION.sub(r"\\\1", html.escape(" ".join(str(text).split()), quote=False))
+    return BARE_LINKS.sub(lambda found: {"://": "&#58;//", "@": "&#64;"}.get(found[0], found[0][:3] + "&#46;"), escaped)
 
 
 def data_lines(shown: list[dict]) -> list[str]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -147,23 +148,43 @@ def _is_keras_own(name: str, module, registered) -> bool:
     return module in KERAS_OBJECT_MODULES
 
 
+# A dtype policy written as a string: "<mode>_from_<dtype>" ("gptq/4/-1_from_float32").
+QUANTIZED_NAME = re.compile(r"^(?P<mode>[A-Za-z0-9/_\-]+?)_from_[a-z0-9]+$")
+
+
 def uncounted_quantization(config) -> list[str]:
-    """The quantization modes in `config` outside COUNTED_QUANTIZATION_MODES (GPTQ's 'gptq/4/-1', say)."""
+    """The quantization modes in `config` outside COUNTED_QUANTIZATION_MODES (GPTQ's 'gptq/4/-1', say), written as a
+    policy's `mode` or as a policy name string anywhere (a layer's dtype, a DTypePolicyMap's default or entries)."""
     found: set[str] = set()
+
+    def check(mode) -> None:
+        if str(mode).split("/")[0] not in COUNTED_QUANTIZATION_MODES:  # "int4/128": blocks of 128
+            found.add(str(mode)[:40])
 
     def visit(node):
         if isinstance(node, list):
             for item in node:
                 visit(item)
         elif isinstance(node, dict):
-            mode = (node.get("config") or {}).get("mode") if str(node.get("class_name", "")).endswith("DTypePolicy") else None
-            if mode is not None and str(mode).split("/")[0] not in COUNTED_QUANTIZATION_MODES:  # "int4/128": blocks of 128
-                found.add(str(mode)[:40])
+            if str(node.get("class_name", "")).endswith("DTypePolicy") and (node.get("config") or {}).get("mode") is not None:
+                check(node["config"]["mode"])
             for value in node.values():
                 visit(value)
+        elif isinstance(node, str) and QUANTIZED_NAME.match(node):
+            check(QUANTIZED_NAME.match(node)["mode"])
 
     visit(config)
     return sorted(found)
+
+
+def quantization_modes(model) -> set[str]:
+    """Every quantization mode the rebuilt model's layers hold ('int8', 'int4/128', 'gptq/4/-1', ...)."""
+    modes = set()
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        mode = getattr(getattr(layer, "dtype_policy", None), "quantization_mode", None) or getattr(layer, "quantization_mode", None)
+        if mode:
+            modes.add(str(mode))
+    return modes
 
 
 def config_numbers(config) -> int:

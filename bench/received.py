@@ -125,13 +125,24 @@ def _finite(token: str) -> float:
     return value
 
 
+# Integers a record may hold: beyond 2**53 a float cannot hold them, and the board's arithmetic turns them into floats.
+MAX_CLAIMED_INT = 2**53
+
+
+def _bounded(token: str) -> int:
+    """A JSON integer, refused when it is larger than any float holds exactly (`10**4000` crashed the web board)."""
+    if len(token.lstrip("-")) > 16 or abs(int(token)) > MAX_CLAIMED_INT:
+        raise ValueError(f"{token[:20]}... is larger than {MAX_CLAIMED_INT:,}")
+    return int(token)
+
+
 def read_result(path: Path) -> dict:
     """The worker's partial record, checked: the entry runs in that process and may write the file itself,
     and a malformed one must fail its own run, not the evaluation."""
     try:
         if path.stat().st_size > MAX_RESULT_BYTES:
             raise ValueError(f"{path.stat().st_size:,} bytes")
-        partial = json.loads(path.read_text(), parse_constant=_not_a_number, parse_float=_finite)
+        partial = json.loads(path.read_text(), parse_constant=_not_a_number, parse_float=_finite, parse_int=_bounded)
         if not isinstance(partial, dict) or partial.get("status") not in STATUSES or not isinstance(partial.get("message"), str):
             raise ValueError("no status and message")
         wrong = [k for k in NUMBER_FIELDS if partial.get(k) is not None and (isinstance(partial[k], bool) or not isinstance(partial[k], (int, float)))]

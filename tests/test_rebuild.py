@@ -504,7 +504,18 @@ def test_label_propagation_over_the_batch_is_invalid_even_with_a_hard_output_and
     assert record["status"] == "INVALID" and "depend on the other images in the batch" in record["message"], record
 
 
-def test_a_quantization_the_audit_cannot_count_weight_by_weight_is_refused(tmp_path):
+GPTQ_POLICIES = {
+    "policy": {"module": "keras.dtype_policies", "class_name": "GPTQDTypePolicy",
+               "config": {"mode": "gptq/4/-1", "source_name": "float32"}, "registered_name": None},
+    # A fourth red team: the same storage named by a string, or as a policy map's default.
+    "string": "gptq/4/-1_from_float32",
+    "map": {"module": "keras.dtype_policies", "class_name": "DTypePolicyMap",
+            "config": {"default_policy": "gptq/4/-1_from_float32", "policy_map": {}}, "registered_name": None},
+}
+
+
+@pytest.mark.parametrize("written_as", GPTQ_POLICIES)
+def test_a_quantization_the_audit_cannot_count_weight_by_weight_is_refused(tmp_path, written_as):
     """Keras's GPTQ Dense packs two 4-bit weights in a uint8 element, in its own layout: counted as elements, the red
     team's MLP showed 2,718 parameters where its int4 twin has 5,086. Such a model is refused, on either path."""
     import keras
@@ -520,15 +531,14 @@ def test_a_quantization_the_audit_cannot_count_weight_by_weight_is_refused(tmp_p
         members = {name: archive.read(name) for name in archive.namelist()}
     config = json.loads(members["config.json"])
     dense = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")
-    dense["config"]["dtype"] = {"module": "keras.dtype_policies", "class_name": "GPTQDTypePolicy",
-                                "config": {"mode": "gptq/4/-1", "source_name": "float32"}, "registered_name": None}
+    dense["config"]["dtype"] = GPTQ_POLICIES[written_as]
     members["config.json"] = json.dumps(config).encode()
     with zipfile.ZipFile(keras_file, "w") as archive:
         for name, content in members.items():
             archive.writestr(name, content)
     record = audit.audit(trained, IMAGES, out)
     assert record["status"] == "INVALID" and "gptq/4/-1" in record["message"] and "model.quantize('int4')" in record["message"]
-    assert rebuild.uncounted_quantization(config) == ["gptq/4/-1"] and rebuild.custom_code(config) == ["keras.dtype_policies.GPTQDTypePolicy"]
+    assert rebuild.uncounted_quantization(config) == ["gptq/4/-1"]
 
 
 def test_weights_read_out_of_one_elements_bits_are_refused(tmp_path):
@@ -580,3 +590,64 @@ def test_the_audit_imports_tensorflow_before_its_job_without_keras_and_lets_kera
     assert out[0] == "before []"
     assert out[1] == ("keras ok" if path == "rebuilt" else "keras blocked: the audit runs without keras.src")
     assert out[2] == "pandas blocked"
+
+
+# ---- a fourth red team ------------------------------------------------------------------------------------------
+
+def test_a_kernel_spelt_out_in_scalar_constants_counts(tmp_path):
+    """640 scalar constants of 31 values, stacked two by two into a 64 x 10 kernel: by distinct value alone they were
+    31 numbers (the red team's MLP showed 42 parameters where its twin has 2,410)."""
+    import keras
+    import tensorflow as tf
+
+    from bench import graph_audit
+
+    codes = np.random.default_rng(14).integers(-15, 16, (320, 2)).astype("float32")
+
+    def spelt(t):
+        kernel = tf.reshape(tf.stack([tf.stack([tf.constant(a), tf.constant(b)]) for a, b in codes]), (64, 10))
+        return tf.nn.softmax(tf.matmul(t, kernel))
+
+    inputs = keras.Input((8, 8))
+    record = audited(keras.Model(inputs, keras.layers.Lambda(spelt, output_shape=(10,))(keras.layers.Flatten()(inputs))), tmp_path)
+    assert record["status"] == "OK" and record["embedded_constants"] >= 640 - graph_audit.FREE_SMALL_CONSTANTS
+
+
+def test_codes_packed_in_integer_weights_count_as_the_codes_they_hold(tmp_path):
+    """Eight 4-bit codes in each int32 element, taken apart with FloorDiv and FloorMod: an integer element counts as
+    the 4-bit codes it can hold (the red team's MLP showed 340 parameters where its twin has 2,410)."""
+    import keras
+    import tensorflow as tf
+
+    class Nibbles(keras.layers.Layer):
+        def build(self, input_shape):
+            self.packed = self.add_weight(shape=(64, 2), dtype="int32", initializer="ones", trainable=False, name="packed")
+
+        def call(self, x):
+            powers = tf.constant([16 ** i for i in range(8)], dtype=tf.int32)
+            codes = tf.math.floormod(tf.math.floordiv(self.packed[:, :, None], powers), 16)
+            return tf.nn.softmax(tf.matmul(x, tf.cast(tf.reshape(codes, (64, 16)), tf.float32))[:, :10])
+
+    inputs = keras.Input((8, 8))
+    record = audited(keras.Model(inputs, Nibbles()(keras.layers.Flatten()(inputs))), tmp_path)
+    assert record["status"] == "OK" and record["total_params"] >= 64 * 16
+
+
+def test_exact_ties_broken_by_the_batch_are_invalid(tmp_path):
+    """The top two classes tied exactly, the tie broken by the batch's size a little under SCORE_RTOL: the old rule let
+    the class flip wherever the top two were within SCORE_RTOL; now only within TIE_RTOL, on few images."""
+    import keras
+    import tensorflow as tf
+
+    def tie(p):
+        first = tf.one_hot(tf.argmax(p, axis=1), 10)
+        second = tf.one_hot(tf.argmax(p - 2 * first, axis=1), 10)
+        large = tf.cast(tf.shape(p)[0] >= 100, tf.float32)
+        return 0.5 * (first + second) + 3e-4 * (large * second + (1 - large) * first)
+
+    keras.utils.set_random_seed(15)
+    inputs = keras.Input((8, 8))
+    p = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs))
+    images = {"test": np.random.default_rng(15).random((360, 8, 8), dtype=np.float32)}
+    record = audited(keras.Model(inputs, keras.layers.Lambda(tie, output_shape=(10,))(p)), tmp_path, images=images)
+    assert record["status"] == "INVALID" and "depend on the other images in the batch" in record["message"], record

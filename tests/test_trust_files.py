@@ -9,6 +9,7 @@ output tree, and a pull request that carries more than one entry's file.
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import os
@@ -131,6 +132,12 @@ def test_the_progress_lines_are_the_runners_own_answers():
 SURROGATE = "bad shape \ud800"
 
 
+def test_a_bare_address_in_a_summary_or_author_is_not_a_link_on_the_board():
+    shown = leaderboard.cell("see https://grades-login.example.com/reset, www.evil.example or mail eve@evil.example")
+    assert "://" not in shown and "www." not in shown and "@" not in shown
+    assert html.unescape(shown) == "see https://grades-login.example.com/reset, www.evil.example or mail eve@evil.example"
+
+
 def test_a_lone_surrogate_in_a_message_or_author_neither_crashes_the_runner_nor_empties_the_board(tmp_path, capsys):
     record = stored(tmp_path, {"status": FAILED, "message": f"ValueError: {SURROGATE}", "notes": [SURROGATE]})
     assert record["message"] == "ValueError: bad shape " and record["notes"] == ["bad shape "]
@@ -144,7 +151,8 @@ def test_a_lone_surrogate_in_a_message_or_author_neither_crashes_the_runner_nor_
 
 
 @pytest.mark.parametrize("rewritten", ['{"status": "OK", "message": "", "notes": ' + "[" * 200_000 + "]" * 200_000 + "}",
-                                       '{"status": "OK", "message": "", "train_macs": 1e999}'])
+                                       '{"status": "OK", "message": "", "train_macs": 1e999}',
+                                       '{"status": "OK", "message": "", "history": {"loss": [1' + "0" * 4000 + ']}}'])
 def test_a_result_file_nested_too_deep_or_holding_infinity_fails_its_own_run(tmp_path, rewritten):
     path = tmp_path / "result.json"
     path.write_text(rewritten)

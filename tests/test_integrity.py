@@ -460,13 +460,15 @@ def packed_kernel_model(dtype, scalars=False):
 
 
 @pytest.mark.parametrize("dtype, scalars", [("int64", False), ("complex128", False), ("complex128", True), ("float64", True)])
-def test_weights_packed_into_wider_constants_count_as_the_float32_numbers_they_hold(tmp_path, dtype, scalars):
-    record = audited(packed_kernel_model(dtype, scalars), tmp_path)
-    assert record["status"] == "OK", record["message"]
-    assert record["total_params"] >= 170 and record["nonzero_params"] >= 170
-    from bench import scoring
+def test_weights_packed_into_wider_constants_are_refused_and_would_count_as_the_float32_numbers_they_hold(tmp_path, dtype, scalars):
+    """Unpacked with Bitcast, which the allow-list no longer holds (a later red team read 4-bit codes out of int32s
+    with it); and were they read out otherwise, a wide element counts as the float32 numbers it can carry."""
+    from bench import graph_audit
 
-    assert scoring.storage_bits(record["weight_tensors"]) >= 170 * 32
+    record = audited(packed_kernel_model(dtype, scalars), tmp_path)
+    assert record["status"] == "INVALID" and "Bitcast" in record["message"], record
+    itemsize = np.dtype(dtype).itemsize
+    assert graph_audit.parameters_in(85, itemsize, np.issubdtype(np.dtype(dtype), np.integer)) >= 170
 
 
 def test_weights_drawn_from_a_fixed_seed_at_inference_are_refused(tmp_path):

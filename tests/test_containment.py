@@ -255,7 +255,7 @@ def test_draining_a_gigabyte_line_keeps_the_parent_small():
         printer = "import sys\\nfor _ in range(1024): sys.stdout.write('x' * 2**20)\\n"
         child = subprocess.Popen([sys.executable, "-c", printer], stdout=subprocess.PIPE)
         tail = collections.deque(maxlen=stages.OUTPUT_TAIL_LINES)
-        stages._drain(child.stdout, tail, print)
+        stages._drain(child.stdout, tail)
         child.wait()
         peak_kb = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
         print(len(tail[0]), peak_kb // 1024)

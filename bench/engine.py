@@ -311,13 +311,16 @@ def _same_rank(layer, inputs):
     return inputs
 
 
-def _merge(combine):
+def _merge(combine, mean: bool = False):
+    """A merge layer folding its inputs with `combine` (jax.numpy's name for it); `mean`: divided by their count."""
     def merge(layer, weights, *inputs):
+        import jax.numpy as jnp
+
         parts = _same_rank(layer, inputs[0] if len(inputs) == 1 else inputs)
         out = parts[0]
         for part in parts[1:]:
-            out = combine(out, part)
-        return out / len(parts) if type(layer).__name__ == "Average" else out
+            out = getattr(jnp, combine)(out, part)
+        return out / len(parts) if mean else out
     return merge
 
 
@@ -416,7 +419,7 @@ def _batch_normalization(layer, weights, x, key=None, updates=None):
 
 
 # Layers that act differently while training, given `key` then (a JAX random key; None when predicting).
-RANDOM_LAYERS = ("Dropout", "SpatialDropout2D", "GaussianNoise", "BatchNormalization")
+TRAINING_LAYERS = ("Dropout", "SpatialDropout2D", "GaussianNoise", "BatchNormalization")
 
 
 LAYERS = {
@@ -437,10 +440,10 @@ LAYERS = {
     "Rescaling": _rescaling,
     "Add": _add,
     "Subtract": _subtract,
-    "Multiply": _merge(lambda a, b: a * b),
-    "Average": _merge(lambda a, b: a + b),
-    "Maximum": _merge(lambda a, b: __import__("jax").numpy.maximum(a, b)),
-    "Minimum": _merge(lambda a, b: __import__("jax").numpy.minimum(a, b)),
+    "Multiply": _merge("multiply"),
+    "Average": _merge("add", mean=True),
+    "Maximum": _merge("maximum"),
+    "Minimum": _merge("minimum"),
     "Concatenate": _concatenate,
     "LayerNormalization": _layer_normalization,
     "Dropout": _dropout,
@@ -553,7 +556,7 @@ def plan(model, callbacks, x_sample: np.ndarray, label_kind: str, threads: int |
             return lambda weights, *args, key=None, updates=None: translate(_Linear(layer), weights, *args)
         if type(layer).__name__ == "BatchNormalization":
             return lambda weights, *args, key=None, updates=None: translate(layer, weights, *args, key=key, updates=updates)
-        if type(layer).__name__ in RANDOM_LAYERS:
+        if type(layer).__name__ in TRAINING_LAYERS:
             return lambda weights, *args, key=None, updates=None: translate(layer, weights, *args, key=key)
         return lambda weights, *args, key=None, updates=None: translate(layer, weights, *args)
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -753,23 +754,12 @@ def _optimizer_update(kind: str, hyper: dict):
 
 # ---- training -----------------------------------------------------------------------------------------
 
-def train(found: Plan, callbacks, x_fit, y_fit, x_val, answers, epochs: int, batch_size: int, seed: int) -> dict:
-    """Train `found.model` in place (its weights end as the callbacks leave them) and return the history,
-    {name: [one float per epoch]} with loss, accuracy, val_loss, val_accuracy and learning_rate.
-
-    x_* are (images, *input_shape) float32, y_fit (images,) integer class labels. `answers` validates each epoch's
-    (images, classes) outputs on x_val: a bench.validation channel to the harness, or the (images,) validation
-    labels (answered in this process, as the harness would). Training stops at the answer that says it is the
-    last; bench.validation.ProtocolError when the harness answers no more."""
+def _step_function(found: Plan, seed: int):
+    """One optimizer step for `jax.lax.scan`: ((weights, optimizer state, learning rate), (x, y)) ->
+    (the same carry, updated; (the batch's loss sum, its correct count))."""
     import jax
     import jax.numpy as jnp
-    import keras
 
-    from bench import validation
-
-    answers = validation.channel(answers)
-
-    model = found.model
     update = _optimizer_update(found.optimizer, found.hyper)
 
     # Dropout and noise: one key per optimizer step, from the run's seed.
@@ -791,6 +781,28 @@ def train(found: Plan, callbacks, x_fit, y_fit, x_val, answers, epochs: int, bat
         weights = [layer_weights[:-2] + list(moved[layer.name]) if layer.name in moved else layer_weights
                    for layer, layer_weights in zip(found.layers, weights)]
         return (weights, state, lr), (losses.sum(), _correct(found.outputs(outputs), y).sum())
+
+    return step
+
+
+def train(found: Plan, callbacks, x_fit, y_fit, x_val, answers, epochs: int, batch_size: int, seed: int) -> dict:
+    """Train `found.model` in place (its weights end as the callbacks leave them) and return the history,
+    {name: [one float per epoch]} with loss, accuracy, val_loss, val_accuracy and learning_rate.
+
+    x_* are (images, *input_shape) float32, y_fit (images,) integer class labels. `answers` validates each epoch's
+    (images, classes) outputs on x_val: a bench.validation channel to the harness, or the (images,) validation
+    labels (answered in this process, as the harness would). Training stops at the answer that says it is the
+    last; bench.validation.ProtocolError when the harness answers no more."""
+    import jax
+    import jax.numpy as jnp
+    import keras
+
+    from bench import validation
+
+    answers = validation.channel(answers)
+
+    model = found.model
+    step = _step_function(found, seed)
 
     @jax.jit
     def run_epoch(weights, state, lr, xs, ys):
@@ -852,6 +864,27 @@ def train(found: Plan, callbacks, x_fit, y_fit, x_val, answers, epochs: int, bat
     callback_list.on_train_end()
     model.optimizer.iterations.assign(int(state["step"]))
     return model.history.history
+
+
+def step_timer(found: Plan, x: np.ndarray, y: np.ndarray, batch_size: int):
+    """A function that trains a copy of `found`'s weights for len(x) // batch_size steps on (x, y), in order, and
+    returns the CPU seconds a step took (process time: every thread's). The model is left as it is. Compiling
+    happens here, so the first call is timed like the epochs `train` runs (one compiled scan per call)."""
+    import jax
+    import jax.numpy as jnp
+
+    scan = jax.jit(lambda carry, xs, ys: jax.lax.scan(_step_function(found, 0), carry, (xs, ys)))
+    weights = found.read_weights()
+    carry = (weights, _optimizer_state(found.optimizer, weights), jnp.float32(1e-3))
+    xs, ys = map(jnp.asarray, _batched(x, y, np.arange(len(x) // batch_size * batch_size), batch_size))
+    jax.block_until_ready(scan(carry, xs, ys))
+
+    def seconds_a_step() -> float:
+        start = time.process_time()
+        jax.block_until_ready(scan(carry, xs, ys))
+        return (time.process_time() - start) / len(ys)
+
+    return seconds_a_step
 
 
 def _image_rows(values) -> np.ndarray:

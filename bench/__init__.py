@@ -14,5 +14,5 @@ __version__ = "0.1.0"
 PROTOCOL_VERSION = "1"
 
 # Bump when a change to bench/engine.py alters what it trains (a loss, a gradient, a callback's view): it joins
-# the cache key of runs under `engine = "auto"` only, so their records are retrained and model.fit's are not.
+# the cache key of runs under `engine = "auto"` or `"jax"` only, so their records are retrained and model.fit's are not.
 ENGINE_VERSION = "2"

@@ -190,7 +190,7 @@ NEW_CHALLENGE_COMMENTS = {
     "time_limit": "seconds per entry and seed",
     "max_params": "the budget: bigger entries are OVER_BUDGET before they train",
     "validation_size": "images carved out of the training split (left out: 5,000 from 50,000 or more, else 10 %)",
-    "engine": "the batch-minor JAX engine where it applies, model.fit elsewhere",
+    "engine": "auto: the batch-minor JAX engine or model.fit, whichever is faster for the entry here",
     "tiers": "upper bounds of the board's parameter tiers",
 }
 CLEARED_SETTINGS_NOTE = (f"the example's {', '.join(EXAMPLE_ONLY_SETTINGS)} go back to the defaults, and comments "

@@ -109,8 +109,10 @@ class Challenge:
     # Where entries' code runs: "auto" (bubblewrap when it works here, else unsandboxed with a warning),
     # "required" (refuse to run without it) or "off" (a trusted machine). See bench.sandbox.
     sandbox: str = "auto"
-    # How entries train: "keras" (model.fit on TensorFlow) or "auto" (bench.engine's batch-minor JAX engine for
-    # the models it runs, model.fit for the rest; each record's `engine` says which ran).
+    # How entries train: "keras" (model.fit on TensorFlow), "jax" (bench.engine's batch-minor JAX engine for the
+    # models it runs, model.fit for the rest) or "auto" (of the two, whichever took less CPU a step for this model
+    # on this machine, measured before each run: bench.engine_choice). Each record's `engine` says which ran, and
+    # under auto a note says why.
     engine: str = "keras"
     # Whether models with code of their own (subclassed layers or models, Lambda layers, keras.ops between
     # layers) are scored, on the audit's custom-code path (bench.graph_audit); false: only models Keras rebuilds
@@ -164,7 +166,7 @@ TRYOUT_FOLDER = Path(".bench") / "try"
 # Where `evaluate --smoke` writes (git-ignored), apart from the try-outs, so neither overwrites the other's records.
 SMOKE_FOLDER = Path(".bench") / "smoke"
 SANDBOX_MODES = ("auto", "required", "off")
-ENGINES = ("keras", "auto")
+ENGINES = ("keras", "auto", "jax")
 MIN_MEMORY_MB = 1024
 
 
@@ -264,8 +266,9 @@ def from_dict(table: dict, source: str = "config", check_data: bool = True) -> C
         raise ConfigError(f"{source}: sandbox = {challenge.sandbox!r}; choose one of {', '.join(repr(m) for m in SANDBOX_MODES)} "
                           "(auto: bubblewrap when installed; required: refuse to run without it; off: a trusted machine)")
     if challenge.engine not in ENGINES:
-        raise ConfigError(f"{source}: engine = {challenge.engine!r}; choose 'keras' (model.fit on TensorFlow, every entry) "
-                          "or 'auto' (the batch-minor JAX engine where it applies, model.fit elsewhere)")
+        raise ConfigError(f"{source}: engine = {challenge.engine!r}; choose 'keras' (model.fit on TensorFlow, every entry), "
+                          "'jax' (the batch-minor JAX engine where it applies, model.fit elsewhere) or 'auto' (whichever "
+                          "of the two is faster for each entry on this machine, measured before it trains)")
     memory = challenge.memory_limit_mb
     if memory is not None and (isinstance(memory, bool) or not isinstance(memory, int) or memory < MIN_MEMORY_MB):
         raise ConfigError(f"{source}: memory_limit_mb must be a whole number of megabytes, at least {MIN_MEMORY_MB} "
@@ -405,7 +408,8 @@ def add_run_flags(parser, with_paths: bool = True, omit: tuple[str, ...] = ()) -
     flag("sandbox", choices=SANDBOX_MODES,
          help="run entries in bubblewrap: auto (when installed), required, or off (a trusted machine)")
     flag("engine", choices=ENGINES,
-         help="keras: model.fit on TensorFlow; auto: the batch-minor JAX engine for the models it runs (default: [tool.bench] engine, keras)")
+         help="keras: model.fit on TensorFlow; jax: the batch-minor JAX engine for the models it runs; auto: whichever of "
+              "the two is faster for the entry here, measured (default: [tool.bench] engine, keras)")
     flag("results", help="folder of run records (default: results)")
     flag("leaderboard", help="markdown file to write (default: leaderboard.md)")
 

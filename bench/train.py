@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import config, engine, macs, monitor, validation
+from bench import config, engine, engine_choice, macs, monitor, validation
 from bench.status import FAILED, INVALID, JAX_ENGINE, KERAS_ENGINE, OK, OVER_BUDGET, EntryProblem
 
 TRAINING_KEYS = {"optimizer": str, "learning_rate": (int, float), "batch_size": int, "epochs": int, "loss": str}
@@ -533,6 +533,11 @@ def fit(model, module, training, challenge, job, label_kind, num_classes, x_fit,
     callbacks.append(Progress(job["entry"], job["seed"], training["epochs"]))
     callbacks += list(extra_callbacks)
     plan = batch_minor_plan(model, callbacks, x_fit, label_kind, challenge, notes, job.get("threads"))
+    if plan is not None and challenge.engine == "auto":
+        choice = engine_choice.choose(plan, model, x_fit, y_fit, training["batch_size"], encode(y_fit, label_kind, num_classes))
+        notes.append(choice.note())
+        if choice.engine == KERAS_ENGINE:
+            plan = None
     if plan is not None:
         job_engine = JAX_ENGINE
         history = engine.train(plan, callbacks, x_fit, y_fit, x_val, answers, training["epochs"], training["batch_size"], job["seed"])
@@ -562,9 +567,9 @@ def fit(model, module, training, challenge, job, label_kind, num_classes, x_fit,
 
 
 def batch_minor_plan(model, callbacks, x_fit, label_kind, challenge, notes, threads=None):
-    """bench.engine's plan for this model when the challenge's `engine` is 'auto' and the engine runs it; else None
-    (with a note saying why, so an entry's author sees what keeps it on model.fit)."""
-    if challenge.engine != "auto":
+    """bench.engine's plan for this model when the challenge's `engine` is 'auto' or 'jax' and the engine runs it;
+    else None (with a note saying why, so an entry's author sees what keeps it on model.fit)."""
+    if challenge.engine == "keras":
         return None
     try:
         return engine.plan(model, callbacks, x_fit, label_kind, threads)

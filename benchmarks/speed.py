@@ -1,17 +1,20 @@
-"""Today's training path (model.fit on TensorFlow) against bench.engine's batch-minor JAX engine, side by side.
+"""model.fit on TensorFlow against bench.engine's batch-minor JAX engine and against `engine = "auto"`, side by side.
 
 Run from the repository root:  python benchmarks/speed.py [--entry PATH ...] [--epochs N] [--repeats N] [--seeds N] [--cpu K] [--isa native,avx2]
 
 Each measurement is a fresh process pinned to one core (taskset, when there is one) with one thread, training
-an entry the way bench.train does (its build, compile, the challenge's callbacks, 50,000 MNIST fit and 5,000
-validation images, `engine = "keras"` or `"auto"` through `train.fit`) for 1 + `--epochs` epochs. The clock is
-the process's CPU time per epoch, the first epoch (tracing and compilation) excluded, so validation and the
-per-epoch shuffle are counted. Variants run interleaved (keras, auto, keras, auto, ...) over `--repeats`, and
+an entry the way bench.train does (its build, compile, the challenge's callbacks, 50,000 MNIST fit images (or
+`--images`) and 5,000 validation images, `engine = "keras"`, `"jax"` or `"auto"` through `train.fit`) for 1 + `--epochs` epochs. The
+clock is the process's CPU time per epoch, the first epoch (tracing and compilation) excluded, so validation and
+the per-epoch shuffle are counted; auto's measuring before the first epoch (bench.engine_choice) is excluded too,
+and printed on its own (`probe`: CPU seconds, once per run). Variants run interleaved (keras, jax, auto, keras,
+...) over `--repeats`, and
 each seed of `--seeds` is a run of its own (neither engine trains seeds together), so the figure is CPU seconds
 per seed-epoch; the median over repeats and seeds is kept. Under `--isa avx2` both libraries are capped to AVX2
 (pinned.ISA_CAPS: ONEDNN_MAX_CPU_ISA for TensorFlow, XLA_FLAGS=--xla_cpu_max_isa for JAX), so one AVX-512 machine
 measures both kinds of CPU; by default every ISA the machine has. The last lines are
-`speedup <isa> <entry> <today / engine>x`, above 1 where the engine is faster.
+`speedup <isa> <entry> <model.fit / auto>x (engine alone <model.fit / jax>x, auto chose <path>)`: at or above 1
+where auto is at least as fast as model.fit.
 """
 
 from __future__ import annotations
@@ -24,19 +27,19 @@ from pathlib import Path
 
 from pinned import REPO, cpu_has_avx512, run_pinned
 
-ENGINES = ("keras", "auto")
+ENGINES = ("keras", "jax", "auto")
 FIT_IMAGES, VALIDATION_IMAGES = 50_000, 5_000
 
 RUN = textwrap.dedent("""
     import json, sys, time
-    entry, engine_setting, seed, epochs, data_file = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+    entry, engine_setting, seed, epochs, data_file, fit_images = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
     from bench import config, train
     train._prepare_tensorflow(1, seed)
     import keras, numpy as np
     with np.load(data_file) as arrays:
         x = (arrays["x_train"] / 255).astype("float32")
         y = arrays["y_train"].astype("int64")
-    x_fit, y_fit = x[:FIT_IMAGES], y[:FIT_IMAGES]
+    x_fit, y_fit = x[:fit_images], y[:fit_images]
     x_val, y_val = x[-VALIDATION_IMAGES:], y[-VALIDATION_IMAGES:]
     challenge = config.from_dict({"engine": engine_setting, "max_epochs": epochs + 1})
     module = train.import_submission(train.Path(entry))
@@ -54,13 +57,15 @@ RUN = textwrap.dedent("""
     history, ran = train.fit(model, clock, training, challenge, {"entry": entry, "seed": seed}, label_kind, 10,
                              x_fit, y_fit, x_val, y_val, notes)
     measured = len(ends) - 1
+    probe = [float(note.split("measuring took ")[1].split(" s")[0]) for note in notes if "measuring took " in note]
     print(json.dumps({"engine": ran, "cpu_per_epoch": (ends[-1] - ends[0]) / measured, "epochs": measured,
-                      "val_accuracy": history["val_accuracy"][-1], "notes": notes}))
+                      "val_accuracy": history["val_accuracy"][-1], "notes": notes, "probe": probe[0] if probe else None}))
 """).replace("FIT_IMAGES", str(FIT_IMAGES)).replace("VALIDATION_IMAGES", str(VALIDATION_IMAGES))
 
 
-def measure(entry: str, engine_setting: str, seed: int, epochs: int, data_file: str, cpu: int, isa: str = "native") -> dict:
-    return run_pinned(RUN, [entry, engine_setting, str(seed), str(epochs), data_file], cpu,
+def measure(entry: str, engine_setting: str, seed: int, epochs: int, data_file: str, cpu: int, isa: str = "native",
+            fit_images: int = FIT_IMAGES) -> dict:
+    return run_pinned(RUN, [entry, engine_setting, str(seed), str(epochs), data_file, str(fit_images)], cpu,
                       f"engine={engine_setting} on {entry} ({isa})", isa)
 
 
@@ -71,13 +76,15 @@ def main():
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1, each its own run (default 1)")
     parser.add_argument("--cpu", type=int, default=0, help="the core every run is pinned to (default 0)")
+    parser.add_argument("--images", type=int, default=FIT_IMAGES,
+                        help=f"fit images per epoch (default {FIT_IMAGES:,}; fewer for the widest entries, whose epochs take a minute)")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mnist.npz"), help="mnist.npz")
     parser.add_argument("--isa", default="native,avx2" if cpu_has_avx512() else "native",
                         help="comma-separated: native, avx2 (default: both on an AVX-512 CPU, else native)")
     args = parser.parse_args()
     entries = args.entry or ["submissions/classroom_158.py", "submissions/frontier_under1000.py"]
     print(f"CPU seconds per seed-epoch (median), one core, one thread, {args.repeats} interleaved repeats x {args.seeds} seed(s), "
-          f"{args.epochs} epochs each after the first; {FIT_IMAGES:,} fit and {VALIDATION_IMAGES:,} validation MNIST images; "
+          f"{args.epochs} epochs each after the first; {args.images:,} fit and {VALIDATION_IMAGES:,} validation MNIST images; "
           f"load average at the start {os.getloadavg()[0]:.1f}")
     speedups = []
     for isa in args.isa.split(","):
@@ -86,16 +93,18 @@ def main():
             for _ in range(args.repeats):
                 for seed in range(args.seeds):
                     for setting in ENGINES:
-                        runs[setting].append(measure(entry, setting, seed, args.epochs, args.data, args.cpu, isa))
-            today, new = (statistics.median(r["cpu_per_epoch"] for r in runs[s]) for s in ENGINES)
-            ran = sorted({r["engine"] for r in runs["auto"]})
+                        runs[setting].append(measure(entry, setting, seed, args.epochs, args.data, args.cpu, isa, args.images))
+            fit, alone, auto = (statistics.median(r["cpu_per_epoch"] for r in runs[s]) for s in ENGINES)
+            chosen = "/".join(sorted({r["engine"] for r in runs["auto"]}))
+            probes = [r["probe"] for r in runs["auto"] if r["probe"] is not None]
             name = Path(entry).stem
-            print(f"[{isa}] {name}: today (model.fit) {today:.3f} s, engine=auto ({', '.join(ran)}) {new:.3f} s, ratio "
-                  f"{today / new:.2f}x; last val_accuracy {runs['keras'][-1]['val_accuracy']:.4f} / {runs['auto'][-1]['val_accuracy']:.4f}",
-                  flush=True)
-            for note in {n for r in runs["auto"] for n in r["notes"]}:
+            print(f"[{isa}] {name}: model.fit {fit:.3f} s, engine=jax ({'/'.join(sorted({r['engine'] for r in runs['jax']}))}) "
+                  f"{alone:.3f} s, engine=auto ({chosen}) {auto:.3f} s; ratios {fit / alone:.2f}x and {fit / auto:.2f}x; "
+                  f"probe {statistics.median(probes) if probes else 0:.1f} s once per run; last val_accuracy "
+                  f"{' / '.join(format(runs[s][-1]['val_accuracy'], '.4f') for s in ENGINES)}", flush=True)
+            for note in sorted({n for r in runs["auto"] for n in r["notes"]}):
                 print(f"  note: {note}")
-            speedups.append(f"speedup {isa} {name} {today / new:.2f}x")
+            speedups.append(f"speedup {isa} {name} {fit / auto:.2f}x (engine alone {fit / alone:.2f}x, auto chose {chosen})")
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     print("\n".join(speedups))
 

@@ -544,11 +544,11 @@ CUSTOM_TRAIN_STEP = '''
 
 
 def test_the_record_says_which_engine_ran_and_a_custom_train_step_falls_back(write_entry):
-    fast = run_in_process(write_entry("dense", DENSE_ENTRY), engine="auto")
+    fast = run_in_process(write_entry("dense", DENSE_ENTRY), engine="jax")
     assert fast["status"] == "OK" and fast["engine"] == JAX_ENGINE and fast["epochs"] == 2
     today = run_in_process(write_entry("dense_keras", DENSE_ENTRY))
     assert today["engine"] == KERAS_ENGINE
-    custom = run_in_process(write_entry("custom", CUSTOM_TRAIN_STEP), engine="auto")
+    custom = run_in_process(write_entry("custom", CUSTOM_TRAIN_STEP), engine="jax")
     assert custom["status"] == "OK" and custom["engine"] == KERAS_ENGINE
     assert any("train_step" in note and "model.fit" in note for note in custom["notes"])
 
@@ -556,7 +556,7 @@ def test_the_record_says_which_engine_ran_and_a_custom_train_step_falls_back(wri
 def test_a_logits_entry_that_names_its_loss_in_training_runs_on_the_engine(write_entry):
     # ../shared/cases/fc_02: FROM_LOGITS = True with TRAINING["loss"] once fell back to model.fit
     logits_entry = (REPO / "tests" / "cases" / "fc_02_logits_flag_with_loss_key.py").read_text()
-    record = run_in_process(write_entry("logits_named_loss", logits_entry), engine="auto")
+    record = run_in_process(write_entry("logits_named_loss", logits_entry), engine="jax")
     assert record["status"] == "OK" and record["engine"] == JAX_ENGINE, record.get("notes")
     assert not any("model.fit" in note for note in record["notes"])
 

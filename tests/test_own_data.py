@@ -69,7 +69,7 @@ def test_colour_npz_new_check_evaluate(tmp_path, capsys):
     `check` passes it, and a short evaluate on the batch-minor engine records the dataset's name, shape and classes."""
     shapes5(tmp_path / "shapes.npz")
     settings = tmp_path / "pyproject.toml"
-    settings.write_text(f'[tool.bench]\nseeds = 1\nmax_epochs = 2\nengine = "auto"\nsandbox = "off"\n'
+    settings.write_text(f'[tool.bench]\nseeds = 1\nmax_epochs = 2\nengine = "jax"\nsandbox = "off"\n'
                         f'results = "{tmp_path / "results"}"\nleaderboard = "{tmp_path / "board.md"}"\n'
                         f'[tool.bench.dataset]\npath = "{tmp_path / "shapes.npz"}"\nname = "shapes5"\n'
                         f'classes = {json.dumps(list(SHAPES))}\ndescription = "coloured shapes on a dark ground"\n')
@@ -102,7 +102,7 @@ def test_feature_vectors_five_classes_head_is_805(tmp_path, write_entry, capsys)
     assert cli.main(["check", str(entry.parent), *common]) == 0
     out = capsys.readouterr().out
     assert re.search(r"OK +linear +805 params", out) and re.search(r"OK +starter +1,333 params", out), out
-    assert cli.main(["evaluate", str(entry), *common, "--seeds", "1", "--epochs", "3", "--engine", "auto",
+    assert cli.main(["evaluate", str(entry), *common, "--seeds", "1", "--epochs", "3", "--engine", "jax",
                      "--results", str(tmp_path / "results"), "--leaderboard", str(tmp_path / "board.md")]) == 0
     board, record = board_and_record(tmp_path, "feat160", "linear")  # named after the file's stem
     assert record["status"] == "OK" and record["total_params"] == 805 and record["macs"] == 800

@@ -229,9 +229,14 @@ def cmd_check(args) -> int:
         return 2
     failures = sum(1 for s in submissions if not s.ok)
     protected = runner.protected_files(challenge)
-    for run in plan.plan(challenge, [s for s in submissions if s.ok], fingerprint, [0], hyperparameters_for=tuned_hyperparameters(challenge)):
+    runs = plan.plan(challenge, [s for s in submissions if s.ok], fingerprint, [0], hyperparameters_for=tuned_hyperparameters(challenge))
+    for run in runs:
+        # One entry (a student's): its audit starts beside the training step, which saves the seconds of one
+        # TensorFlow start-up. A folder (a class's) has failures, whose early audits would be start-ups thrown away
+        # on a machine busy with the next entry, so there each audit waits for its training step.
         record = stages.run_worker(challenge, run, threads=None, log=lambda line: None, extra_job={"mode": "check"},
-                                   progress=lambda text, name=run.submission.name: progress(f"{name}: {text}"))
+                                   progress=lambda text, name=run.submission.name: progress(f"{name}: {text}"),
+                                   early_audit=len(runs) == 1)
         changed = protected.restore(undo=not sandbox.active(challenge.sandbox))
         record = runner.published(containment.tampering(changed) if changed else record)  # bounded, no control characters
         params = f"{record['total_params']:,} params" if record.get("total_params") is not None else ""

@@ -62,12 +62,14 @@ def audit_time_limit(time_limit: float, elapsed: float) -> float:
     return min(AUDIT_TIME_LIMIT, max(AUDIT_MIN_SECONDS, time_limit - elapsed))
 
 
-def run_worker(challenge: config.Challenge, run: Run, threads: int | None, log, extra_job: dict, progress=None) -> dict:
+def run_worker(challenge: config.Challenge, run: Run, threads: int | None, log, extra_job: dict, progress=None,
+               early_audit: bool = False) -> dict:
     """One run: train (untrusted, sandboxed), audit and predict (sandboxed), score here. Returns its partial record.
 
     Each stage is its own contained subprocess (bench.containment) inside bubblewrap when the
     challenge's sandbox mode has one (bench.sandbox); only this process holds the labels.
-    `progress(text)`, when given, is told as each stage starts.
+    `progress(text)`, when given, is told as each stage starts. `early_audit` (check mode only): start the audit's
+    process beside the training step, so its TensorFlow start-up overlaps training's; thrown away if training fails.
     """
     progress = progress or (lambda text: None)
     mode = extra_job.get("mode", "train")
@@ -85,9 +87,8 @@ def run_worker(challenge: config.Challenge, run: Run, threads: int | None, log, 
         # Inside the sandbox the job folder, the arrays and the output folder sit at fixed paths.
         at = (lambda inside, outside: inside if sandboxed else str(outside))
         auditing = AuditStage(work / "audit_job", prepared.images_folder, audit_out, sandboxed, memory_mb, at)
-        if mode == "check":
-            # Its TensorFlow start-up overlaps the training step's. The bound covers its wait for training (which
-            # stops at time_limit) and the audit's own time after it.
+        if mode == "check" and early_audit:
+            # The bound covers its wait for training (which stops at time_limit) and the audit's own time after it.
             auditing.start(challenge.time_limit + AUDIT_TIME_LIMIT)
         try:
             progress(("training" if mode == "train" else "importing, building and taking one training step") + (" in the sandbox" if sandboxed else ""))

@@ -91,7 +91,17 @@ def test_same_seed_gives_the_same_record(tmp_path, write_entry, evaluate):
     assert again["history"] == first["history"] and again["test_accuracy"] == first["test_accuracy"]
 
 
-def test_check_command_reports_each_entry(tmp_path, write_entry, capsys):
+def audit_starts(monkeypatch) -> list:
+    """The audits `check` starts, in order, each as the number of training steps begun before it."""
+    starts, trainings = [], []
+    start, train_then_audit = stages.AuditStage.start, stages._train_then_audit
+    monkeypatch.setattr(stages.AuditStage, "start", lambda self, limit: (starts.append(len(trainings)), start(self, limit))[1])
+    monkeypatch.setattr(stages, "_train_then_audit", lambda *args: (trainings.append(1), train_then_audit(*args))[1])
+    return starts
+
+
+def test_check_command_reports_each_entry(tmp_path, write_entry, capsys, monkeypatch):
+    starts = audit_starts(monkeypatch)
     write_entry("dense", DENSE_ENTRY)
     write_entry("seven", "import keras\ndef build_model(input_shape, num_classes):\n"
                 "    return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(), keras.layers.Dense(7)])\n")
@@ -109,8 +119,17 @@ def test_check_command_reports_each_entry(tmp_path, write_entry, capsys):
                     "seven: importing, building and taking one training step in the sandbox ...",
                     "done"]
     assert "sandbox ..." not in out
-    # The audit started beside each training step is ended with it, the invalid entry's (which got no job) too.
-    assert not stages._live
+    # In a folder, each audit waits for its training step: the invalid entry gets none, and no process is left.
+    assert starts == [1] and not stages._live
+
+
+def test_checking_one_entry_starts_its_audit_beside_training_and_ends_it_when_training_fails(write_entry, capsys, monkeypatch):
+    starts = audit_starts(monkeypatch)
+    seven = write_entry("seven", "import keras\ndef build_model(input_shape, num_classes):\n"
+                        "    return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(), keras.layers.Dense(7)])\n")
+    assert cli.main(["check", str(seven), "--dataset", "digits", "--validation-size", "0.2"]) == 1
+    assert "INVALID" in capsys.readouterr().out
+    assert starts == [0] and not stages._live
 
 
 def test_missing_dataset_says_where_it_looked(tmp_path, write_entry, monkeypatch, capsys):

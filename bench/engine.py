@@ -758,16 +758,24 @@ def _step_function(found: Plan, seed: int):
     """One optimizer step for `jax.lax.scan`: ((weights, optimizer state, learning rate), (x, y)) ->
     (the same carry, updated; (the batch's loss sum, its correct count))."""
     import jax
+
+    keyed = _keyed_step(found)
+    run_key = jax.random.PRNGKey(seed)
+    return lambda carry, batch: keyed(run_key, carry, batch)
+
+
+def _keyed_step(found: Plan):
+    """`_step_function`'s step with the run's key as its first argument, so `jax.vmap` can give each seed its own
+    (bench.engine_seeds)."""
+    import jax
     import jax.numpy as jnp
 
     update = _optimizer_update(found.optimizer, found.hyper)
 
-    # Dropout and noise: one key per optimizer step, from the run's seed.
-    run_key = jax.random.PRNGKey(seed)
-
-    def step(carry, batch):
+    def step(run_key, carry, batch):
         weights, state, lr = carry
         x, y = batch
+        # Dropout and noise: one key per optimizer step, from the run's seed.
         key = jax.random.fold_in(run_key, state["step"].astype(jnp.int32))
 
         def loss_and_outputs(weights):

@@ -15,6 +15,11 @@ per seed-epoch; the median over repeats and seeds is kept. Under `--isa avx2` bo
 measures both kinds of CPU; by default every ISA the machine has. The last lines are
 `speedup <isa> <entry> <model.fit / auto>x (engine alone <model.fit / jax>x, auto chose <path>)`: at or above 1
 where auto is at least as fast as model.fit.
+
+`--seeds-together N` measures instead, for classroom_158 (or `--entry`), N seeds trained together on the engine
+(bench.engine_seeds.train_seeds, one process) against one seed trained alone on the engine (bench.engine.train),
+interleaved the same way, and ends with `seedsN <entry> <CPU seconds per epoch of N together / of 1 alone>x`:
+N would be no gain, 1 would be N seeds for the price of one.
 """
 
 from __future__ import annotations
@@ -63,6 +68,74 @@ RUN = textwrap.dedent("""
 """).replace("FIT_IMAGES", str(FIT_IMAGES)).replace("VALIDATION_IMAGES", str(VALIDATION_IMAGES))
 
 
+# N seeds of one entry on the engine in one process: seed 0 alone through engine.train when N is 1, else all N
+# through engine_seeds.train_seeds; each seed's model built after seeding with that seed, as its own run would be.
+RUN_TOGETHER = textwrap.dedent("""
+    import json, sys, time
+    entry, count, epochs, data_file = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    from bench import config, engine, engine_seeds, train
+    train._prepare_tensorflow(1, 0)
+    import keras, numpy as np
+    with np.load(data_file) as arrays:
+        x = (arrays["x_train"] / 255).astype("float32")
+        y = arrays["y_train"].astype("int64")
+    x_fit, y_fit = x[:FIT_IMAGES], y[:FIT_IMAGES]
+    x_val, y_val = x[-VALIDATION_IMAGES:], y[-VALIDATION_IMAGES:]
+    challenge = config.from_dict({"engine": "auto", "max_epochs": epochs + 1})
+    module = train.import_submission(train.Path(entry))
+    training = train.validated_training(module, challenge)
+    ends = []
+
+    class Clock(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            ends.append(time.process_time())
+
+    seeds, plans, callbacks = list(range(count)), [], []
+    for seed in seeds:
+        keras.utils.set_random_seed(seed)
+        model = train.build(module, x_fit, 10, {}, None)
+        label_kind = train.compile_if_needed(model, module, training, challenge, [])
+        own = train.training_callbacks(module, challenge, model, [])[0] + [Clock()] * (seed == 0)
+        plans.append(engine.plan(model, own, x_fit, label_kind, 1))
+        callbacks.append(own)
+    if count == 1:
+        histories = [engine.train(plans[0], callbacks[0], x_fit, y_fit, x_val, y_val, epochs + 1, training["batch_size"], 0)]
+    else:
+        histories = engine_seeds.train_seeds(plans, callbacks, x_fit, y_fit, x_val, [y_val] * count, epochs + 1,
+                                             training["batch_size"], seeds)
+    measured = len(ends) - 1
+    print(json.dumps({"cpu_per_epoch": (ends[-1] - ends[0]) / measured, "epochs": measured,
+                      "val_accuracy": [h["val_accuracy"][-1] for h in histories]}))
+""").replace("FIT_IMAGES", str(FIT_IMAGES)).replace("VALIDATION_IMAGES", str(VALIDATION_IMAGES))
+
+
+def measure_together(entry: str, count: int, epochs: int, data_file: str, cpu: int, isa: str = "native") -> dict:
+    return run_pinned(RUN_TOGETHER, [entry, str(count), str(epochs), data_file], cpu,
+                      f"{count} seed(s) together on {entry} ({isa})", isa)
+
+
+def seeds_together(args) -> None:
+    entries = args.entry or ["submissions/classroom_158.py"]
+    n = args.seeds_together
+    print(f"CPU seconds per epoch (median), one core, one thread, {args.repeats} interleaved repeats, {args.epochs} epochs "
+          f"each after the first: {n} seeds together on the engine against 1 alone; load average {os.getloadavg()[0]:.1f}")
+    ratios = []
+    for isa in args.isa.split(","):
+        for entry in entries:
+            runs = {1: [], n: []}
+            for _ in range(args.repeats):
+                for count in runs:
+                    runs[count].append(measure_together(entry, count, args.epochs, args.data, args.cpu, isa))
+            alone, together = (statistics.median(r["cpu_per_epoch"] for r in runs[c]) for c in runs)
+            name = Path(entry).stem
+            print(f"[{isa}] {name}: 1 seed alone {alone:.3f} s, {n} together {together:.3f} s ({together / n:.3f} s a seed), "
+                  f"ratio {together / alone:.2f}x; last val_accuracy {runs[1][-1]['val_accuracy']} / {runs[n][-1]['val_accuracy']}",
+                  flush=True)
+            ratios.append(f"seeds{n} {name} {together / alone:.2f}x")
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    print("\n".join(ratios))
+
+
 def measure(entry: str, engine_setting: str, seed: int, epochs: int, data_file: str, cpu: int, isa: str = "native",
             fit_images: int = FIT_IMAGES) -> dict:
     return run_pinned(RUN, [entry, engine_setting, str(seed), str(epochs), data_file, str(fit_images)], cpu,
@@ -81,7 +154,12 @@ def main():
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mnist.npz"), help="mnist.npz")
     parser.add_argument("--isa", default="native,avx2" if cpu_has_avx512() else "native",
                         help="comma-separated: native, avx2 (default: both on an AVX-512 CPU, else native)")
+    parser.add_argument("--seeds-together", type=int, default=0, metavar="N",
+                        help="measure N seeds trained together on the engine against 1 alone (default: off)")
     args = parser.parse_args()
+    if args.seeds_together:
+        seeds_together(args)
+        return
     entries = args.entry or ["submissions/classroom_158.py", "submissions/frontier_under1000.py"]
     print(f"CPU seconds per seed-epoch (median), one core, one thread, {args.repeats} interleaved repeats x {args.seeds} seed(s), "
           f"{args.epochs} epochs each after the first; {args.images:,} fit and {VALIDATION_IMAGES:,} validation MNIST images; "

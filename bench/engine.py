@@ -766,7 +766,7 @@ def _step_function(found: Plan, seed: int):
 
 def _keyed_step(found: Plan):
     """`_step_function`'s step with the run's key as its first argument, so `jax.vmap` can give each seed its own
-    (bench.engine_seeds)."""
+    (benchmarks/seeds_together.py)."""
     import jax
     import jax.numpy as jnp
 

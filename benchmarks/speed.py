@@ -17,7 +17,7 @@ measures both kinds of CPU; by default every ISA the machine has. The last lines
 where auto is at least as fast as model.fit.
 
 `--seeds-together N` measures instead, for classroom_158 (or `--entry`), N seeds trained together on the engine
-(bench.engine_seeds.train_seeds, one process) against one seed trained alone on the engine (bench.engine.train),
+(benchmarks/seeds_together.py, one process) against one seed trained alone on the engine (bench.engine.train),
 interleaved the same way, and ends with `seedsN <entry> <CPU seconds per epoch of N together / of 1 alone>x`:
 N would be no gain, 1 would be N seeds for the price of one.
 """
@@ -69,11 +69,13 @@ RUN = textwrap.dedent("""
 
 
 # N seeds of one entry on the engine in one process: seed 0 alone through engine.train when N is 1, else all N
-# through engine_seeds.train_seeds; each seed's model built after seeding with that seed, as its own run would be.
+# through seeds_together.train_seeds; each seed's model built after seeding with that seed, as its own run would be.
 RUN_TOGETHER = textwrap.dedent("""
     import json, sys, time
     entry, count, epochs, data_file = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    from bench import config, engine, engine_seeds, train
+    sys.path.insert(0, 'benchmarks')
+    import seeds_together
+    from bench import config, engine, train
     train._prepare_tensorflow(1, 0)
     import keras, numpy as np
     with np.load(data_file) as arrays:
@@ -101,7 +103,7 @@ RUN_TOGETHER = textwrap.dedent("""
     if count == 1:
         histories = [engine.train(plans[0], callbacks[0], x_fit, y_fit, x_val, y_val, epochs + 1, training["batch_size"], 0)]
     else:
-        histories = engine_seeds.train_seeds(plans, callbacks, x_fit, y_fit, x_val, [y_val] * count, epochs + 1,
+        histories = seeds_together.train_seeds(plans, callbacks, x_fit, y_fit, x_val, [y_val] * count, epochs + 1,
                                              training["batch_size"], seeds)
     measured = len(ends) - 1
     print(json.dumps({"cpu_per_epoch": (ends[-1] - ends[0]) / measured, "epochs": measured,

@@ -3,7 +3,12 @@
 `train_seeds` is `bench.engine.train` for a list of seeds. Each seed has its own Keras model (built after seeding
 with that seed, so its initial weights are a separate run's), its own callbacks and its own validation answers;
 their weights and optimizer states are stacked on a leading seed axis and one `jax.vmap` of the engine's epoch
-scan trains them all. Not wired into the harness: there each seed is a sandboxed process of its own.
+scan trains them all.
+
+A measurement, not a path of the harness: `benchmarks/speed.py --seeds-together 3` found three seeds together
+cost 3.7x one seed alone (issue 32 asked for at most 1.5x), more than three separate runs' epochs, so the harness
+keeps training each seed as a sandboxed process of its own. Kept so the figure can be measured again on another
+CPU or after the engine changes.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ def train_seeds(plans, callbacks_per_seed, x_fit, y_fit, x_val, answers_per_seed
     Not promised the same: the arithmetic. The vmapped program is compiled apart from a single seed's (batched
     matrix products, other fusions), so a step may differ in its last bits and a history then drifts from its
     separate run's, epoch after epoch. Measured on XLA:CPU, one thread: none so far, every value equal, over 30
-    epochs of classroom_158 (3 seeds, 10,000 MNIST images, batch 1024) and of tests/test_engine_seeds.py's dropout
+    epochs of classroom_158 (3 seeds, 10,000 MNIST images, batch 1024) and of tests/test_seeds_together.py's dropout
     convnet (3 seeds, digits); tests allow 1e-4 (relative) all the same. The same seeds together give the same
     histories run after run.
 

@@ -1,6 +1,6 @@
 """model.fit on TensorFlow against bench.engine's batch-minor JAX engine and against `engine = "auto"`, side by side.
 
-Run from the repository root:  python benchmarks/speed.py [--entry PATH ...] [--epochs N] [--repeats N] [--seeds N] [--cpu K] [--isa native,avx2]
+Run from the repository root:  python benchmarks/speed.py [--entry PATH ...] [--epochs N] [--repeats N] [--seeds N] [--cpu K] [--isa native,avx2] [--images N] [--seeds-together N]
 
 Each measurement is a fresh process pinned to one core (taskset, when there is one) with one thread, training
 an entry the way bench.train does (its build, compile, the challenge's callbacks, 50,000 MNIST fit images (or
@@ -16,10 +16,11 @@ measures both kinds of CPU; by default every ISA the machine has. The last lines
 `speedup <isa> <entry> <model.fit / auto>x (engine alone <model.fit / jax>x, auto chose <path>)`: at or above 1
 where auto is at least as fast as model.fit.
 
-`--seeds-together N` measures instead, for classroom_158 (or `--entry`), N seeds trained together on the engine
-(benchmarks/seeds_together.py, one process) against one seed trained alone on the engine (bench.engine.train),
-interleaved the same way, and ends with `seedsN <entry> <CPU seconds per epoch of N together / of 1 alone>x`:
-N would be no gain, 1 would be N seeds for the price of one.
+Then, unless `--seeds-together 0`, N (default 3) seeds of `--seeds-entry` (classroom_158) trained together on the
+engine (benchmarks/seeds_together.py, one process) against one seed trained alone on the engine
+(bench.engine.train), interleaved the same way, under each ISA; the last lines add `seedsN <entry> <CPU
+seconds per epoch of N together / of 1 alone>x (<isa>)`: N would be no gain, 1 would be N seeds for the price of one.
+`--no-speedup` measures that alone.
 """
 
 from __future__ import annotations
@@ -116,26 +117,25 @@ def measure_together(entry: str, count: int, epochs: int, data_file: str, cpu: i
                       f"{count} seed(s) together on {entry} ({isa})", isa)
 
 
-def seeds_together(args) -> None:
-    entries = args.entry or ["submissions/classroom_158.py"]
-    n = args.seeds_together
+def seeds_together(args) -> list[str]:
+    """Measure args.seeds_together seeds together against one alone for `--seeds-entry`; print each comparison
+    and return the `seedsN <entry> <ratio>x` lines."""
+    n, entry = args.seeds_together, args.seeds_entry
     print(f"CPU seconds per epoch (median), one core, one thread, {args.repeats} interleaved repeats, {args.epochs} epochs "
           f"each after the first: {n} seeds together on the engine against 1 alone; load average {os.getloadavg()[0]:.1f}")
     ratios = []
     for isa in args.isa.split(","):
-        for entry in entries:
-            runs = {1: [], n: []}
-            for _ in range(args.repeats):
-                for count in runs:
-                    runs[count].append(measure_together(entry, count, args.epochs, args.data, args.cpu, isa))
-            alone, together = (statistics.median(r["cpu_per_epoch"] for r in runs[c]) for c in runs)
-            name = Path(entry).stem
-            print(f"[{isa}] {name}: 1 seed alone {alone:.3f} s, {n} together {together:.3f} s ({together / n:.3f} s a seed), "
-                  f"ratio {together / alone:.2f}x; last val_accuracy {runs[1][-1]['val_accuracy']} / {runs[n][-1]['val_accuracy']}",
-                  flush=True)
-            ratios.append(f"seeds{n} {name} {together / alone:.2f}x")
-    print(f"load average at the end {os.getloadavg()[0]:.1f}")
-    print("\n".join(ratios))
+        runs = {1: [], n: []}
+        for _ in range(args.repeats):
+            for count in runs:
+                runs[count].append(measure_together(entry, count, args.epochs, args.data, args.cpu, isa))
+        alone, together = (statistics.median(r["cpu_per_epoch"] for r in runs[c]) for c in runs)
+        name = Path(entry).stem
+        print(f"[{isa}] {name}: 1 seed alone {alone:.3f} s, {n} together {together:.3f} s ({together / n:.3f} s a seed), "
+              f"ratio {together / alone:.2f}x; last val_accuracy {runs[1][-1]['val_accuracy']} / {runs[n][-1]['val_accuracy']}",
+              flush=True)
+        ratios.append(f"seeds{n} {name} {together / alone:.2f}x ({isa})")
+    return ratios
 
 
 def measure(entry: str, engine_setting: str, seed: int, epochs: int, data_file: str, cpu: int, isa: str = "native",
@@ -156,13 +156,12 @@ def main():
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mnist.npz"), help="mnist.npz")
     parser.add_argument("--isa", default="native,avx2" if cpu_has_avx512() else "native",
                         help="comma-separated: native, avx2 (default: both on an AVX-512 CPU, else native)")
-    parser.add_argument("--seeds-together", type=int, default=0, metavar="N",
-                        help="measure N seeds trained together on the engine against 1 alone (default: off)")
+    parser.add_argument("--seeds-together", type=int, default=3, metavar="N",
+                        help="then N seeds trained together on the engine against 1 alone (default 3; 0: not measured)")
+    parser.add_argument("--seeds-entry", default="submissions/classroom_158.py", help="the entry of that measurement")
+    parser.add_argument("--no-speedup", action="store_true", help="measure seeds together only")
     args = parser.parse_args()
-    if args.seeds_together:
-        seeds_together(args)
-        return
-    entries = args.entry or ["submissions/classroom_158.py", "submissions/frontier_under1000.py"]
+    entries = [] if args.no_speedup else args.entry or ["submissions/classroom_158.py", "submissions/frontier_under1000.py"]
     print(f"CPU seconds per seed-epoch (median), one core, one thread, {args.repeats} interleaved repeats x {args.seeds} seed(s), "
           f"{args.epochs} epochs each after the first; {args.images:,} fit and {VALIDATION_IMAGES:,} validation MNIST images; "
           f"load average at the start {os.getloadavg()[0]:.1f}")
@@ -185,8 +184,9 @@ def main():
             for note in sorted({n for r in runs["auto"] for n in r["notes"]}):
                 print(f"  note: {note}")
             speedups.append(f"speedup {isa} {name} {fit / auto:.2f}x (engine alone {fit / alone:.2f}x, auto chose {chosen})")
+    together = seeds_together(args) if args.seeds_together else []
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
-    print("\n".join(speedups))
+    print("\n".join(speedups + together))
 
 
 if __name__ == "__main__":

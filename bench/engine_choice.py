@@ -2,10 +2,10 @@
 this machine, measured in the training process before the first epoch.
 
 Why measure rather than rule: the same entry is faster on the engine on one CPU and slower on another. On a 2-core
-AMD EPYC with AVX-512, `benchmarks/speed.py` measured `classroom_158` 1.85x faster on the engine and
-`frontier_under1000` 0.48x (slower); capped to AVX2 on the same machine 2.77x and 0.81x; on an AVX2-only machine
-earlier, 6.55x and 3.03x (README, "The training engine"). Neither the instruction set nor the model's size orders
-them, so `auto` times both paths here, on this run's own batches.
+AMD EPYC with AVX-512, `benchmarks/speed.py` measured the engine alone 1.89x as fast as `model.fit` for
+`classroom_158` and 0.58x for `frontier_under1000`; capped to AVX2 on the same machine 3.67x and 1.02x; on an
+AVX2-only machine earlier, 6.55x and 3.03x (README, "The training engine"). Neither the instruction set nor the
+model's size orders them, so `auto` times both paths here, on this run's own batches.
 
 What is timed: `PROBE_STEPS` optimizer steps on the first full batches of the fit images, in order, for each path,
 `PROBE_ROUNDS` times in turn (engine, fit, engine, fit), keeping each path's fastest round: process CPU time (every

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import rebuild
+from bench import imports, rebuild
 from bench.status import INVALID, OK
 
 RESULT_FILE = "audit.json"
@@ -87,7 +87,7 @@ def audit(trained: str | Path, images: dict[str, np.ndarray], output: str | Path
                            "by one: quantize with model.quantize('int8') or model.quantize('int4') in finalize"),
                 "path": REBUILT if not foreign else CUSTOM_CODE}
     if not foreign:
-        _prepare_tensorflow(threads, blocked=UNUSED_BY_KERAS_MODELS if own_process else ())
+        _prepare_tensorflow(threads, blocked=imports.UNUSED_BY_KERAS_MODELS if own_process else ())
         try:
             model = rebuild.rebuild(keras_file, config)
         except rebuild.NotRebuildable as reason:
@@ -98,7 +98,7 @@ def audit(trained: str | Path, images: dict[str, np.ndarray], output: str | Path
         return {**_invalid(f"this challenge scores models built from Keras's own layers only (allow_custom_code = false), "
                            f"and this one uses {', '.join(foreign[:5])}: build it from keras.layers (no subclassed layers, "
                            "Lambda layers or keras.ops calls between layers)"), "path": CUSTOM_CODE}
-    _prepare_tensorflow(threads, blocked=("keras.src", *UNUSED_BY_KERAS_MODELS) if own_process else ())
+    _prepare_tensorflow(threads, blocked=("keras.src", *imports.UNUSED_BY_KERAS_MODELS) if own_process else ())
     from bench import graph_audit
 
     record, scores = graph_audit.audit(trained / "model")
@@ -250,12 +250,6 @@ def _same_scores(first: np.ndarray, again: np.ndarray) -> bool:
     return not np.any(flipped & decided) and int(flipped.sum()) <= max(1, len(first) // TIED_FLIPS_PER)
 
 
-# Packages `import tensorflow` and `import keras` load for features a model's inference never uses (scikit-learn
-# wrappers, plots, data frames, the JAX backend): about 2 s of every audit's start-up, measured with
-# `python -X importtime -c "import keras"`. Keras and TensorFlow carry on without them.
-UNUSED_BY_KERAS_MODELS = ("sklearn", "matplotlib", "pandas", "jax", "jaxlib")
-
-
 # How often a stage process started ahead of its job looks for the job file.
 JOB_POLL_SECONDS = 0.02
 
@@ -263,9 +257,9 @@ JOB_POLL_SECONDS = 0.02
 def _import_tensorflow() -> None:
     """TensorFlow without Keras's modules, before the job is read (which path the model takes is not known yet,
     and the graph path must never load Keras); Keras is let in afterwards, for the rebuilt path to import."""
-    keras_own = Unimportable(("keras.src",))
+    keras_own = imports.Unimportable(("keras.src",))
     _set_tensorflow_environment()
-    sys.meta_path[:0] = [keras_own, Unimportable(UNUSED_BY_KERAS_MODELS)]
+    sys.meta_path[:0] = [keras_own, imports.Unimportable(imports.UNUSED_BY_KERAS_MODELS)]
     import tensorflow  # noqa: F401
 
     sys.meta_path.remove(keras_own)
@@ -283,7 +277,7 @@ def _prepare_tensorflow(threads: int | None, blocked: tuple[str, ...] = ()) -> N
     thread limits."""
     _set_tensorflow_environment()
     if blocked and not any(module == name or module.startswith(name + ".") for module in sys.modules for name in blocked):
-        sys.meta_path.insert(0, Unimportable(blocked))
+        sys.meta_path.insert(0, imports.Unimportable(blocked))
     import tensorflow as tf
 
     if threads:
@@ -292,18 +286,6 @@ def _prepare_tensorflow(threads: int | None, blocked: tuple[str, ...] = ()) -> N
             tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
         except RuntimeError:  # already running (several audits in one test process): the limits stay as they were
             pass
-
-
-class Unimportable:
-    """An import hook that makes the packages `names` (and their submodules) unimportable in this process."""
-
-    def __init__(self, names: tuple[str, ...]):
-        self.names = names
-
-    def find_spec(self, name, path=None, target=None):
-        if any(name == blocked or name.startswith(blocked + ".") for blocked in self.names):
-            raise ImportError(f"the audit runs without {name}")
-        return None
 
 
 def _invalid(message: str) -> dict:

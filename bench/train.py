@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import config, engine, engine_choice, macs, monitor, validation
+from bench import config, engine, engine_choice, imports, macs, monitor, validation
 from bench.status import FAILED, INVALID, JAX_ENGINE, KERAS_ENGINE, OK, OVER_BUDGET, EntryProblem
 
 TRAINING_KEYS = {"optimizer": str, "learning_rate": (int, float), "batch_size": int, "epochs": int, "loss": str}
@@ -705,8 +705,9 @@ def _type_name(kind) -> str:
 
 def _prepare_tensorflow(threads: int | None, seed: int):
     """Thread limits must be set before TensorFlow runs its first op; then seed everything."""
-    import keras
-    import tensorflow as tf
+    with imports.left_out():  # a second of start-up; the entry's code and bench.engine may import them later
+        import keras
+        import tensorflow as tf
 
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)

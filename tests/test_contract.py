@@ -232,3 +232,21 @@ def test_finalize_hook_decides_the_model_that_is_exported_and_scored(write_entry
 def test_a_broken_finalize_hook_is_invalid_with_what_to_return(write_entry, hook, words):
     record = run(write_entry("bad_finalize", DENSE_ENTRY + "\n    " + hook + "\n"), mode="check")
     assert record["status"] == "INVALID" and words in record["message"]
+
+
+def test_the_training_process_starts_keras_without_unused_packages_and_the_entry_may_still_import_them(tmp_path):
+    """bench.imports: `import keras` in the training process leaves out scikit-learn, pandas, matplotlib and JAX
+    (a second of every run's start-up), and an entry that imports them afterwards gets them, the engine JAX too."""
+    import subprocess
+    import sys
+
+    script = ("import sys\n"
+              "from bench import train\n"
+              "train._prepare_tensorflow(1, 0)\n"
+              "print(sorted({m.split('.')[0] for m in sys.modules} & {'keras', 'sklearn', 'pandas', 'matplotlib', 'jax'}))\n"
+              "import pandas, sklearn, matplotlib, jax\n"
+              "print('imported', jax.numpy.ones(2).sum())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["['keras']", "imported 2.0"]

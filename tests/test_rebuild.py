@@ -569,10 +569,10 @@ def test_the_audit_imports_tensorflow_before_its_job_without_keras_and_lets_kera
     blocked = "" if path == "rebuilt" else "'keras.src', "
     script = (
         "import sys\n"
-        "from bench import audit\n"
+        "from bench import audit, imports\n"
         "audit._import_tensorflow()\n"
         "print('before', sorted({m.split('.')[0] for m in sys.modules} & {'keras', 'sklearn', 'pandas', 'matplotlib', 'jax'}))\n"
-        f"audit._prepare_tensorflow(None, blocked=({blocked}*audit.UNUSED_BY_KERAS_MODELS,))\n"
+        f"audit._prepare_tensorflow(None, blocked=({blocked}*imports.UNUSED_BY_KERAS_MODELS,))\n"
         "try:\n"
         "    import keras\n"
         "    keras.layers.Dense(1)\n"
@@ -588,7 +588,7 @@ def test_the_audit_imports_tensorflow_before_its_job_without_keras_and_lets_kera
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent).stdout.splitlines()
     assert out[0] == "before []"
-    assert out[1] == ("keras ok" if path == "rebuilt" else "keras blocked: the audit runs without keras.src")
+    assert out[1] == ("keras ok" if path == "rebuilt" else "keras blocked: this process runs without keras.src (bench.imports)")
     assert out[2] == "pandas blocked"
 
 

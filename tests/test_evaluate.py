@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
+import textwrap
 
 import pytest
 
@@ -11,17 +14,21 @@ from bench import cli, results, stages
 from conftest import DENSE_ENTRY
 
 
-@pytest.fixture
-def evaluate(tmp_path):
-    """evaluate(*args) runs the CLI on digits with results and the board inside tmp_path."""
+def evaluate_in(folder):
+    """evaluate(*args): the CLI on digits with results and the board inside `folder`."""
 
     def call(*args):
         return cli.main([
             "evaluate", *map(str, args), "--dataset", "digits", "--validation-size", "300", "--seeds", "1",
-            "--epochs", "2", "--results", str(tmp_path / "results"), "--leaderboard", str(tmp_path / "board.md"),
+            "--epochs", "2", "--results", str(folder / "results"), "--leaderboard", str(folder / "board.md"),
         ])
 
     return call
+
+
+@pytest.fixture
+def evaluate(tmp_path):
+    return evaluate_in(tmp_path)
 
 
 def record_of(tmp_path, name, seed=0):
@@ -52,42 +59,50 @@ def test_timeout_is_reported_and_the_run_carries_on(tmp_path, write_entry, evalu
     assert record["status"] == "TIMEOUT" and "time limit of 8 s" in record["message"]
 
 
-def test_cache_hit_miss_after_edit_and_force(tmp_path, write_entry, evaluate, capsys):
-    entry = write_entry("dense", DENSE_ENTRY)
-    evaluate(entry)
-    first = record_of(tmp_path, "dense")
-    capsys.readouterr()
+@pytest.fixture(scope="module")
+def dense_runs(tmp_path_factory):
+    """One results folder through four evaluates of DENSE_ENTRY: trained, run again (a cache hit), forced (the same
+    seed trained again) and trained after an edit; {step: (the record after it, what it printed)}. The tests below
+    each read the steps they are about, so the three trainings are shared instead of done six times."""
+    tmp = tmp_path_factory.mktemp("dense_runs")
+    entry = tmp / "submissions" / "dense.py"
+    entry.parent.mkdir()
+    evaluate, steps = evaluate_in(tmp), {}
+    for step, source, flags in [("first", DENSE_ENTRY, []), ("cached", DENSE_ENTRY, []), ("forced", DENSE_ENTRY, ["--force"]),
+                                ("edited", DENSE_ENTRY.replace("Dense(12", "Dense(13"), [])]:
+        entry.write_text(textwrap.dedent(source))
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            evaluate(*flags, entry)
+        steps[step] = (record_of(tmp, "dense"), printed.getvalue())
+    return steps
 
-    evaluate(entry)
-    assert "cached  dense seed 0" in capsys.readouterr().out
-    assert record_of(tmp_path, "dense")["finished_at"] == first["finished_at"]
 
-    write_entry("dense", DENSE_ENTRY.replace("Dense(12", "Dense(13"))
-    evaluate(entry)
-    edited = record_of(tmp_path, "dense")
-    assert "start   dense seed 0" in capsys.readouterr().out
+def test_cache_hit_miss_after_edit_and_force(dense_runs):
+    first, _ = dense_runs["first"]
+    cached, printed = dense_runs["cached"]
+    assert "cached  dense seed 0" in printed
+    assert cached["finished_at"] == first["finished_at"]
+
+    edited, printed = dense_runs["edited"]
+    assert "start   dense seed 0" in printed
     assert edited["key"]["submission"] != first["key"]["submission"]
     assert edited["total_params"] == 64 * 13 + 13 + 13 * 10 + 10
 
-    evaluate("--force", entry)
-    assert "start   dense seed 0" in capsys.readouterr().out
+    assert "start   dense seed 0" in dense_runs["forced"][1]
 
 
-def test_record_holds_key_versions_and_history(tmp_path, write_entry, evaluate):
-    evaluate(write_entry("dense", DENSE_ENTRY))
-    record = record_of(tmp_path, "dense")
+def test_record_holds_key_versions_and_history(dense_runs):
+    record = dense_runs["first"][0]
     assert set(record["key"]) >= {"submission", "config", "dataset", "seed", "harness", "hash"}
     assert set(record["versions"]) >= {"python", "tensorflow", "keras", "cpu"}
     assert record["summary"] == "A small dense net." and record["author"] == "tests"
     assert len(record["history"]["loss"]) == record["epochs"] == 2
 
 
-def test_same_seed_gives_the_same_record(tmp_path, write_entry, evaluate):
-    entry = write_entry("dense", DENSE_ENTRY)
-    evaluate(entry)
-    first = record_of(tmp_path, "dense")
-    evaluate("--force", entry)
-    again = record_of(tmp_path, "dense")
+def test_same_seed_gives_the_same_record(dense_runs):
+    first, again = dense_runs["first"][0], dense_runs["forced"][0]
+    assert again["finished_at"] != first["finished_at"]  # --force trained it again
     assert again["history"] == first["history"] and again["test_accuracy"] == first["test_accuracy"]
 
 

@@ -152,18 +152,19 @@ def evaluated(tmp_path_factory, mnist_dir):
     folder.mkdir()
     for name in ("fc_07_frame_walker", "fc_10_partly_built", "fc_11_constant_templates", "fc_22_forged_record"):
         shutil.copy(CASES / f"{name}.py", folder)
+    # The twin is also the other student whose file the probes must not reach (a second copy of it would only
+    # train the same model again).
     (folder / "honest_twin.py").write_text('"""The softmax regression of fc_07 and fc_22, without the tricks."""\n' + SOFTMAX_REGRESSION)
-    (folder / "rival.py").write_text('"""Another student\'s file."""\n' + SOFTMAX_REGRESSION)
     digits = data.load("digits")
     hidden = tmp / "outside_the_repo" / "hidden.npz"
     hidden.parent.mkdir()
     np.savez(hidden, x_test=(digits.x_test * 16).round().astype("uint8"), y_test=digits.y_test)
-    paths = {"bench_dir": str(BENCH_DIR), "rival": str(folder / "rival.py"), "hidden": str(hidden),
+    paths = {"bench_dir": str(BENCH_DIR), "rival": str(folder / "honest_twin.py"), "hidden": str(hidden),
              "dataset": str(Path(mnist_dir) / "mnist.npz"), "submissions": str(folder), "results": str(tmp / "results"),
              "sklearn_data": str(Path(sklearn.__file__).resolve().parent / "datasets" / "data")}
     for name, source in PROBES.items():
         (folder / f"{name}.py").write_text(f'"""Probe: {name}."""\n' + SMALL + textwrap.dedent(source.format(**paths)))
-    harness_before, rival_before = sha256_tree(BENCH_DIR), (folder / "rival.py").read_bytes()
+    harness_before, rival_before = sha256_tree(BENCH_DIR), (folder / "honest_twin.py").read_bytes()
     os.environ[config.TEST_SET_ENV] = str(hidden)
     try:
         code = cli.main(["evaluate", str(folder), *FLAGS, "--jobs", "2", "--test-set", str(hidden), "--max-params", "5000",
@@ -171,7 +172,7 @@ def evaluated(tmp_path_factory, mnist_dir):
     finally:
         del os.environ[config.TEST_SET_ENV]
     records = {p.parent.name: json.loads(p.read_text()) for p in (tmp / "results" / "digits").glob("*/seed0.json")}
-    assert sha256_tree(BENCH_DIR) == harness_before and (folder / "rival.py").read_bytes() == rival_before
+    assert sha256_tree(BENCH_DIR) == harness_before and (folder / "honest_twin.py").read_bytes() == rival_before
     return {"tmp": tmp, "records": records, "code": code}
 
 
@@ -207,7 +208,7 @@ def test_no_process_outside_the_sandbox_no_hidden_set_no_dataset_and_no_checkout
 def test_links_in_the_output_fail_that_run_only(evaluated):
     record = evaluated["records"]["link_leaver"]
     assert record["status"] == "FAILED" and "not a plain file or folder" in record["message"]
-    assert evaluated["records"]["rival"]["status"] == "OK"
+    assert evaluated["records"]["honest_twin"]["status"] == "OK"  # the run beside it
 
 
 def test_a_forged_history_fails_its_run(evaluated):

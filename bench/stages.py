@@ -121,8 +121,10 @@ def _train_then_audit(challenge, run, threads, log, extra_job, mode, sandboxed, 
         **{k: v for k, v in extra_job.items() if k != "mode"},
     }
     # The validation labels stay here: this process answers each epoch's validation (check mode trains no epoch).
-    served = validation.Served(validation.Harness(prepared.y_val, prepared.num_classes, challenge.max_epochs,
-                                                  on_answer=progress_line(run, challenge.max_epochs, log))) if mode == "train" else None
+    served = None
+    if mode == "train":
+        served = validation.Served(validation.Harness(prepared.y_val, prepared.num_classes, challenge.max_epochs,
+                                                      on_answer=progress_line(run, challenge.max_epochs, log)))
     job["validation"] = served.job_fields() if served else None
     mounts = {sandbox.INPUT: job_dir, ARRAYS_INSIDE: prepared.folder}
     try:

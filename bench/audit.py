@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import imports, rebuild
-from bench.status import INVALID, OK
+from bench.status import FAILED, INVALID, OK
 
 RESULT_FILE = "audit.json"
 REBUILT, CUSTOM_CODE = "rebuilt", "custom code"
@@ -173,6 +173,11 @@ def _checked(record: dict, scores, images: dict[str, np.ndarray], output: str | 
         counted = scores.counted()
         record = {**record, "macs": counted["macs"], "macs_nonzero": counted["macs_nonzero"],
                   "macs_lower_bound": bool(counted["notes"]), "notes": [*record["notes"], *counted["notes"]]}
+    broken = sum(int((~np.isfinite(rows)).any(axis=1).sum()) for rows in first.values() if len(rows))
+    if broken:  # NaN differs from itself: the batch test below would blame the batch for it
+        return {"status": FAILED, "message": f"the trained model's outputs are NaN or infinite on {broken:,} of "
+                f"{sum(len(rows) for rows in first.values()):,} images: its weights diverged or overflowed. Lower the "
+                "learning rate, check the loss and FROM_LOGITS, or add normalisation"}
     problem = batch_dependence(scores, images, first)
     if problem is None and not getattr(scores, "unchanged", lambda: True)():
         problem = "predicting changed the model's variables: a scored model keeps no state from one call to the next"

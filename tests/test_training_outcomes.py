@@ -143,3 +143,14 @@ def test_divergence_is_failed_not_ranked_with_strict_json_and_the_pipe_is_escape
     assert failed_rows and all("FAILED" in line for line in failed_rows)
     assert not any(line.startswith("| 1 ") and "fc_05" in line for line in text.splitlines())
     assert results.load_all(tmp_path / "results") and leaderboard.cell("a|b\nc") == "a\\|b c"
+
+
+def test_check_of_a_model_whose_one_step_diverges_says_so_rather_than_blaming_the_batch(tmp_path, capsys):
+    """fc_05 in `check`: its single step at a learning rate of 1e30 leaves NaN weights. NaN differs from itself, so
+    the audit's batch test once reported "the model's predictions depend on the other images in the batch"."""
+    code = cli.main(["check", str(case("fc_05_diverges_nan", tmp_path)), "--dataset", "digits", "--validation-size", "0.2",
+                     "--results", str(tmp_path / "results")])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "FAILED" in out and "outputs are NaN or infinite" in out and "Lower the learning rate" in out, out
+    assert "depend on the other images" not in out

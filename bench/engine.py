@@ -498,7 +498,7 @@ def plan(model, callbacks, x_sample: np.ndarray, label_kind: str, threads: int |
     Raises Unsupported (the message names the first thing that stops it)."""
     import keras
 
-    limit_threads(threads)
+    configure_xla(threads)
 
     from keras.src.models.functional import Functional
 
@@ -605,18 +605,29 @@ class _Linear:
         return getattr(self._layer, name)
 
 
-def limit_threads(threads: int | None) -> None:
-    """Fix how many threads XLA plans and runs with, before JAX starts its CPU client (its first array).
+# The widest vector instructions XLA:CPU may generate for the engine. On a 2-core AMD EPYC with AVX-512, the
+# engine's epochs ran 1.6-2x faster capped to AVX2 than with AVX-512 (classroom_158: 0.069 against 0.114 CPU s an
+# epoch of 10,000 images) and computed the same losses bit for bit (benchmarks/isa_cap.py measures both, per entry):
+# XLA:CPU does not reorder float sums for wider vectors, and both ISAs fuse multiply-adds (SSE4_2, without, differs).
+# A cap the user set in XLA_FLAGS wins; on a CPU without AVX-512 this one changes nothing.
+ENGINE_MAX_ISA = "AVX2"
+
+
+def configure_xla(threads: int | None) -> None:
+    """Set XLA:CPU's flags before JAX starts its CPU client (its first array): the ISA cap ENGINE_MAX_ISA, and how
+    many threads XLA plans and runs with (None: JAX's default, all cores). Later calls change nothing.
 
     XLA:CPU splits work by the cores it may use (tsl reads NPROC, else the process's CPU affinity), and a
     different split changes the last bits of a sum: measured, one epoch of frontier_under1000 on 10,000 images
     logged loss 1.6503 pinned to one core and 1.6502 on two. So a record would depend on the machine's cores."""
-    if not threads:
-        return
-    os.environ["NPROC"] = str(threads)  # read once, when the CPU client starts; later calls change nothing
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_multi_thread_eigen" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen={str(threads > 1).lower()}".strip()
+    if "xla_cpu_max_isa" not in flags:
+        flags = f"{flags} --xla_cpu_max_isa={ENGINE_MAX_ISA}"
+    if threads:
+        os.environ["NPROC"] = str(threads)
+        if "xla_cpu_multi_thread_eigen" not in flags:
+            flags = f"{flags} --xla_cpu_multi_thread_eigen={str(threads > 1).lower()}"
+    os.environ["XLA_FLAGS"] = flags.strip()
 
 
 def _own_methods(cls, bases) -> set:

@@ -31,14 +31,17 @@ def cpu_has_avx512() -> bool:
         return False
 
 
-def run_pinned(script: str, arguments: list[str], cpu: int, what: str, isa: str = "native") -> dict:
-    """Run `python -c script *arguments` from the repository root on core `cpu`, on TensorFlow's Keras.
+def run_pinned(script: str, arguments: list[str], cpu: int, what: str, isa: str = "native",
+               env: dict | None = None) -> dict:
+    """Run `python -c script *arguments` from the repository root on core `cpu`, on TensorFlow's Keras, with
+    ISA_CAPS[isa] and `env` added to this process's environment.
 
     Returns the JSON object the script prints as its last line. Raises SystemExit naming `what` (the run, for
     the person reading) with the end of the script's stderr when it exits non-zero.
     """
     pin = ["taskset", "-c", str(cpu)] if shutil.which("taskset") else []
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow", **ISA_CAPS[isa]}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow", **ISA_CAPS[isa],
+           **(env or {})}
     done = subprocess.run([*pin, sys.executable, "-c", script, *arguments], capture_output=True, text=True,
                           env=env, cwd=REPO)
     if done.returncode != 0:

@@ -12,7 +12,9 @@ and printed on its own (`probe`: CPU seconds, once per run). Variants run interl
 each seed of `--seeds` is a run of its own (neither engine trains seeds together), so the figure is CPU seconds
 per seed-epoch; the median over repeats and seeds is kept. Under `--isa avx2` both libraries are capped to AVX2
 (pinned.ISA_CAPS: ONEDNN_MAX_CPU_ISA for TensorFlow, XLA_FLAGS=--xla_cpu_max_isa for JAX), so one AVX-512 machine
-measures both kinds of CPU; by default every ISA the machine has. The last lines are
+measures both kinds of CPU; by default every ISA the machine has. "native" is what a user gets: TensorFlow uses
+every instruction the CPU has, and the engine caps its own XLA code to bench.engine.ENGINE_MAX_ISA (AVX2), as it
+does in every run (benchmarks/isa_cap.py measures that cap alone). The last lines are
 `speedup <isa> <entry> <model.fit / auto>x (engine alone <model.fit / jax>x, auto chose <path>)`: at or above 1
 where auto is at least as fast as model.fit.
 

@@ -585,6 +585,22 @@ def test_a_forged_engine_claim_fails_the_run():
     assert claims["status"] == "FAILED" and "engine" in claims["message"]
 
 
+def test_xla_is_capped_to_avx2_and_to_one_thread_unless_the_user_set_its_flags(monkeypatch):
+    """engine.ENGINE_MAX_ISA: faster on AVX-512 CPUs and the same numbers (benchmarks/isa_cap.py); the user's own
+    XLA_FLAGS cap wins."""
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.delenv("NPROC", raising=False)
+    engine.configure_xla(1)
+    assert os.environ["XLA_FLAGS"].split() == ["--xla_cpu_max_isa=AVX2", "--xla_cpu_multi_thread_eigen=false"]
+    assert os.environ["NPROC"] == "1"
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX512")
+    monkeypatch.delenv("NPROC")
+    engine.configure_xla(None)
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_max_isa=AVX512"
+    assert "NPROC" not in os.environ
+
+
 AFFINITY_RUN = """
 import json, sys
 from bench import engine, train

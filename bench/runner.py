@@ -267,7 +267,11 @@ def published(record: dict) -> dict:
 
 
 def versions() -> dict:
-    found = {"python": platform.python_version(), "bench": bench.__version__, "cpu": _cpu_name()}
+    """The software and CPU a record was made with. `cpu` is the CPU's marketing name, which a virtual machine may
+    cut short ("AMD EPYC"); `cpu_model` ("family 25 model 17 stepping 1") and `cpu_isa` (the widest vector
+    instructions: avx512, avx2 or older) tell two CPUs of one name apart, since the same seed gives the same record
+    on one machine but not always on another (README, "Records")."""
+    found = {"python": platform.python_version(), "bench": bench.__version__, **_cpu()}
     for name, dists in (("tensorflow", ("tensorflow", "tensorflow-cpu")), ("keras", ("keras",)), ("jax", ("jax",))):
         for dist in dists:
             try:
@@ -278,11 +282,20 @@ def versions() -> dict:
     return found
 
 
-def _cpu_name() -> str:
+def _cpu() -> dict:
+    fields = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if not key.strip():
+                break  # the first core's block ends; the others repeat it
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    found = {"cpu": fields.get("model name") or platform.processor() or platform.machine()}
+    if "cpu family" in fields:
+        found["cpu_model"] = f"family {fields['cpu family']} model {fields.get('model')} stepping {fields.get('stepping')}"
+    if flags:
+        found["cpu_isa"] = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "older than avx2"
+    return found

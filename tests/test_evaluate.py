@@ -7,6 +7,7 @@ import io
 import json
 import re
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -96,6 +97,9 @@ def test_record_holds_key_versions_and_history(dense_runs):
     record = dense_runs["first"][0]
     assert set(record["key"]) >= {"submission", "config", "dataset", "seed", "harness", "hash"}
     assert set(record["versions"]) >= {"python", "tensorflow", "keras", "cpu"}
+    flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    assert record["versions"]["cpu_isa"] == ("avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "older than avx2")
+    assert record["versions"]["cpu_model"].startswith("family ")
     assert record["summary"] == "A small dense net." and record["author"] == "tests"
     assert len(record["history"]["loss"]) == record["epochs"] == 2
 

@@ -79,14 +79,18 @@ STRUCTURAL_KEYS = frozenset({
     "depth_multiplier", "pool_size", "padding", "cropping", "size", "target_shape", "dims", "n", "axis", "axes",
     "height", "width", "output_shape", "batch_shape", "batch_size", "shape", "sparse", "ragged", "optional",
     "seed", "momentum", "rate", "noise_shape", "stddev", "factor", "height_factor", "width_factor", "value_range",
-    "fill_value", "num_heads", "key_dim", "value_dim", "return_sequences", "return_state", "go_backwards",
+    "num_heads", "key_dim", "value_dim", "return_sequences", "return_state", "go_backwards",
     "stateful", "unroll", "dropout", "recurrent_dropout", "implementation", "reset_after", "time_major",
     "merge_mode", "l1", "l2",
 })
+# Not `fill_value`: the augmentation layers' is training-only (TRAINING_ONLY_LAYERS count nothing anyway), but
+# Resizing's pads the image at inference (pad_to_aspect_ratio=True): a red team spelt out a whole trained
+# classifier, one number per Resizing layer, in fill_values that counted nothing.
 TRAINING_ONLY_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
 # Structural settings whose integers still pick which values flow where (a crop's offsets select pixels): they
 # join the small numbers, free up to 64 distinct values in all.
-SHAPING_KEYS = frozenset({"cropping", "padding", "target_shape", "dims", "size", "n", "axis", "axes"})
+# Resizing's and CenterCrop's height and width choose pixels (and bilinear weights) as a crop's offsets do.
+SHAPING_KEYS = frozenset({"cropping", "padding", "target_shape", "dims", "size", "n", "axis", "axes", "height", "width"})
 # Edges of the functional graph (tensors taken by layer calls) free in all: a weight can be wired in as the number
 # of times one tensor feeds a Concatenate or an Add. The committed board's models take a few dozen.
 FREE_EDGES = 256

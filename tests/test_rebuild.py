@@ -651,3 +651,27 @@ def test_exact_ties_broken_by_the_batch_are_invalid(tmp_path):
     images = {"test": np.random.default_rng(15).random((360, 8, 8), dtype=np.float32)}
     record = audited(keras.Model(inputs, keras.layers.Lambda(tie, output_shape=(10,))(p)), tmp_path, images=images)
     assert record["status"] == "INVALID" and "depend on the other images in the batch" in record["message"], record
+
+
+# ---- a fourth round (red team 37) ------------------------------------------------------------------------------
+
+def test_a_table_spelt_out_in_resizing_fill_values_counts(tmp_path):
+    """Resizing(pad_to_aspect_ratio=True) pads with its fill_value at inference: a chain of them, each padding a one-row
+    image by a column on each side, spells out 100 trained numbers. fill_value was a structural key and counted
+    nothing (a 171-number classifier scored as 1 parameter); now each is a scalar setting (the distinct ones past 64
+    count), and the widths that place them join the small numbers, as crop offsets do."""
+    import keras
+
+    values = np.random.default_rng(37).normal(size=100)
+    inputs = keras.Input((8, 8))
+    image = keras.layers.Reshape((8, 8, 1))(inputs)
+    x = keras.layers.Resizing(8, 16, pad_to_aspect_ratio=True, fill_value=float(values[-1]))(image)
+    x = keras.layers.Cropping2D(((0, 7), (0, 15)))(x)  # one pixel, values[-1]
+    for i, v in enumerate(reversed(values[:-1]), 1):
+        x = keras.layers.Resizing(1, 2 * i + 1, pad_to_aspect_ratio=True, fill_value=float(v))(x)
+    table = keras.layers.Flatten()(keras.layers.Cropping2D(((0, 0), (0, len(values) - 1)))(x))
+    model = keras.Model(inputs, dense_head(keras.layers.Concatenate()([keras.layers.Flatten()(inputs), table])))
+    assert np.allclose(keras.Model(inputs, table)(np.zeros((1, 8, 8), "float32"))[0], values, atol=1e-6)
+    record = audited(model, tmp_path)
+    assert record["status"] == "OK" and record["path"] == audit.REBUILT
+    assert record["embedded_constants"] >= len(values) - 64

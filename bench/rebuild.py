@@ -228,6 +228,9 @@ def config_numbers(config) -> int:
             for key in SHAPING_KEYS & set(node["config"]):  # offsets and sizes choose pixels: small numbers
                 for number in _flat_numbers(node["config"][key]):
                     scalars.add(number)
+        if name in REBUILT_LAYERS | MODELS:
+            # A model called inside a model is a layer call too: a red team wired a weight in as 300 calls of a nested
+            # two-input Add model, whose edges counted nothing while the same edges into an Add counted.
             for call in node.get("inbound_nodes") or []:
                 add([_numbers_of(_without_tensors(call))])
                 wiring.append(_tensor_references(call))

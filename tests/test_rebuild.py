@@ -675,3 +675,21 @@ def test_a_table_spelt_out_in_resizing_fill_values_counts(tmp_path):
     record = audited(model, tmp_path)
     assert record["status"] == "OK" and record["path"] == audit.REBUILT
     assert record["embedded_constants"] >= len(values) - 64
+
+
+def test_edges_into_a_model_called_inside_the_model_count(tmp_path):
+    """The repeat-count trick through a nested model: a two-input Add model called 299 times on one pixel (a weight of
+    300, wired in) took 598 edges that counted nothing, while the same edges into a layer count past FREE_EDGES."""
+    import keras
+
+    a, b = keras.Input((1,)), keras.Input((1,))
+    plus = keras.Model([a, b], keras.layers.Add()([a, b]), name="plus")
+    inputs = keras.Input((8, 8))
+    pixel = keras.layers.Flatten()(keras.layers.Cropping1D((0, 63))(keras.layers.Reshape((64, 1))(inputs)))
+    x = pixel
+    for _ in range(299):
+        x = plus([x, pixel])
+    record = audited(keras.Model(inputs, dense_head(keras.layers.Concatenate()([keras.layers.Flatten()(inputs), x]))), tmp_path)
+    assert record["status"] == "OK" and record["path"] == audit.REBUILT
+    assert record["embedded_constants"] >= 2 * 299 - rebuild.FREE_EDGES
+

@@ -138,12 +138,16 @@ def _audit_rebuilt(model, config) -> tuple[dict, object]:
     notes = []
     if in_config:
         notes.append(f"{in_config:,} numbers in the layers' settings act at inference and count as parameters")
-    counted = macs.count(model)
+    try:
+        counted, nonzero_macs = macs.count(model), macs.count(model, skip_zero_weights=True).macs
+    except ValueError as error:  # a tensor of unknown size (an Input with a None axis): no count, and no crash
+        counted, nonzero_macs = macs.Count(None, []), None
+        notes.append(f"MACs not counted: {error}")
     if counted.uncounted:
         notes.append(f"MACs are a lower bound: layer(s) {', '.join(counted.uncounted)} are not counted")
     record = {"status": OK, "message": "", "total_params": int(total), "trainable_params": int(trainable_total),
               "nonzero_params": int(total - zeros), "weight_tensors": weight_tensors, "embedded_constants": int(in_config),
-              "macs": counted.macs, "macs_nonzero": macs.count(model, skip_zero_weights=True).macs,
+              "macs": counted.macs, "macs_nonzero": nonzero_macs,
               "macs_lower_bound": bool(counted.uncounted), "notes": notes}
     before = [v.copy() for v in values]
     infer = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)

@@ -693,3 +693,15 @@ def test_edges_into_a_model_called_inside_the_model_count(tmp_path):
     assert record["status"] == "OK" and record["path"] == audit.REBUILT
     assert record["embedded_constants"] >= 2 * 299 - rebuild.FREE_EDGES
 
+
+def test_an_input_with_an_axis_of_any_length_is_scored_without_a_mac_count(tmp_path):
+    """keras.Input((None, 8)) passes the input-shape check (a None axis fits any size), and a Conv1D over it has no
+    MAC count: the audit crashed (ValueError in bench.macs), reported as 'crashed or exhausted memory while it
+    predicted' and retried by every evaluate. Now it is scored, its MACs unknown, with a note saying why."""
+    import keras
+
+    inputs = keras.Input((None, 8))
+    x = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(4, 3, activation="relu")(inputs))
+    record = audited(keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)), tmp_path)
+    assert record["status"] == "OK" and record["path"] == audit.REBUILT, record
+    assert record["macs"] is None and any(note.startswith("MACs not counted") for note in record["notes"])

@@ -369,6 +369,8 @@ def _dropout(layer, weights, x, key=None):
 
     if getattr(layer, "noise_shape", None) is not None:
         raise Unsupported(f"Dropout {layer.name!r} with a noise_shape")
+    if getattr(layer, "data_format", "channels_last") != "channels_last":  # Keras's draw is then per (image, row)
+        raise Unsupported(f"{type(layer).__name__} {layer.name!r}: data_format {layer.data_format!r}")
     if key is None or layer.rate == 0:
         return x
     # SpatialDropout2D drops whole channels of an image: one draw per (channel, image).

@@ -501,6 +501,9 @@ def with_an_operation_between_layers():
     ("non-trainable", lambda: compiled(keras.Sequential([keras.Input((8, 8, 1)), L.Dense(4, trainable=False), L.Flatten(), L.Dense(10, "softmax")]))),
     ("renorm", lambda: compiled(keras.Sequential([keras.Input((8, 8, 1)), L.BatchNormalization(renorm=True), L.Flatten(), L.Dense(10, "softmax")]))),
     ("noise_shape", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dropout(0.5, noise_shape=(1, 64)), L.Dense(10, "softmax")]))),
+    # Keras drops whole rows of a channels-last image under data_format="channels_first"; the engine dropped channels
+    # (found by red team 37: only training differs, so the forward check let it through).
+    ("data_format", lambda: compiled(keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(4, 3), L.SpatialDropout2D(0.5, data_format="channels_first"), L.Flatten(), L.Dense(10, "softmax")]))),
     ("GaussianDropout", lambda: compiled(keras.Sequential([keras.Input((64,)), L.GaussianDropout(0.2), L.Dense(10, "softmax")]))),
     ("different ranks", lambda: compiled(keras.Model(*_broadcast_multiply()))),
     ("regularizer", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dense(10, "softmax", kernel_regularizer="l2")]))),

@@ -72,6 +72,17 @@ def measure(entry: str, cap: str, args) -> dict:
                       f"{Path(entry).stem} capped to {cap}", env={"XLA_FLAGS": f"--xla_cpu_max_isa={cap}"})
 
 
+def _differences(reference: dict, histories: list[dict]) -> str:
+    """'' when every history equals `reference` exactly, else which logged values differ and by how much."""
+    found = []
+    for key, values in reference.items():
+        worst = max((abs(a - b) / max(abs(a), 1e-12), epoch) for h in histories for epoch, (a, b) in
+                    enumerate(zip(values, h[key]), 1) if a != b) if any(h[key] != values for h in histories) else None
+        if worst:
+            found.append(f"{key} at epoch {worst[1]} (relative {worst[0]:.1e})")
+    return ", ".join(found)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entry", action="append", help="entry file (default: every submission the engine trains)")
@@ -98,9 +109,10 @@ def main():
                 runs[cap].append(first if (repeat, cap) == (0, UNCAPPED) else measure(entry, cap, args))
         seconds = {cap: statistics.median(r["cpu_per_epoch"] for r in runs[cap]) for cap in CAPS}
         reference = first["history"]
-        same = all(r["history"] == reference for cap in CAPS for r in runs[cap])
+        differences = _differences(reference, [r["history"] for cap in CAPS for r in runs[cap]])
+        same = not differences
         print(f"{name}: " + ", ".join(f"{cap} {seconds[cap]:.3f} s" for cap in CAPS)
-              + f"; histories {'identical' if same else 'DIFFERENT'}; last val_accuracy {reference['val_accuracy'][-1]:.4f}",
+              + f"; histories {'identical' if same else 'DIFFERENT: ' + differences}; last val_accuracy {reference['val_accuracy'][-1]:.4f}",
               flush=True)
         lines.append(f"isa_cap {name} {seconds[UNCAPPED] / seconds[ENGINE_MAX_ISA]:.2f}x "
                      f"{'identical' if same else 'DIFFERENT'}")

@@ -288,11 +288,6 @@ def _rescaling(layer, weights, x):
     return x * layer.scale + layer.offset
 
 
-def _add(layer, weights, *inputs):
-    parts = inputs[0] if len(inputs) == 1 else inputs
-    return sum(parts[1:], parts[0])
-
-
 def _identity(layer, weights, x):
     return x
 
@@ -441,7 +436,7 @@ LAYERS = {
     "ReLU": _relu_layer,
     "LeakyReLU": _leaky_relu,
     "Rescaling": _rescaling,
-    "Add": _add,
+    "Add": _merge("add"),
     "Subtract": _subtract,
     "Multiply": _merge("multiply"),
     "Average": _merge("add", mean=True),

@@ -190,10 +190,10 @@ def test_a_batch_normalised_convnet_trains_on_the_engine_and_its_statistics_move
     assert loss == pytest.approx(history["val_loss"][-1], rel=1e-4) and accuracy == pytest.approx(history["val_accuracy"][-1])
 
 
-def _broadcast_multiply():
+def _broadcast_multiply(merge=L.Multiply):
     inputs = keras.Input((4, 4, 3))
     scale = L.Dense(3)(L.GlobalAveragePooling2D()(inputs))
-    return inputs, L.Dense(10, activation="softmax")(L.Flatten()(L.Multiply()([inputs, scale])))
+    return inputs, L.Dense(10, activation="softmax")(L.Flatten()(merge()([inputs, scale])))
 
 
 def test_dropout_and_noise_act_only_while_training_each_step_its_own_draw():
@@ -506,6 +506,7 @@ def with_an_operation_between_layers():
     ("data_format", lambda: compiled(keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(4, 3), L.SpatialDropout2D(0.5, data_format="channels_first"), L.Flatten(), L.Dense(10, "softmax")]))),
     ("GaussianDropout", lambda: compiled(keras.Sequential([keras.Input((64,)), L.GaussianDropout(0.2), L.Dense(10, "softmax")]))),
     ("different ranks", lambda: compiled(keras.Model(*_broadcast_multiply()))),
+    ("Add '.*' of inputs of different ranks", lambda: compiled(keras.Model(*_broadcast_multiply(L.Add)))),
     ("regularizer", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dense(10, "softmax", kernel_regularizer="l2")]))),
     ("RMSprop", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dense(10, "softmax")]), "rmsprop")),
     ("loss", lambda: compiled(keras.Sequential([keras.Input((64,)), L.Dense(10, "softmax")]), "adam", "mse")),

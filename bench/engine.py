@@ -28,6 +28,8 @@ rate, stop training or restore weights exactly as under `fit`. The same seed giv
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import os
 import time
@@ -416,8 +418,97 @@ def _batch_normalization(layer, weights, x, key=None, updates=None):
     return x * inv.reshape(shape) + shift.reshape(shape)
 
 
+# The image augmentation layers: Keras's own code, run on Keras's JAX backend. What each computes is the layer's
+# `get_random_transformation` (the draws: angles, offsets, zooms, flips, factors, in the layer's ranges) and
+# `transform_images` (the transform), the methods its `call` runs while training, with the layer's backend switched
+# to JAX for the call (keras/src/utils/backend_utils.py, DynamicBackend, the switch Keras itself makes to run these
+# layers in a tf.data pipeline) and the draws taken from the layer's key. RandomTranslation, RandomRotation and
+# RandomZoom then resample with keras.src.backend.jax.image.affine_transform (jax.scipy.ndimage.map_coordinates)
+# where model.fit on TensorFlow runs tf.raw_ops.ImageProjectiveTransformV3; the two agree within 2e-7 for the fill
+# modes "constant", "nearest" and "reflect", each interpolation (measured on random affine transforms reaching past
+# every edge; tests/test_engine_augmentation.py compares them), but not for "wrap": TensorFlow wraps the sampling
+# point and clamps it into the image, JAX wraps each neighbour, so near an edge they read different pixels
+# (differences up to 0.9 on [0, 1) images). A "wrap" layer goes to model.fit. The draws are JAX's, not TensorFlow's,
+# as Dropout's are; a layer's own `seed` is not used.
+AUGMENTATION_LAYERS = ("RandomFlip", "RandomTranslation", "RandomRotation", "RandomZoom", "RandomContrast",
+                       "RandomBrightness")
+AUGMENTATION_FILL_MODES = ("constant", "nearest", "reflect")
+AUGMENTATION_INTERPOLATIONS = ("nearest", "bilinear")
+
+
+@functools.cache
+def _key_draws_class():
+    from keras.src.random.seed_generator import SeedGenerator
+
+    class KeyDraws(SeedGenerator):
+        """A keras.random.SeedGenerator for Keras's JAX backend that gives a JAX key folded from `key` at each
+        draw, so a layer's draws (RandomTranslation draws twice) are independent of each other and repeat for the
+        key. Keras's JAX random functions take a SeedGenerator's `next()` (keras/src/random/seed_generator.py,
+        draw_seed); this one holds no variable, so it can draw while JAX traces a step."""
+
+        def __init__(self, key):  # not SeedGenerator's: no state variable
+            self._key, self._draws = key, 0
+
+        def next(self, ordered=True):
+            import jax
+
+            self._draws += 1
+            return jax.random.fold_in(self._key, self._draws)
+
+    return KeyDraws
+
+
+def _check_augmentation(layer, x):
+    kind = type(layer).__name__
+    if x.ndim != 4:
+        raise Unsupported(f"{kind} {layer.name!r} on an input that is not an image")
+    if getattr(layer, "bounding_box_format", None) is not None:
+        raise Unsupported(f"{kind} {layer.name!r} with a bounding_box_format")
+    fill_mode = getattr(layer, "fill_mode", None)
+    if fill_mode is not None and fill_mode not in AUGMENTATION_FILL_MODES:
+        raise Unsupported(f"{kind} {layer.name!r} with fill_mode {fill_mode!r} (Keras's JAX and TensorFlow "
+                          f"transforms differ there)")
+    interpolation = getattr(layer, "interpolation", None)
+    if interpolation is not None and interpolation not in AUGMENTATION_INTERPOLATIONS:
+        raise Unsupported(f"{kind} {layer.name!r} with interpolation {interpolation!r}")
+
+
+def augmentation_draw(layer, images, key):
+    """Keras's transformation for (batch, *keras_shape) `images`, drawn from the JAX key `key`: the dict the
+    layer's `get_random_transformation` returns, its arrays JAX's."""
+    with _on_jax(layer):
+        return layer.get_random_transformation(images, training=True, seed=_key_draws_class()(key))
+
+
+@contextlib.contextmanager
+def _on_jax(layer):
+    """Keras's JAX backend under `layer`'s own methods, then its backend as it was."""
+    before = layer.backend.name
+    layer.backend.set_backend("jax")
+    try:
+        yield
+    finally:
+        layer.backend.set_backend(before)
+
+
+def _augmentation(layer, weights, x, key=None):
+    """An image augmentation layer (AUGMENTATION_LAYERS): while training, the layer's own draw and transform as
+    Keras computes them (the comment above AUGMENTATION_LAYERS says how); while predicting (`key` None) the images
+    as they are, as Keras leaves float32 images."""
+    import jax.numpy as jnp
+
+    _check_augmentation(layer, x)
+    if key is None:
+        return x
+    images = jnp.moveaxis(to_keras_order(x), -1, 0)  # Keras's (batch, *keras_shape)
+    transformation = augmentation_draw(layer, images, key)
+    with _on_jax(layer):
+        images = layer.transform_images(images, transformation, training=True)
+    return from_keras_order(jnp.moveaxis(images, 0, -1))
+
+
 # Layers that act differently while training, given `key` then (a JAX random key; None when predicting).
-TRAINING_LAYERS = ("Dropout", "SpatialDropout2D", "GaussianNoise", "BatchNormalization")
+TRAINING_LAYERS = ("Dropout", "SpatialDropout2D", "GaussianNoise", "BatchNormalization", *AUGMENTATION_LAYERS)
 
 
 LAYERS = {
@@ -448,6 +539,7 @@ LAYERS = {
     "SpatialDropout2D": _dropout,
     "GaussianNoise": _gaussian_noise,
     "BatchNormalization": _batch_normalization,
+    **{kind: _augmentation for kind in AUGMENTATION_LAYERS},
 }
 
 
@@ -583,6 +675,8 @@ def plan(model, callbacks, x_sample: np.ndarray, label_kind: str, threads: int |
 
     found = Plan(model, layers, forward, from_logits, output_activation, sparse, optimizer, hyper)
     _check_forward(found, x_sample[:CHECK_IMAGES])
+    if any(type(layer).__name__ in AUGMENTATION_LAYERS for layer in layers):
+        _check_training_trace(found, x_sample[:CHECK_IMAGES])
     return found
 
 
@@ -701,6 +795,23 @@ def _check_forward(found: Plan, images: np.ndarray) -> None:
     difference = float(np.max(np.abs(np.asarray(outputs).T - expected)))
     if not difference <= FORWARD_TOLERANCE:
         raise Unsupported(f"its forward pass differs from Keras's by {difference:.2g} on {len(images)} training images")
+
+
+def _check_training_trace(found: Plan, images: np.ndarray) -> None:
+    """Trace (not run) a training forward pass: what Keras's augmentation code cannot trace under JAX is refused
+    here, before training, and not in the middle of a run."""
+    import jax
+    import jax.numpy as jnp
+
+    def training_forward(weights, x):
+        return found.forward(weights, x, jax.random.PRNGKey(0), {})
+
+    try:
+        jax.eval_shape(training_forward, found.read_weights(), jnp.asarray(to_batch_minor(images.astype("float32"))))
+    except Unsupported:
+        raise
+    except Exception as error:  # noqa: BLE001 - any failure: model.fit runs the model instead
+        raise Unsupported(f"its training pass does not trace under JAX ({type(error).__name__}: {error})") from error
 
 
 # ---- optimizers: Keras 3's update rules (keras/src/optimizers), written for pytrees ----------------------

@@ -419,19 +419,21 @@ def _batch_normalization(layer, weights, x, key=None, updates=None):
 
 
 # ---- image augmentation -------------------------------------------------------------------------------------
-# Keras's image augmentation layers act only while training (predicting, Keras leaves float32 images as they are).
-# Training, the engine runs each layer's own Keras code: `get_random_transformation` (the draws: flips, offsets,
-# angles, zooms, factors, each in the layer's ranges, from the layer's key) and `transform_images` (the transform
-# of the images for that draw), the two methods the layer's `call` runs, with the layer's backend pointed at
-# Keras's JAX backend (the switch Keras makes itself to run these layers in a tf.data pipeline: DataLayer and
-# keras/src/utils/backend_utils.py, DynamicBackend) save one function: the resampling of RandomTranslation,
-# RandomRotation and RandomZoom, `image.affine_transform`, is `affine_transform` below, TensorFlow's rule, which
-# model.fit runs. Keras's JAX backend has its own (keras.src.backend.jax.image.affine_transform, pure JAX, and it
-# can be called from here), but it is not TensorFlow's: it wraps ("wrap") each neighbour of a sampling point where
-# TensorFlow wraps the point and clamps it into the image (differences up to 0.9 near an edge, on [0, 1) images),
-# rounds "nearest" halves to even where TensorFlow rounds them away from zero, and took 6.2 ms for 128 28x28 images
-# where `affine_transform` takes 0.7 (a 3-D map_coordinates per image, the channel a coordinate). The draws are
-# JAX's, from the run's seed, not TensorFlow's, as Dropout's are; a layer's own `seed` is not used.
+# Keras's image augmentation layers act only while training; predicting, Keras leaves float32 images as they are,
+# and so does the engine. Training, the engine runs each layer's own Keras code, the two methods its `call` runs:
+# `get_random_transformation` (the draw: flips, offsets, angles, zooms or factors, in the layer's ranges, here from
+# the layer's JAX key) and `transform_images` (the transform of the images for that draw), with the layer's
+# backend pointed at Keras's JAX backend (the switch Keras makes itself to run these layers in a tf.data pipeline:
+# DataLayer, DynamicBackend in keras/src/utils/backend_utils.py), save one function. The resampling of
+# RandomTranslation, RandomRotation and RandomZoom, the backend's `image.affine_transform`, is `affine_transform`
+# below: TensorFlow's rule, which model.fit runs. Keras's JAX backend has its own,
+# keras.src.backend.jax.image.affine_transform, pure JAX, which can be called from here under the TensorFlow
+# backend, but it computes otherwise: "wrap" wraps each neighbour of a sampling point where TensorFlow wraps the
+# point and clamps it into the image (differences up to 0.9 near an edge, on [0, 1) images), "nearest" rounds
+# halves to even where TensorFlow rounds them away from zero, and it took 6.2 ms for 128 28x28 images where
+# `affine_transform` takes 0.7 (it maps the coordinates of each image in 3-D, the channel one of them).
+# tests/test_engine_augmentation.py checks the transform of a draw against Keras on TensorFlow's for that draw.
+# The draws are JAX's, from the run's seed, not TensorFlow's, as Dropout's are; a layer's own `seed` is not used.
 AUGMENTATION_LAYERS = ("RandomFlip", "RandomTranslation", "RandomRotation", "RandomZoom", "RandomContrast",
                        "RandomBrightness")
 AUGMENTATION_FILL_MODES = ("reflect", "wrap", "constant", "nearest")
@@ -468,7 +470,7 @@ def affine_transform(images, transform, interpolation="bilinear", fill_mode="con
     the input at ((a0 x + a1 y + a2) / k, (b0 x + b1 y + b2) / k), k = c0 x + c1 y + 1, from the image's
     transform [a0, a1, a2, b0, b1, b2, c0, c1], that point brought inside by `fill_mode` (_map_coordinate), then
     bilinear (from its four neighbours, a neighbour outside the image reading `fill_value`) or nearest (std::round,
-    halves away from zero). `images` (batch, height, width, channels), or (batch, channels, height, width) with
+    halves away from zero; outside the image, `fill_value`). `images` (batch, height, width, channels), or (batch, channels, height, width) with
     data_format "channels_first"; the gathers run batch-minor, as the engine's layout is."""
     import jax.numpy as jnp
 
@@ -500,15 +502,17 @@ def affine_transform(images, transform, interpolation="bilinear", fill_mode="con
         return jnp.where(per_pixel(inside), values, fill)
 
     if interpolation == "nearest":
-        def rounded(v):
-            return jnp.sign(v) * jnp.floor(jnp.abs(v) + 0.5)
+        def rounded(v):  # std::round: halves away from zero (jnp.round takes them to the even neighbour)
+            whole = jnp.trunc(v)
+            return jnp.where(jnp.abs(v - whole) == 0.5, whole + jnp.sign(v), jnp.round(v))
 
         out = read(rounded(y_in), rounded(x_in))
     else:
         y_floor, x_floor = jnp.floor(y_in), jnp.floor(x_in)
         y_ceil, x_ceil = y_floor + 1, x_floor + 1
-        value_y_floor = per_pixel(x_ceil - x_in) * read(y_floor, x_floor) + per_pixel(x_in - x_floor) * read(y_floor, x_ceil)
-        value_y_ceil = per_pixel(x_ceil - x_in) * read(y_ceil, x_floor) + per_pixel(x_in - x_floor) * read(y_ceil, x_ceil)
+        left, right = per_pixel(x_ceil - x_in), per_pixel(x_in - x_floor)
+        value_y_floor = left * read(y_floor, x_floor) + right * read(y_floor, x_ceil)
+        value_y_ceil = left * read(y_ceil, x_floor) + right * read(y_ceil, x_ceil)
         out = per_pixel(y_ceil - y_in) * value_y_floor + per_pixel(y_in - y_floor) * value_y_ceil
     out = jnp.where(per_pixel(projection) == 0, fill, out).reshape(height, width, channels, batch)
     return out.transpose(3, 2, 0, 1) if channels_first else out.transpose(3, 0, 1, 2)

@@ -579,11 +579,11 @@ def augmentation_draw(layer, images, key):
 def _materialized(x):
     """x, written out through a scatter that puts each pixel where it was. XLA:CPU fuses elementwise work, and
     gathers, into the operations that read their result, once per read: a convolution on few channels reads each
-    pixel once per tap and output channel, and an affine augmentation reads four neighbours per pixel. Fused so,
-    a RandomTranslation before a 3x3 convolution of 8 filters made the step (forward and gradient, 128 28x28
-    images) 15 ms where it takes 2.4 ms with this copy, and RandomRotation then RandomTranslation took 29 ms alone
-    where they take 2.3. A scatter is fused into neither; jax.lax.optimization_barrier is removed before fusion on
-    CPU, and an identity gather was fused into the next layer's gathers."""
+    pixel once per tap and output channel, an affine augmentation four neighbours per pixel. Measured training
+    steps (Adam, 128 28x28 images, one core) of a model with a 3x3 convolution of 8 filters: 5.1 ms without
+    augmentation; RandomTranslation before it 31 ms fused, 3.0 ms with this copy; RandomRotation then
+    RandomTranslation 36 ms fused, 10.4 ms with an identity gather in place of this scatter (XLA fused it into the
+    next layer's gathers), 4.4 ms with it. jax.lax.optimization_barrier is removed before fusion on CPU."""
     import jax.numpy as jnp
 
     pixels = x.reshape(x.shape[0], -1, x.shape[-1])

@@ -9,7 +9,7 @@ that tap's (in, out) weights. `benchmarks/speed.py` measures both paths side by 
 
 What it runs (`plan` returns the reason for anything else, and bench.train uses `model.fit` instead):
 - a Sequential or functional model (a subclass may not override `call`, `train_step` or `compute_loss`)
-  with one image or vector input and one (batch, classes) output, float32, every weight trainable, no
+  with one image, vector or sequence input and one (batch, classes) output, float32, every weight trainable, no
   regularizer or constraint, built only from the layers in LAYERS with their listed options;
 - compiled with SGD, Adam or Nadam (a plain float learning rate, no clipping, weight decay or EMA) and a
   categorical or sparse categorical cross-entropy (from probabilities or logits), metric accuracy;
@@ -358,6 +358,121 @@ def _layer_normalization(layer, weights, x):
     return x * inv + shift
 
 
+# ---- recurrent layers: Keras's LSTM, GRU and SimpleRNN (keras/src/layers/rnn), a `lax.scan` over time ---------
+# A (batch, time, features) sequence is held as (time, features, batch); the state as (units, batch).
+
+# Settings that change what a recurrent layer computes, each with the value under which this engine runs it.
+RECURRENT_DEFAULTS = {"go_backwards": False, "stateful": False, "return_state": False, "dropout": 0.0,
+                      "recurrent_dropout": 0.0, "recurrent_regularizer": None, "recurrent_constraint": None}
+
+
+def _check_recurrent(layer, x) -> None:
+    name = f"{type(layer).__name__} {layer.name!r}"
+    if x.ndim != 3:
+        raise Unsupported(f"{name} on an input that is not (time, features)")
+    for setting, value in RECURRENT_DEFAULTS.items():
+        got = getattr(layer, setting)
+        if got != value:
+            raise Unsupported(f"{name} with {setting}={got!r}" if isinstance(got, (bool, float))
+                              else f"{name} with a {setting} ({type(got).__name__})")
+    # What the graph passes the layer besides its input: a mask (a Masking or Embedding layer upstream, or passed
+    # in) or an initial state change the computation; the engine's forward pass drops call arguments.
+    for node in layer._inbound_nodes:
+        extra = sorted(key for key, value in node.arguments.kwargs.items()
+                       if key != "training" and not (key == "mask" and value is None))
+        if len(node.arguments.args) != 1 or extra:
+            raise Unsupported(f"{name} called with {', '.join(extra) or 'more than its input'} (masking or an initial state)")
+
+
+def _recurrent(step_of):
+    """A recurrent layer from `step_of(layer, weights, x)` -> (initial carry, step, the scanned inputs), where
+    step(carry, inputs at one time) -> (carry, the (units, batch) output at that time)."""
+    def recurrent(layer, weights, x):
+        import jax
+
+        _check_recurrent(layer, x)
+        carry, step, xs = step_of(layer, weights, x)
+        _, outputs = jax.lax.scan(step, carry, xs)
+        return outputs if layer.return_sequences else outputs[-1]
+    return recurrent
+
+
+def _input_projection(layer, weights, x):
+    """kernel^T x at every step at once, (time, gates * units, batch), and the recurrent kernel transposed."""
+    import jax.numpy as jnp
+
+    return jnp.einsum("fg,tfb->tgb", weights[0], x), weights[1].T
+
+
+def _lstm_step(layer, weights, x):
+    """keras LSTMCell (implementation 2): z = x kernel + h recurrent_kernel + bias, split into gates i, f, c, o;
+    c = f * c + i * activation(z_c), h = o * activation(c), the gates through recurrent_activation."""
+    import jax.numpy as jnp
+
+    activation, gate = _activation(layer.activation), _activation(layer.recurrent_activation)
+    xs, recurrent = _input_projection(layer, weights, x)
+    bias = weights[2][:, None] if layer.use_bias else 0.0
+
+    def step(carry, x_t):
+        h, c = carry
+        z = x_t + recurrent @ h + bias
+        i, f, g, o = jnp.split(z, 4)
+        c = gate(f) * c + gate(i) * activation(g)
+        h = gate(o) * activation(c)
+        return (h, c), h
+
+    zeros = jnp.zeros((layer.units, x.shape[-1]), x.dtype)
+    return (zeros, zeros), step, xs
+
+
+def _gru_step(layer, weights, x):
+    """keras GRUCell: gates z, r, h. reset_after (the default): bias (2, 3 units), the input's and the recurrent
+    one's, and hh = activation(x_h + r * (h recurrent_kernel_h + recurrent bias_h)); otherwise bias (3 units)
+    and hh = activation(x_h + (r * h) recurrent_kernel_h). Then h = z * h + (1 - z) * hh."""
+    import jax.numpy as jnp
+
+    activation, gate = _activation(layer.activation), _activation(layer.recurrent_activation)
+    xs, recurrent = _input_projection(layer, weights, x)
+    units = layer.units
+    input_bias, recurrent_bias = 0.0, 0.0
+    if layer.use_bias:
+        bias = weights[2]
+        if layer.reset_after:
+            input_bias, recurrent_bias = bias[0][:, None], bias[1][:, None]
+        else:
+            input_bias = bias[:, None]
+
+    def step(h, x_t):
+        x_z, x_r, x_h = jnp.split(x_t + input_bias, 3)
+        if layer.reset_after:
+            inner = recurrent @ h + recurrent_bias
+            z, r = gate(x_z + inner[:units]), gate(x_r + inner[units:2 * units])
+            hh = activation(x_h + r * inner[2 * units:])
+        else:
+            inner = recurrent[:2 * units] @ h
+            z, r = gate(x_z + inner[:units]), gate(x_r + inner[units:])
+            hh = activation(x_h + recurrent[2 * units:] @ (r * h))
+        h = z * h + (1 - z) * hh
+        return h, h
+
+    return jnp.zeros((units, x.shape[-1]), x.dtype), step, xs
+
+
+def _simple_rnn_step(layer, weights, x):
+    """keras SimpleRNNCell: h = activation(x kernel + bias + h recurrent_kernel)."""
+    import jax.numpy as jnp
+
+    activation = _activation(layer.activation)
+    xs, recurrent = _input_projection(layer, weights, x)
+    bias = weights[2][:, None] if layer.use_bias else 0.0
+
+    def step(h, x_t):
+        h = activation(x_t + bias + recurrent @ h)
+        return h, h
+
+    return jnp.zeros((layer.units, x.shape[-1]), x.dtype), step, xs
+
+
 # Layers that act only while training, each from its own random key (`key`: None when predicting). The draws are
 # JAX's, from the run's seed, not TensorFlow's: the same seed gives the same history on this engine.
 def _dropout(layer, weights, x, key=None):
@@ -643,6 +758,9 @@ LAYERS = {
     "GaussianNoise": _gaussian_noise,
     "BatchNormalization": _batch_normalization,
     **{kind: _augmentation for kind in AUGMENTATION_LAYERS},
+    "LSTM": _recurrent(_lstm_step),
+    "GRU": _recurrent(_gru_step),
+    "SimpleRNN": _recurrent(_simple_rnn_step),
 }
 
 

@@ -64,6 +64,30 @@ def test_the_coverage_reports_lstm_rows_model_is_planned_by_the_engine():
     assert [type(layer).__name__ for layer in found.layers] == ["LSTM", "Dense"]
 
 
+def _stacked():
+    return compiled(keras.Sequential([keras.Input((8, 8)), L.LSTM(6, return_sequences=True), L.LayerNormalization(),
+                                      L.SimpleRNN(5, return_sequences=True), L.GRU(4), L.Dense(10, "softmax")]))
+
+
+def _convolutional_recurrent():
+    """A convolution over the image, its rows (height, width * channels) read by a GRU."""
+    inputs = keras.Input((8, 8))
+    x = L.Conv2D(3, 3, padding="same", activation="relu")(L.Reshape((8, 8, 1))(inputs))
+    x = L.GRU(6, return_sequences=True)(L.Reshape((8, 24))(x))
+    return compiled(keras.Model(inputs, L.Dense(10, "softmax")(L.Flatten()(x))))
+
+
+@pytest.mark.parametrize("build", [_stacked, _convolutional_recurrent])
+def test_stacked_and_convolutional_recurrent_models_are_planned(build):
+    # plan compares the engine's forward pass with Keras's on these images (engine.FORWARD_TOLERANCE).
+    x, _ = digits(engine.CHECK_IMAGES)
+    keras.utils.set_random_seed(0)
+    model = build()
+    for layer in model.layers:  # random biases, so a misplaced one shows
+        layer.set_weights([np.random.default_rng(2).normal(scale=0.5, size=w.shape).astype("float32") for w in layer.get_weights()])
+    engine.plan(model, [], x, "one_hot")
+
+
 @pytest.mark.parametrize("build", [
     lambda: rows_model(optimizer=keras.optimizers.Adam(0.01)),
     lambda: rows_model(L.GRU(12, return_sequences=True), functional=True, optimizer=keras.optimizers.Adam(0.01)),  # the whole sequence, flattened

@@ -240,29 +240,6 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...), @SUM(...), +cmd|...); a tab or
-# a carriage return starts one in some. OWASP's rule against CSV injection: put a single quote before such a cell.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-# Text that is one number is a number to the spreadsheet, never a formula: it stays as it is (-0.5).
-ONE_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
-def gradebook_cell(value):
-    """`value` as a gradebook export holds it: text a spreadsheet would run as a formula behind a single quote
-    ("'=HYPERLINK(...)"); numbers, and text that is a single number, unchanged."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not ONE_NUMBER.fullmatch(value):
-        return "'" + value
-    return value
-
-
-def gradebook_safe(frame):
-    """`frame` (a pandas DataFrame) with every text cell passed through `gradebook_cell`; numeric columns untouched."""
-    import pandas as pd
-
-    texts = [name for name in frame.columns if frame[name].dtype == object or pd.api.types.is_string_dtype(frame[name])]
-    return frame.assign(**{name: frame[name].map(gradebook_cell) for name in texts})
-
-
 @dataclasses.dataclass(frozen=True)
 class HiddenTestSet:
     images: np.ndarray  # float32, scaled as data.load scales the dataset's own images

@@ -156,32 +156,10 @@ def in_shard(submissions: list, index: int, count: int) -> list:
 
 
 # Flags that make a run a try-out: its records are not the challenge's, so they stay off the committed board.
-TRYOUT_FLAGS = ("dataset", "seeds", "max_epochs", "max_params", "validation_size", "train_limit", "test_limit", "test_set")
-TRYOUT_FOLDER = config.TRYOUT_FOLDER
-
-
-def tryout_destination(args, challenge: config.Challenge, flags: tuple[str, ...] = TRYOUT_FLAGS) -> config.Challenge:
-    """`challenge`, with its records and board moved to a git-ignored folder when its settings are not the
-    challenge's own and no --results/--leaderboard says where they go: `evaluate --smoke` to config.SMOKE_FOLDER,
-    any other run whose `flags` differ from [tool.bench] (a try-out) to TRYOUT_FOLDER. So a student's
-    `evaluate FILE --epochs 5` leaves results/ and leaderboard.md as committed, and a smoke run leaves the try-out."""
-    own = config.load(args.config)
-    changed = [name for name in flags if getattr(challenge, name) != getattr(own, name)]
-    smoke = getattr(args, "smoke", False)
-    if not (changed or smoke) or args.results or getattr(args, "leaderboard", None):
-        return challenge
-    folder = config.SMOKE_FOLDER if smoke else TRYOUT_FOLDER
-    shown = ", ".join(f"{name}={getattr(challenge, name)}" for name in changed)
-    what = "smoke run ([tool.bench.smoke]'s settings)" if smoke else f"try-out ({shown} differ from [tool.bench])"
-    print(f"{what}: its records, tuned values and board go to {folder.as_posix()}/, the committed ones are not touched; "
-          "run without these flags to work on the leaderboard's own", file=sys.stderr)
-    return dataclasses.replace(challenge, results=(folder / "results").as_posix(), leaderboard=(folder / "leaderboard.md").as_posix())
-
-
 def cmd_evaluate(args) -> int:
     from bench import executors, leaderboard, monitor, plan, runner, studies
 
-    challenge = tryout_destination(args, config.load_challenge(args))
+    challenge = config.tryout_destination(args, config.load_challenge(args))
     executor = executors.create(args.executor, args.jobs, args.gpus_per_run)  # a missing extra is reported before any work
     eval_kwargs = studies.parse_kwargs(args.eval_kwargs) if args.eval_kwargs else None
     if args.monitor is not None and args.monitor < 1:

@@ -450,3 +450,25 @@ def _validation_for_limit(challenge: Challenge, other_data: bool = False) -> Cha
     print(f"note: validation_size = {size} does not fit {why}; this run takes {AUTO_VALIDATION_RULE} "
           "(pass --validation-size to choose)", file=sys.stderr)
     return dataclasses.replace(challenge, validation_size=None)
+
+
+# The settings whose change makes `evaluate` a try-out (bench.tune has its own, fewer).
+TRYOUT_FLAGS = ("dataset", "seeds", "max_epochs", "max_params", "validation_size", "train_limit", "test_limit", "test_set")
+
+
+def tryout_destination(args, challenge: Challenge, flags: tuple[str, ...] = TRYOUT_FLAGS) -> Challenge:
+    """`challenge`, with its records and board moved to a git-ignored folder when its settings are not the
+    challenge's own and no --results/--leaderboard says where they go: `evaluate --smoke` to SMOKE_FOLDER,
+    any other run whose `flags` differ from [tool.bench] (a try-out) to TRYOUT_FOLDER. So a student's
+    `evaluate FILE --epochs 5` leaves results/ and leaderboard.md as committed, and a smoke run leaves the try-out."""
+    own = load(args.config)
+    changed = [name for name in flags if getattr(challenge, name) != getattr(own, name)]
+    smoke = getattr(args, "smoke", False)
+    if not (changed or smoke) or args.results or getattr(args, "leaderboard", None):
+        return challenge
+    folder = SMOKE_FOLDER if smoke else TRYOUT_FOLDER
+    shown = ", ".join(f"{name}={getattr(challenge, name)}" for name in changed)
+    what = "smoke run ([tool.bench.smoke]'s settings)" if smoke else f"try-out ({shown} differ from [tool.bench])"
+    print(f"{what}: its records, tuned values and board go to {folder.as_posix()}/, the committed ones are not touched; "
+          "run without these flags to work on the leaderboard's own", file=sys.stderr)
+    return dataclasses.replace(challenge, results=(folder / "results").as_posix(), leaderboard=(folder / "leaderboard.md").as_posix())

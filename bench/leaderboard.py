@@ -344,6 +344,27 @@ def render_markdown_text(challenge: config.Challenge) -> str:
     return render_markdown(frame, records, challenge, plot_path.name if not frame[frame["status"] == "OK"].empty else None)
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...), @SUM(...), +cmd|...); a tab or
+# a carriage return starts one in some. OWASP's rule against CSV injection: put a single quote before such a cell.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# Text that is one number is a number to the spreadsheet, never a formula: it stays as it is (-0.5).
+ONE_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def gradebook_cell(value):
+    """`value` as a gradebook export holds it: text a spreadsheet would run as a formula behind a single quote
+    ("'=HYPERLINK(...)"); numbers, and text that is a single number, unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not ONE_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def gradebook_safe(frame):
+    """`frame` (a pandas DataFrame) with every text cell passed through `gradebook_cell`; numeric columns untouched."""
+    texts = [name for name in frame.columns if frame[name].dtype == object or pd.api.types.is_string_dtype(frame[name])]
+    return frame.assign(**{name: frame[name].map(gradebook_cell) for name in texts})
+
+
 def export(challenge: config.Challenge, fmt: str) -> str:
     return export_frame(board(results.load_all(challenge.results, challenge.board_name), challenge), fmt)
 
@@ -352,9 +373,7 @@ def export_frame(frame: pd.DataFrame, fmt: str) -> str:
     """A board (from `board`) as CSV or JSON text with the EXPORT_COLUMNS, in board order."""
     frame = frame[EXPORT_COLUMNS]
     if fmt == "csv":  # for spreadsheets: a cell an entry wrote (its AUTHOR, its summary) must not run as a formula
-        from bench import classroom
-
-        return classroom.gradebook_safe(frame).to_csv(index=False)
+        return gradebook_safe(frame).to_csv(index=False)
     return json.dumps(json.loads(frame.to_json(orient="records")), indent=1)
 
 

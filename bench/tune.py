@@ -125,9 +125,7 @@ def _read_saved(challenge: config.Challenge, entry: str) -> dict | None:
 
 
 def cmd_tune(args) -> int:
-    from bench import cli
-
-    challenge = cli.tryout_destination(args, config.load_challenge(args), flags=TUNE_TRYOUT_FLAGS)
+    challenge = config.tryout_destination(args, config.load_challenge(args), flags=TUNE_TRYOUT_FLAGS)
     tryout = Path(challenge.results).as_posix() == (config.TRYOUT_FOLDER / "results").as_posix()
     args.tuning_dir = args.tuning_dir or (config.TRYOUT_FOLDER / DEFAULT_TUNING_DIR if tryout else DEFAULT_TUNING_DIR)
     submission = discover.read(Path(args.entry))

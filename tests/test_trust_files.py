@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench import arrays, classroom, cli, config, containment, discover, executors, leaderboard, plan, received, results, runner, sandbox, scoring, stages, untrusted
+from bench import arrays, cli, config, containment, discover, executors, leaderboard, plan, received, results, runner, sandbox, scoring, stages, untrusted
 from bench.status import FAILED, INVALID, TIMEOUT
 from bench.train import PROGRESS_PREFIX
 from conftest import TINY
@@ -218,7 +218,7 @@ def test_gradebook_cells_that_would_run_as_formulas_are_quoted(tmp_path, capsys)
     assert frame.loc["ada", "summary"].startswith("'+cmd|")
     assert frame.loc["bob", "author"] == "'@SUM(1+1)" and frame.loc["bob", "message"] == "'-2+3 is what it printed"
     assert frame.loc["ada", "test_accuracy"] == 0.8  # numbers stay numbers
-    assert [classroom.gradebook_cell(v) for v in ("-0.5", -0.5, "+3", "1e-3", "-", "-x")] == ["-0.5", -0.5, "+3", "1e-3", "'-", "'-x"]
+    assert [leaderboard.gradebook_cell(v) for v in ("-0.5", -0.5, "+3", "1e-3", "-", "-x")] == ["-0.5", -0.5, "+3", "1e-3", "'-", "'-x"]
 
 
 def test_the_audit_never_shows_or_records_what_an_op_spelt_out_from_the_test_images(tmp_path):

@@ -13,6 +13,6 @@ __version__ = "0.1.0"
 # cache key, so records made by an older protocol are retrained.
 PROTOCOL_VERSION = "1"
 
-# Bump when a change to bench/engine.py alters what it trains (a loss, a gradient, a callback's view): it joins
+# Bump when a change to bench/engine.py or bench/engine_layers.py alters what it trains (a loss, a gradient, a callback's view): it joins
 # the cache key of runs under `engine = "auto"` or `"jax"` only, so their records are retrained and model.fit's are not.
 ENGINE_VERSION = "2"

@@ -90,7 +90,11 @@ TRAINING_ONLY_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
 # Structural settings whose integers still pick which values flow where (a crop's offsets select pixels): they
 # join the small numbers, free up to 64 distinct values in all.
 # Resizing's and CenterCrop's height and width choose pixels (and bilinear weights) as a crop's offsets do.
-SHAPING_KEYS = frozenset({"cropping", "padding", "target_shape", "dims", "size", "n", "axis", "axes", "height", "width"})
+# Pooling's and convolutions' pool sizes, strides and dilations (and the groups of a GroupNormalization or a grouped
+# convolution) too: a red team hid 100 trained numbers, none counted, as the pool sizes of 100 AveragePooling1D
+# layers, each the mean of one pixel and zeros (pixel / pool_size); the graph path counts them as op attributes.
+SHAPING_KEYS = frozenset({"cropping", "padding", "target_shape", "dims", "size", "n", "axis", "axes", "height", "width",
+                          "pool_size", "strides", "dilation_rate", "groups"})
 # Edges of the functional graph (tensors taken by layer calls) free in all: a weight can be wired in as the number
 # of times one tensor feeds a Concatenate or an Add. The committed board's models take a few dozen.
 FREE_EDGES = 256

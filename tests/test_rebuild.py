@@ -694,6 +694,26 @@ def test_edges_into_a_model_called_inside_the_model_count(tmp_path):
     assert record["embedded_constants"] >= 2 * 299 - rebuild.FREE_EDGES
 
 
+def test_numbers_hidden_in_pool_sizes_count(tmp_path):
+    """AveragePooling1D over one pixel padded with zeros gives pixel / pool_size, one output whatever the size (strides
+    past the length): 100 pools spelt out 100 trained numbers of 10 bits each that counted nothing, since pool_size
+    and strides were structural keys. Now they join the small numbers, as crop offsets do (the distinct ones past 64
+    count), and so do dilations and groups."""
+    import keras
+
+    sizes = np.random.default_rng(37).choice(np.arange(2, 1001), 100, replace=False)
+    inputs = keras.Input((8, 8))
+    pixel = keras.layers.Cropping1D((0, 63))(keras.layers.Reshape((64, 1))(inputs))
+    padded = keras.layers.ZeroPadding1D((0, 1000))(pixel)
+    table = keras.layers.Flatten()(keras.layers.Concatenate(axis=1)(
+        [keras.layers.AveragePooling1D(pool_size=int(p), strides=1001)(padded) for p in sizes]))
+    assert np.allclose(keras.Model(inputs, table)(np.ones((1, 8, 8), "float32"))[0], 1 / sizes)
+    model = keras.Model(inputs, dense_head(keras.layers.Concatenate()([keras.layers.Flatten()(inputs), table])))
+    record = audited(model, tmp_path)
+    assert record["status"] == "OK" and record["path"] == audit.REBUILT
+    assert record["embedded_constants"] >= len(sizes) - 64
+
+
 def test_an_input_with_an_axis_of_any_length_is_scored_without_a_mac_count(tmp_path):
     """keras.Input((None, 8)) passes the input-shape check (a None axis fits any size), and a Conv1D over it has no
     MAC count: the audit crashed (ValueError in bench.macs), reported as 'crashed or exhausted memory while it

@@ -238,6 +238,12 @@ def config_numbers(config) -> int:
             for call in node.get("inbound_nodes") or []:
                 add([_numbers_of(_without_tensors(call))])
                 wiring.append(_tensor_references(call))
+        if name == "Sequential" and isinstance(node.get("config"), dict):
+            # A Sequential's layers are wired without inbound_nodes: each takes the tensor before it, one edge. A red
+            # team chained 300 Rescaling layers in a Sequential called as one layer, where the same chain written
+            # as a functional graph counted its edges past FREE_EDGES.
+            wiring.append(sum(1 for layer in node["config"].get("layers") or []
+                              if isinstance(layer, dict) and layer.get("class_name") != "InputLayer"))
         for key, value in node.items():
             if key not in ("inbound_nodes", COMPILE_CONFIG):
                 visit(value)

@@ -714,6 +714,20 @@ def test_numbers_hidden_in_pool_sizes_count(tmp_path):
     assert record["embedded_constants"] >= len(sizes) - 64
 
 
+def test_a_chain_of_layers_inside_a_sequential_counts_its_edges(tmp_path):
+    """A Sequential's layers have no inbound_nodes in its config: a chain of 300 Rescaling layers (a weight to any
+    precision from a few free scales) inside a Sequential called as one layer took no edge, while the same chain
+    in a functional graph counts its edges past FREE_EDGES. Now each layer of a Sequential is one edge."""
+    import keras
+
+    chain = keras.Sequential([keras.Input((1,))] + [keras.layers.Rescaling(s) for s in [2.0, 0.5] * 150], name="chain")
+    inputs = keras.Input((8, 8))
+    pixel = keras.layers.Flatten()(keras.layers.Cropping1D((0, 63))(keras.layers.Reshape((64, 1))(inputs)))
+    record = audited(keras.Model(inputs, dense_head(keras.layers.Concatenate()([keras.layers.Flatten()(inputs), chain(pixel)]))), tmp_path)
+    assert record["status"] == "OK" and record["path"] == audit.REBUILT
+    assert record["embedded_constants"] >= 300 - rebuild.FREE_EDGES
+
+
 def test_an_input_with_an_axis_of_any_length_is_scored_without_a_mac_count(tmp_path):
     """keras.Input((None, 8)) passes the input-shape check (a None axis fits any size), and a Conv1D over it has no
     MAC count: the audit crashed (ValueError in bench.macs), reported as 'crashed or exhausted memory while it

@@ -33,6 +33,8 @@ from bench import imports, rebuild
 from bench.status import FAILED, INVALID, OK
 
 RESULT_FILE = "audit.json"
+# The image set the entry saw in training (the others are the test set): bench.stages names them so.
+VALIDATION = "val"
 REBUILT, CUSTOM_CODE = "rebuilt", "custom code"
 PREDICT_BATCH = 1000
 # Images (drawn at random) predicted again one by one to check that no prediction depends on its batch neighbours.
@@ -177,11 +179,14 @@ def _checked(record: dict, scores, images: dict[str, np.ndarray], output: str | 
         counted = scores.counted()
         record = {**record, "macs": counted["macs"], "macs_nonzero": counted["macs_nonzero"],
                   "macs_lower_bound": bool(counted["notes"]), "notes": [*record["notes"], *counted["notes"]]}
-    broken = sum(int((~np.isfinite(rows)).any(axis=1).sum()) for rows in first.values() if len(rows))
-    if broken:  # NaN differs from itself: the batch test below would blame the batch for it
-        return {"status": FAILED, "message": f"the trained model's outputs are NaN or infinite on {broken:,} of "
-                f"{sum(len(rows) for rows in first.values()):,} images: its weights diverged or overflowed. Lower the "
-                "learning rate, check the loss and FROM_LOGITS, or add normalisation"}
+    broken = {name: int((~np.isfinite(rows)).any(axis=1).sum()) for name, rows in first.items() if len(rows)}
+    if any(broken.values()):  # NaN differs from itself: the batch test below would blame the batch for it
+        # Only the validation images are counted aloud: a model can be NaN on whichever images it likes, and a count
+        # over the test images would tell its author how many of them have that property (the board shows messages).
+        where = (f"{broken[VALIDATION]:,} of {len(first[VALIDATION]):,} validation images" if broken.get(VALIDATION)
+                 else "images of the test set")
+        return {"status": FAILED, "message": f"the trained model's outputs are NaN or infinite on {where}: its weights "
+                "diverged or overflowed. Lower the learning rate, check the loss and FROM_LOGITS, or add normalisation"}
     problem = batch_dependence(scores, images, first)
     if problem is None and not getattr(scores, "unchanged", lambda: True)():
         problem = "predicting changed the model's variables: a scored model keeps no state from one call to the next"

@@ -728,6 +728,20 @@ def test_a_chain_of_layers_inside_a_sequential_counts_its_edges(tmp_path):
     assert record["embedded_constants"] >= 300 - rebuild.FREE_EDGES
 
 
+def test_a_model_nan_on_test_images_is_not_told_how_many(tmp_path):
+    """A model can be NaN on whichever images it likes (here: any pixel over 3.4 overflows), and the FAILED message
+    counted the NaN rows over the validation and test images together: the board then told its author how many
+    hidden test images have the property. Only the validation images are counted aloud."""
+    import keras
+
+    inputs = keras.Input((8, 8))
+    x = keras.layers.Rescaling(1e38)(inputs)  # inf where a pixel is over 3.4
+    images = {"val": np.zeros((20, 8, 8), "float32"), "test": 4 + np.random.default_rng(0).random((37, 8, 8), dtype=np.float32)}
+    record = audited(keras.Model(inputs, dense_head(x)), tmp_path, images)
+    assert record["status"] == "FAILED" and "NaN or infinite on images of the test set" in record["message"], record["message"]
+    assert "37" not in record["message"] and "57" not in record["message"], record["message"]
+
+
 def test_an_input_with_an_axis_of_any_length_is_scored_without_a_mac_count(tmp_path):
     """keras.Input((None, 8)) passes the input-shape check (a None axis fits any size), and a Conv1D over it has no
     MAC count: the audit crashed (ValueError in bench.macs), reported as 'crashed or exhausted memory while it

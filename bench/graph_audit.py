@@ -19,7 +19,8 @@ What it counts, from the graph the serving function runs:
   FREE_INTEGER_CONSTANT elements; and, of the small numbers every Keras graph holds (scalar constants
   such as epsilons, 0.5 and 1; shapes, axes, paddings; the dimensions of every constant and variable, empty
   constants included; numeric attributes of operations such as strides or a LeakyRelu's alpha), every distinct
-  value past the first FREE_SMALL_ELEMENTS elements (only numbers of at most 32 bits are small);
+  value past the first FREE_SMALL_ELEMENTS elements (only numbers of at most 32 bits are small); and every tensor
+  the graph's operations take past the first FREE_GRAPH_EDGES (a weight can be wiring: a pixel added |w| times);
 - `nonzero_params`: `total_params` less the elements that are exactly zero (pruned weights), and
   `weight_tensors`: [dtype, elements, nonzero elements] of every variable and counted constant, from
   which bench.scoring computes the storage in bits (a quantized weight's bits come from its dtype);
@@ -85,6 +86,11 @@ ALLOWED_OPS = frozenset({
 # tensor wired in k times carries k (a stack or a concatenation of 15 levels is a weight in disguise).
 VARIADIC_OPS = frozenset({"Pack", "ConcatV2", "Concat", "AddN"})
 FREE_WIRING = 64
+# Tensors the graph's operations take (data inputs, loop and branch bodies included) free in all, each one past them
+# counts: a red team spelt a 10x64 linear classifier of 4-bit weights in 1,610 of them, each pixel added |w| times
+# with AddV2 or Sub, no constant and no variable (embedded 0, total 110). The board's custom-code graphs take 943
+# (gradnet) and 74 (iterated_loop); the rebuilt path counts layer calls past its own FREE_EDGES (256) the same way.
+FREE_GRAPH_EDGES = 1024
 # Small constants (scalars, short integer lists) a graph may hold in all before each one more counts; the board's
 # custom-code graphs hold 17 (iterated_loop) and 52 (gradnet).
 FREE_SMALL_CONSTANTS = 256
@@ -170,8 +176,9 @@ def counted_numbers(nodes, variable_shapes=()) -> tuple[int, list[list]]:
     allowance as one float32 tensor)."""
     from tensorflow.python.framework import tensor_util
 
-    counted, small, tensors, wiring, small_nodes = 0, {("dims", shape) for shape in variable_shapes}, [], 0, 0
+    counted, small, tensors, wiring, small_nodes, edges = 0, {("dims", shape) for shape in variable_shapes}, [], 0, 0, 0
     for node in nodes:
+        edges += sum(not name.startswith("^") for name in node.input)
         for name, attr in node.attr.items():
             if name.startswith("_"):  # TensorFlow's own annotations (which inputs are read-only, ...): no op reads them
                 continue
@@ -195,7 +202,7 @@ def counted_numbers(nodes, variable_shapes=()) -> tuple[int, list[list]]:
     # Small constants count by distinct value, and by how many there are: 2,400 scalar constants of 31 values, stacked
     # two by two into kernels, were a red team's weights.
     over = (max(0, sum(_elements(entry) for entry in small) - FREE_SMALL_ELEMENTS) + max(0, wiring - FREE_WIRING)
-            + max(0, small_nodes - FREE_SMALL_CONSTANTS))
+            + max(0, small_nodes - FREE_SMALL_CONSTANTS) + max(0, edges - FREE_GRAPH_EDGES))
     if over:
         tensors.append(["float32", over, over, 32])
     return counted + over, tensors

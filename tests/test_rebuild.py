@@ -753,3 +753,29 @@ def test_an_input_with_an_axis_of_any_length_is_scored_without_a_mac_count(tmp_p
     record = audited(keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)), tmp_path)
     assert record["status"] == "OK" and record["path"] == audit.REBUILT, record
     assert record["macs"] is None and any(note.startswith("MACs not counted") for note in record["notes"])
+
+
+def test_weights_spelt_out_as_chains_of_additions_count(tmp_path):
+    """A red team added each pixel to a class's sum |w| times (AddV2, Sub): a 4-bit linear classifier with no
+    constant and no variable for its weights (embedded 0). Every tensor an operation takes past FREE_GRAPH_EDGES counts."""
+    import keras
+
+    from bench import graph_audit
+
+    repeats = np.random.default_rng(37).integers(1, 8, (10, 64))
+
+    def spelt(flat):
+        pixels = keras.ops.unstack(flat, axis=1)
+        sums = []
+        for row in repeats:
+            total = pixels[0]
+            for j, times in enumerate(row):
+                for _ in range(times):
+                    total = total + pixels[j]
+            sums.append(total)
+        return keras.ops.stack(sums, axis=1)
+
+    inputs = keras.Input((8, 8))
+    record = audited(keras.Model(inputs, keras.layers.Lambda(spelt, output_shape=(10,))(keras.layers.Flatten()(inputs))), tmp_path)
+    additions = int(repeats.sum())
+    assert record["status"] == "OK" and record["embedded_constants"] >= 2 * additions - graph_audit.FREE_GRAPH_EDGES

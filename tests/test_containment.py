@@ -45,8 +45,9 @@ HOSTILE = {
         def build_model():
             for _ in range(6):  # 2**6 = 64 processes, each forking as it goes
                 os.fork()
-            with open(PIDS, "a") as f:
-                f.write(f"{os.getpid()}\\n")
+                # Each process notes itself as soon as it exists: the harness may stop the bomb before the last fork.
+                with open(PIDS, "a") as f:
+                    f.write(f"{os.getpid()}\\n")
             time.sleep(600)
     """,
     "exits": """

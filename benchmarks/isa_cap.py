@@ -76,10 +76,11 @@ def _differences(reference: dict, histories: list[dict]) -> str:
     """'' when every history equals `reference` exactly, else which logged values differ and by how much."""
     found = []
     for key, values in reference.items():
-        worst = max((abs(a - b) / max(abs(a), 1e-12), epoch) for h in histories for epoch, (a, b) in
-                    enumerate(zip(values, h[key]), 1) if a != b) if any(h[key] != values for h in histories) else None
-        if worst:
-            found.append(f"{key} at epoch {worst[1]} (relative {worst[0]:.1e})")
+        gaps = [(abs(a - b) / max(abs(a), 1e-12), epoch) for h in histories
+                for epoch, (a, b) in enumerate(zip(values, h[key]), 1) if a != b]
+        if gaps:
+            relative, epoch = max(gaps)
+            found.append(f"{key} at epoch {epoch} (relative {relative:.1e})")
     return ", ".join(found)
 
 

@@ -18,7 +18,6 @@ line is `dead after one epoch: keras K/N auto A/N` (a layer is dead when no outp
 from __future__ import annotations
 
 import argparse
-import textwrap
 from pathlib import Path
 
 from pinned import REPO, run_pinned
@@ -26,32 +25,24 @@ from pinned import REPO, run_pinned
 ENGINES = ("keras", "auto")
 FIT_IMAGES, VALIDATION_IMAGES, PROBE_IMAGES = 10_000, 2_000, 512
 
-RUN = textwrap.dedent("""
-    import json, sys
-    entry, layer, engine_setting, seed, data_file = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
-    from bench import config, train
-    train._prepare_tensorflow(1, seed)
-    import keras, numpy as np
-    with np.load(data_file) as arrays:
-        x = (arrays["x_train"][:FIT_IMAGES + VALIDATION_IMAGES] / 255).astype("float32")
-        y = arrays["y_train"][:FIT_IMAGES + VALIDATION_IMAGES].astype("int64")
-    x_fit, y_fit, x_val, y_val = x[:FIT_IMAGES], y[:FIT_IMAGES], x[FIT_IMAGES:], y[FIT_IMAGES:]
-    challenge = config.from_dict({"engine": engine_setting, "max_epochs": 1})
-    module = train.import_submission(train.Path(entry))
-    training = train.validated_training(module, challenge)
-    model = train.build(module, x_fit, 10, {}, None)
-    label_kind = train.compile_if_needed(model, module, training, challenge, [])
+RUN = f"""
+entry, layer, engine_setting, seed, data_file = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+train._prepare_tensorflow(1, seed)
+import keras
+x_fit, y_fit, x_val, y_val = mnist(data_file, {FIT_IMAGES}, {VALIDATION_IMAGES}, validation_last=False)
+module, training, challenge, model, label_kind = entry_model(entry, {{"engine": engine_setting, "max_epochs": 1}}, x_fit)
 
-    def alive():
-        outputs = keras.Model(model.inputs, model.get_layer(layer).output).predict(x_fit[:PROBE_IMAGES], verbose=0)
-        return float((outputs > 0).mean())
 
-    at_start = alive()
-    history, ran = train.fit(model, module, training, challenge, {"entry": entry, "seed": seed}, label_kind, 10,
-                             x_fit, y_fit, x_val, y_val, [])
-    print(json.dumps({"engine": ran, "start": at_start, "after": alive(), "loss": history["loss"][-1]}))
-""").replace("FIT_IMAGES", str(FIT_IMAGES)).replace("VALIDATION_IMAGES", str(VALIDATION_IMAGES)) \
-    .replace("PROBE_IMAGES", str(PROBE_IMAGES))
+def alive():
+    outputs = keras.Model(model.inputs, model.get_layer(layer).output).predict(x_fit[:{PROBE_IMAGES}], verbose=0)
+    return float((outputs > 0).mean())
+
+
+at_start = alive()
+history, ran = train.fit(model, module, training, challenge, {{"entry": entry, "seed": seed}}, label_kind, 10,
+                         x_fit, y_fit, x_val, y_val, [])
+print(json.dumps({{"engine": ran, "start": at_start, "after": alive(), "loss": history["loss"][-1]}}))
+"""
 
 
 def measure(entry: str, layer: str, engine_setting: str, seed: int, data_file: str, cpu: int) -> dict:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import textwrap
 from pathlib import Path
 
 from pinned import REPO, run_pinned
@@ -33,38 +32,22 @@ UNCAPPED = "AMX_FP16"
 CAPS = (UNCAPPED, ENGINE_MAX_ISA)
 VALIDATION_IMAGES = 5_000
 
-RUN = textwrap.dedent("""
-    import json, sys, time
-    entry, epochs, data_file, fit_images = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-    from bench import config, engine, train
-    train._prepare_tensorflow(1, 0)
-    import keras, numpy as np
-    with np.load(data_file) as arrays:
-        x = (arrays["x_train"] / 255).astype("float32")
-        y = arrays["y_train"].astype("int64")
-    x_fit, y_fit = x[:fit_images], y[:fit_images]
-    x_val, y_val = x[-VALIDATION_IMAGES:], y[-VALIDATION_IMAGES:]
-    challenge = config.from_dict({"engine": "jax", "max_epochs": epochs + 1})
-    module = train.import_submission(train.Path(entry))
-    training = train.validated_training(module, challenge)
-    model = train.build(module, x_fit, 10, {}, None)
-    label_kind = train.compile_if_needed(model, module, training, challenge, [])
-    ends = []
-
-    class Clock(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            ends.append(time.process_time())
-
-    callbacks = train.training_callbacks(module, challenge, model, [])[0] + [Clock()]
-    try:
-        found = engine.plan(model, callbacks, x_fit, label_kind, 1)
-    except engine.Unsupported as error:
-        print(json.dumps({"unsupported": str(error)}))
-        raise SystemExit(0)
-    history = engine.train(found, callbacks, x_fit, y_fit, x_val, y_val, epochs + 1, training["batch_size"], 0)
-    print(json.dumps({"cpu_per_epoch": (ends[-1] - ends[0]) / (len(ends) - 1),
-                      "history": {key: history[key] for key in ("loss", "val_loss", "val_accuracy")}}))
-""").replace("VALIDATION_IMAGES", str(VALIDATION_IMAGES))
+RUN = f"""
+entry, epochs, data_file, fit_images = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+train._prepare_tensorflow(1, 0)
+x_fit, y_fit, x_val, y_val = mnist(data_file, fit_images, {VALIDATION_IMAGES})
+module, training, challenge, model, label_kind = entry_model(entry, {{"engine": "jax", "max_epochs": epochs + 1}}, x_fit)
+clock, ends = epoch_clock()
+callbacks = train.training_callbacks(module, challenge, model, [])[0] + [clock]
+try:
+    found = engine.plan(model, callbacks, x_fit, label_kind, 1)
+except engine.Unsupported as error:
+    print(json.dumps({{"unsupported": str(error)}}))
+    raise SystemExit(0)
+history = engine.train(found, callbacks, x_fit, y_fit, x_val, y_val, epochs + 1, training["batch_size"], 0)
+print(json.dumps({{"cpu_per_epoch": (ends[-1] - ends[0]) / (len(ends) - 1),
+                  "history": {{key: history[key] for key in ("loss", "val_loss", "val_accuracy")}}}}))
+"""
 
 
 def measure(entry: str, cap: str, args) -> dict:

@@ -22,6 +22,9 @@ Then, unless `--seeds-together 0`, N (default 3) seeds of `--seeds-entry` (class
 engine (benchmarks/seeds_together.py, one process) against one seed trained alone on the engine
 (bench.engine.train), interleaved the same way, under each ISA; the last lines add `seedsN <entry> <CPU
 seconds per epoch of N together / of 1 alone>x (<isa>)`: N would be no gain, 1 would be N seeds for the price of one.
+Beside them, `seedsN merged <entry> <ratio>x`: one seed trained on N copies of the images with N times the batch,
+so every step does N seeds' images with the per-step work and the weights shared: no seed axis can do N seeds'
+arithmetic for less on this engine, so its ratio is the floor of what training seeds together could reach.
 `--no-speedup` measures that alone.
 """
 
@@ -30,7 +33,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import textwrap
 from pathlib import Path
 
 from pinned import REPO, cpu_has_avx512, run_pinned
@@ -38,85 +40,63 @@ from pinned import REPO, cpu_has_avx512, run_pinned
 ENGINES = ("keras", "jax", "auto")
 FIT_IMAGES, VALIDATION_IMAGES = 50_000, 5_000
 
-RUN = textwrap.dedent("""
-    import json, sys, time
-    entry, engine_setting, seed, epochs, data_file, fit_images = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
-    from bench import config, train
-    train._prepare_tensorflow(1, seed)
-    import keras, numpy as np
-    with np.load(data_file) as arrays:
-        x = (arrays["x_train"] / 255).astype("float32")
-        y = arrays["y_train"].astype("int64")
-    x_fit, y_fit = x[:fit_images], y[:fit_images]
-    x_val, y_val = x[-VALIDATION_IMAGES:], y[-VALIDATION_IMAGES:]
-    challenge = config.from_dict({"engine": engine_setting, "max_epochs": epochs + 1})
-    module = train.import_submission(train.Path(entry))
-    training = train.validated_training(module, challenge)
-    model = train.build(module, x_fit, 10, {}, None)
-    label_kind = train.compile_if_needed(model, module, training, challenge, [])
-    ends = []
-
-    class Clock(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            ends.append(time.process_time())
-
-    clock = type("WithClock", (), {"callbacks": staticmethod(lambda: [Clock()])})
-    notes = []
-    history, ran = train.fit(model, clock, training, challenge, {"entry": entry, "seed": seed}, label_kind, 10,
-                             x_fit, y_fit, x_val, y_val, notes)
-    measured = len(ends) - 1
-    probe = [float(note.split("measuring took ")[1].split(" s")[0]) for note in notes if "measuring took " in note]
-    print(json.dumps({"engine": ran, "cpu_per_epoch": (ends[-1] - ends[0]) / measured, "epochs": measured,
-                      "val_accuracy": history["val_accuracy"][-1], "notes": notes, "probe": probe[0] if probe else None}))
-""").replace("FIT_IMAGES", str(FIT_IMAGES)).replace("VALIDATION_IMAGES", str(VALIDATION_IMAGES))
+RUN = f"""
+entry, engine_setting, seed, epochs, data_file, fit_images = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
+train._prepare_tensorflow(1, seed)
+x_fit, y_fit, x_val, y_val = mnist(data_file, fit_images, {VALIDATION_IMAGES})
+module, training, challenge, model, label_kind = entry_model(entry, {{"engine": engine_setting, "max_epochs": epochs + 1}}, x_fit)
+clock, ends = epoch_clock()
+notes = []
+history, ran = train.fit(model, type("WithClock", (), {{"callbacks": staticmethod(lambda: [clock])}}), training, challenge,
+                         {{"entry": entry, "seed": seed}}, label_kind, 10, x_fit, y_fit, x_val, y_val, notes)
+measured = len(ends) - 1
+probe = [float(note.split("measuring took ")[1].split(" s")[0]) for note in notes if "measuring took " in note]
+print(json.dumps({{"engine": ran, "cpu_per_epoch": (ends[-1] - ends[0]) / measured, "epochs": measured,
+                  "val_accuracy": history["val_accuracy"][-1], "notes": notes, "probe": probe[0] if probe else None}}))
+"""
 
 
 # N seeds of one entry on the engine in one process: seed 0 alone through engine.train when N is 1, else all N
 # through seeds_together.train_seeds; each seed's model built after seeding with that seed, as its own run would be.
-RUN_TOGETHER = textwrap.dedent("""
-    import json, sys, time
-    entry, count, epochs, data_file = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    sys.path.insert(0, 'benchmarks')
-    import seeds_together
-    from bench import config, engine, train
-    train._prepare_tensorflow(1, 0)
-    import keras, numpy as np
-    with np.load(data_file) as arrays:
-        x = (arrays["x_train"] / 255).astype("float32")
-        y = arrays["y_train"].astype("int64")
-    x_fit, y_fit = x[:FIT_IMAGES], y[:FIT_IMAGES]
-    x_val, y_val = x[-VALIDATION_IMAGES:], y[-VALIDATION_IMAGES:]
-    challenge = config.from_dict({"engine": "auto", "max_epochs": epochs + 1})
-    module = train.import_submission(train.Path(entry))
-    training = train.validated_training(module, challenge)
-    ends = []
-
-    class Clock(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            ends.append(time.process_time())
-
-    seeds, plans, callbacks = list(range(count)), [], []
-    for seed in seeds:
-        keras.utils.set_random_seed(seed)
-        model = train.build(module, x_fit, 10, {}, None)
-        label_kind = train.compile_if_needed(model, module, training, challenge, [])
-        own = train.training_callbacks(module, challenge, model, [])[0] + [Clock()] * (seed == 0)
-        plans.append(engine.plan(model, own, x_fit, label_kind, 1))
-        callbacks.append(own)
-    if count == 1:
-        histories = [engine.train(plans[0], callbacks[0], x_fit, y_fit, x_val, y_val, epochs + 1, training["batch_size"], 0)]
-    else:
-        histories = seeds_together.train_seeds(plans, callbacks, x_fit, y_fit, x_val, [y_val] * count, epochs + 1,
-                                             training["batch_size"], seeds)
-    measured = len(ends) - 1
-    print(json.dumps({"cpu_per_epoch": (ends[-1] - ends[0]) / measured, "epochs": measured,
-                      "val_accuracy": [h["val_accuracy"][-1] for h in histories]}))
-""").replace("FIT_IMAGES", str(FIT_IMAGES)).replace("VALIDATION_IMAGES", str(VALIDATION_IMAGES))
+# "merged": N seeds' images trained as one seed's, for the least a seed axis could cost.
+RUN_TOGETHER = f"""
+entry, count, epochs, data_file = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+merged = count if sys.argv[5] == "merged" else 0
+count = 1 if merged else count
+sys.path.insert(0, "benchmarks")
+train._prepare_tensorflow(1, 0)
+import keras, numpy as np
+import seeds_together
+x_fit, y_fit, x_val, y_val = mnist(data_file, {FIT_IMAGES}, {VALIDATION_IMAGES})
+clock, ends = epoch_clock()
+seeds, plans, callbacks = list(range(count)), [], []
+for seed in seeds:
+    keras.utils.set_random_seed(seed)
+    module, training, challenge, model, label_kind = entry_model(entry, {{"engine": "auto", "max_epochs": epochs + 1}}, x_fit)
+    own = train.training_callbacks(module, challenge, model, [])[0] + [clock] * (seed == 0)
+    plans.append(engine.plan(model, own, x_fit, label_kind, 1))
+    callbacks.append(own)
+if merged:
+    # N seeds' images as one seed's: N times the fit and validation images and the batch, so each step is N seeds'
+    # steps with every per-step cost and the weights shared.
+    x_fit, y_fit, x_val, y_val = (np.concatenate([a] * merged) for a in (x_fit, y_fit, x_val, y_val))
+    histories = [engine.train(plans[0], callbacks[0], x_fit, y_fit, x_val, y_val, epochs + 1,
+                              training["batch_size"] * merged, 0)]
+elif count == 1:
+    histories = [engine.train(plans[0], callbacks[0], x_fit, y_fit, x_val, y_val, epochs + 1, training["batch_size"], 0)]
+else:
+    histories = seeds_together.train_seeds(plans, callbacks, x_fit, y_fit, x_val, [y_val] * count, epochs + 1,
+                                           training["batch_size"], seeds)
+measured = len(ends) - 1
+print(json.dumps({{"cpu_per_epoch": (ends[-1] - ends[0]) / measured, "epochs": measured,
+                  "val_accuracy": [h["val_accuracy"][-1] for h in histories]}}))
+"""
 
 
-def measure_together(entry: str, count: int, epochs: int, data_file: str, cpu: int, isa: str = "native") -> dict:
-    return run_pinned(RUN_TOGETHER, [entry, str(count), str(epochs), data_file], cpu,
-                      f"{count} seed(s) together on {entry} ({isa})", isa)
+def measure_together(entry: str, count: int, epochs: int, data_file: str, cpu: int, isa: str = "native",
+                     merged: bool = False) -> dict:
+    return run_pinned(RUN_TOGETHER, [entry, str(count), str(epochs), data_file, "merged" if merged else "apart"], cpu,
+                      f"{count} seed(s) together{' merged' * merged} on {entry} ({isa})", isa)
 
 
 def seeds_together(args) -> list[str]:
@@ -127,16 +107,18 @@ def seeds_together(args) -> list[str]:
           f"each after the first: {n} seeds together on the engine against 1 alone; load average {os.getloadavg()[0]:.1f}")
     ratios = []
     for isa in args.isa.split(","):
-        runs = {1: [], n: []}
+        runs = {"alone": [], "together": [], "merged": []}
         for _ in range(args.repeats):
-            for count in runs:
-                runs[count].append(measure_together(entry, count, args.epochs, args.data, args.cpu, isa))
-        alone, together = (statistics.median(r["cpu_per_epoch"] for r in runs[c]) for c in runs)
+            for kind, count in (("alone", 1), ("together", n), ("merged", n)):
+                runs[kind].append(measure_together(entry, count, args.epochs, args.data, args.cpu, isa, kind == "merged"))
+        alone, together, merged = (statistics.median(r["cpu_per_epoch"] for r in runs[kind]) for kind in runs)
         name = Path(entry).stem
         print(f"[{isa}] {name}: 1 seed alone {alone:.3f} s, {n} together {together:.3f} s ({together / n:.3f} s a seed), "
-              f"ratio {together / alone:.2f}x; last val_accuracy {runs[1][-1]['val_accuracy']} / {runs[n][-1]['val_accuracy']}",
-              flush=True)
+              f"ratio {together / alone:.2f}x; last val_accuracy {runs['alone'][-1]['val_accuracy']} / "
+              f"{runs['together'][-1]['val_accuracy']}; {n} seeds' images as one seed's, {n}x the batch: {merged:.3f} s, "
+              f"ratio {merged / alone:.2f}x", flush=True)
         ratios.append(f"seeds{n} {name} {together / alone:.2f}x ({isa})")
+        ratios.append(f"seeds{n} merged {name} {merged / alone:.2f}x ({isa}): the least seeds together could cost here")
     return ratios
 
 

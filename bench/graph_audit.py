@@ -24,8 +24,9 @@ What it counts, from the graph the serving function runs:
 - `nonzero_params`: `total_params` less the elements that are exactly zero (pruned weights), and
   `weight_tensors`: [dtype, elements, nonzero elements] of every variable and counted constant, from
   which bench.scoring computes the storage in bits (a quantized weight's bits come from its dtype);
-- `macs`: multiply-accumulates per image, the mean over every image predicted: the frozen graph is
-  traced while it predicts, so what is counted is what produced the scored predictions (a branch chosen
+- `macs`: multiply-accumulates per image, the mean over the validation images: the frozen graph is
+  traced while it predicts them (bench.audit stops the count before the test images, whose statistics a
+  count could otherwise spell out), so what is counted is what produced scored predictions (a branch chosen
   by the input or the batch size, a loop's iterations, each once per run): Conv2D/Conv3D (output values x
   window x input channels), DepthwiseConv2dNative (output values x window), Conv2DBackpropInput (input
   values x window x output channels), MatMul and BatchMatMul (output values x the summed axis), Einsum

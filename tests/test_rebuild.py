@@ -779,3 +779,22 @@ def test_weights_spelt_out_as_chains_of_additions_count(tmp_path):
     record = audited(keras.Model(inputs, keras.layers.Lambda(spelt, output_shape=(10,))(keras.layers.Flatten()(inputs))), tmp_path)
     additions = int(repeats.sum())
     assert record["status"] == "OK" and record["embedded_constants"] >= 2 * additions - graph_audit.FREE_GRAPH_EDGES
+
+
+def test_macs_on_the_graph_path_are_counted_on_validation_images_only(tmp_path):
+    """A graph that multiplies by a 64x64 matrix only for images with a bright pixel, and adds nothing from it: the
+    predictions are its head's alone, but counted over the test images the MAC figure would tell the author how many
+    hidden test images are bright. Validation images are dim: the board's MACs are the dim images' (640)."""
+    import keras
+    import tensorflow as tf
+
+    weights = np.random.default_rng(9).random((64, 64)).astype("float32")
+
+    def bright_images_cost_more(t):
+        heavy = lambda: t + 0.0 * tf.linalg.matmul(t, weights)  # noqa: E731
+        return tf.cond(tf.reduce_max(t) > 0.9, heavy, lambda: t)
+
+    images = {"val": IMAGES["val"] * 0.5, "test": np.random.default_rng(1).random((40, 8, 8), dtype=np.float32)}
+    record = audited(lambda_model(bright_images_cost_more), tmp_path, images)
+    assert record["status"] == "OK" and record["path"] == audit.CUSTOM_CODE, record
+    assert record["macs"] == 64 * 10

@@ -5,8 +5,9 @@ layers: it walks the model's graph, where a layer applied k times has k nodes, e
 input and output shapes of that call, and nested models are walked the same way.
 
 Counted: convolutions (plain, depthwise, separable, transposed), dense and EinsumDense layers, recurrent
-layers (every step), Dot, and the element-wise products by weights (Multiply, PReLU, a Rescaling by an array:
-one MAC per output value, so a matrix product written as scales and a sum is not free). Normalisation counts
+layers (every step), a TimeDistributed layer's (once per step), Dot, and the element-wise products by weights
+(Multiply, PReLU, a Rescaling by an array: one MAC per output value, so a matrix product written as scales and a
+sum is not free). Normalisation counts
 the products Keras computes at inference by an array of weights, as bench.graph_audit counts them in a graph:
 BatchNormalization one per output value (times rsqrt of the moving variance, and gamma), LayerNormalization
 with a scale one per output value, GroupNormalization with a scale one per channel (gamma times each group's
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 
 import numpy as np
 
@@ -118,6 +120,15 @@ def _call_macs(layer, inputs, output_shape, uncounted: list[str], skip_zero_weig
         return sum(_recurrent_macs(part, input_shape, share) for part in (layer.forward_layer, layer.backward_layer))
     if isinstance(layer, (keras.layers.SimpleRNN, keras.layers.LSTM, keras.layers.GRU)):
         return _recurrent_macs(layer, input_shape, share)
+    if isinstance(layer, keras.layers.TimeDistributed):
+        # The wrapped layer once per step, on the step's slice: a red team's Dense layers wrapped in it counted 0 MACs
+        # (a lower bound, which the micronet rule and max_macs read as the count), 4,736 unwrapped.
+        steps = tuple(input_shape)[1]
+        if steps is None:
+            raise ValueError(f"cannot count MACs of {layer.name} over sequences of unknown length: give keras.Input a fixed shape")
+        step_inputs = [types.SimpleNamespace(shape=(t.shape[0], *tuple(t.shape)[2:])) for t in inputs]
+        step_output = (output_shape[0], *tuple(output_shape)[2:])
+        return steps * _call_macs(layer.layer, step_inputs, step_output, uncounted, skip_zero_weights)
     if isinstance(layer, keras.Model):
         return _layer_macs(layer, None, None, uncounted, skip_zero_weights)
     if any(len(w.shape) >= 2 for w in layer.weights):

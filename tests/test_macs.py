@@ -115,3 +115,13 @@ def test_the_run_record_carries_macs_per_image(write_entry):
     record = run_in_process(path, mode="check")
     assert record["status"] == "OK", record["message"]
     assert record["macs"] == 64 * 12 + 12 * 10  # digits are 8x8: 64 -> 12 -> 10
+
+
+def test_a_time_distributed_layer_counts_once_per_step():
+    """A red team wrapped a row-wise MLP's Dense layers in TimeDistributed: 0 MACs, a lower bound that the micronet rule
+    and max_macs read as the count (it ranked first, score 1.0, against its unwrapped twin's 2.0 at the same accuracy)."""
+    wrapped = functional((8, 8), keras.layers.TimeDistributed(keras.layers.Dense(32)),
+                         keras.layers.TimeDistributed(functional((32,), keras.layers.Dense(8))))
+    assert macs.count(wrapped) == macs.Count(8 * (8 * 32 + 32 * 8), [])
+    convs = functional((3, 6, 6, 1), keras.layers.TimeDistributed(keras.layers.Conv2D(2, 3)))
+    assert macs.count(convs).macs == 3 * (4 * 4 * 2 * 9)

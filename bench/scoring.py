@@ -194,11 +194,19 @@ def failed_criteria(row, rules) -> str:
         missed.append(f"accuracy {100 * row['test_accuracy']:.2f} % < {100 * rules.target:.2f} %")
     if rules.max_params is not None and row["total_params"] > rules.max_params:
         missed.append(f"params {int(row['total_params']):,} > {rules.max_params:,}")
-    if rules.max_macs is not None and (_missing(row["macs"]) or row["macs"] > rules.max_macs):
-        missed.append(f"MACs {'unknown' if _missing(row['macs']) else format(int(row['macs']), ',')} > {rules.max_macs:,}")
+    if rules.max_macs is not None and _unknown_macs(row):
+        missed.append(f"MACs unknown > {rules.max_macs:,}" if _missing(row["macs"]) else
+                      f"MACs ≥ {int(row['macs']):,}, a lower bound, not a count within {rules.max_macs:,}")
+    elif rules.max_macs is not None and row["macs"] > rules.max_macs:
+        missed.append(f"MACs {int(row['macs']):,} > {rules.max_macs:,}")
     if rules.max_epochs is not None and row["epochs"] > rules.max_epochs:
         missed.append(f"epochs {row['epochs']:g} > {rules.max_epochs:g}")
     return "; ".join(missed)
+
+
+def _unknown_macs(row) -> bool:
+    """No MAC count, or only a lower bound (layers the count cannot see into): neither is a count to rank or pass by."""
+    return _missing(row["macs"]) or bool(row.get("macs_lower_bound", False))
 
 
 def _missing(value) -> bool:
@@ -243,6 +251,8 @@ def rank_board(frame, runs: dict[str, dict[int, dict]], rules, tier_names: list[
                 storage, macs = float(reference["storage_bits"].iloc[0]), float(reference[macs_column].iloc[0])
                 top = rows[reached].copy()
                 top["score"] = (top["storage_bits"].astype("float64") / storage + top[macs_column].astype("float64") / macs).round(4)
+                # A lower bound is no count: a red team's layers wrapped in TimeDistributed counted 0 MACs and ranked first.
+                top.loc[top["macs_lower_bound"].fillna(False).astype(bool), "score"] = np.nan
                 top = top[top["score"].notna()].sort_values(["score", "entry"])
         frame.loc[top.index, "score"] = top["score"]
         sections.append((heading, top, False))

@@ -255,3 +255,20 @@ def test_welch_p_values_are_scipy_stats_own(a, b):
     from scipy import stats
 
     assert scoring.welch_p(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-9)
+
+
+def test_a_lower_bound_of_macs_is_not_scored_or_passed_as_a_count():
+    """MACs the count cannot see into leave a lower bound (shown as ≥): a red team's layers wrapped in TimeDistributed
+    counted 0 and ranked first under micronet. A lower bound gets no micronet score and fails a max_macs."""
+    challenge = with_rules(rule="micronet", target=0.9, reference="ref")
+    records = make_records(challenge, {"ref": (1000, 0.92, 2000), "hidden": (1000, 0.92, 0)})
+    for record in records:
+        record["macs_lower_bound"] = record["entry"] == "hidden"
+    frame = leaderboard.board(records, challenge).set_index("entry")
+    assert frame.at["ref", "score"] == 2.0 and pd.isna(frame.at["hidden", "score"])
+    threshold = with_rules(rule="threshold", target=0.9, max_macs=5000)
+    records = make_records(threshold, {"counted": (1000, 0.92, 2000), "hidden": (1000, 0.92, 0)})
+    for record in records:
+        record["macs_lower_bound"] = record["entry"] == "hidden"
+    verdicts = dict(zip(*[leaderboard.board(records, threshold)[column] for column in ("entry", "failed_criteria")]))
+    assert verdicts == {"counted": "", "hidden": "MACs ≥ 0, a lower bound, not a count within 5,000"}

@@ -232,6 +232,11 @@ def config_numbers(config) -> int:
             for key in SHAPING_KEYS & set(node["config"]):  # offsets and sizes choose pixels: small numbers
                 for number in _flat_numbers(node["config"][key]):
                     scalars.add(number)
+        if node.get("module") == "keras.quantizers" and isinstance(node.get("config"), dict):
+            # A quantizer's settings act at inference too: an int8 layer's activation_quantizer rounds and clips its
+            # input by its value_range and epsilon (a trained threshold each), which counted nothing. Small numbers.
+            for number in _flat_numbers(node["config"]):
+                scalars.add(number)
         if name in REBUILT_LAYERS | MODELS:
             # A model called inside a model is a layer call too: a red team wired a weight in as 300 calls of a nested
             # two-input Add model, whose edges counted nothing while the same edges into an Add counted.

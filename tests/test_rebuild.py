@@ -818,3 +818,21 @@ def test_a_boolean_mask_passed_to_a_layer_call_counts(tmp_path):
     record = audited(keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)), tmp_path)
     assert record["status"] == "OK" and record["path"] == audit.REBUILT
     assert record["embedded_constants"] == mask.size
+
+
+def test_numbers_in_a_quantizers_settings_count(tmp_path):
+    """An int8 Dense's activation_quantizer rounds and clips the layer's input by value_range and epsilon at inference
+    (with a large epsilon, value_range[0] * epsilon / value_range[1] is a trained lower clip): 100 of them, one number
+    each, counted nothing. They join the small numbers, as layers' scalar settings do (the distinct ones past 64 count)."""
+    import keras
+
+    inputs = keras.Input((8, 8))
+    flat = keras.layers.Flatten()(inputs)
+    units = [keras.layers.Dense(1, use_bias=False) for _ in range(100)]
+    x = keras.layers.Concatenate()([unit(flat) for unit in units])
+    model = keras.Model(inputs, dense_head(x))
+    for i, unit in enumerate(units):
+        clip = keras.quantizers.AbsMaxQuantizer(axis=-1, value_range=(-3, 127), epsilon=100.0 + i)
+        unit.quantize("int8", config=keras.quantizers.Int8QuantizationConfig(activation_quantizer=clip))
+    model.save(tmp_path / "model.keras")
+    assert rebuild.config_numbers(rebuild.read_config(tmp_path / "model.keras")) >= 100 - 64

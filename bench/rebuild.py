@@ -241,7 +241,7 @@ def config_numbers(config) -> int:
             # A model called inside a model is a layer call too: a red team wired a weight in as 300 calls of a nested
             # two-input Add model, whose edges counted nothing while the same edges into an Add counted.
             for call in node.get("inbound_nodes") or []:
-                add([_numbers_of(_without_tensors(call))])
+                add([_numbers_of(call)])
                 wiring.append(_tensor_references(call))
         if name == "Sequential" and isinstance(node.get("config"), dict):
             # A Sequential's layers are wired without inbound_nodes: each takes the tensor before it, one edge. A red
@@ -266,17 +266,20 @@ def _hyperparameter_values(layer_class, config: dict) -> list:
 
 
 def _numbers_of(value, in_array: bool = False):
-    """The numbers in a layer call's arguments: a lone flag (`training=True`) aside, every element of an array,
-    booleans too. A red team passed a Softmax boolean numpy arrays as `mask=` (called on zeros it gives mask / row
-    count): the bit-planes of a 4-bit linear classifier, 1,280 bits that counted nothing (3 parameters, 96 % on digits)."""
+    """The numbers in a layer call's arguments (its tensors are edges, counted as wiring): a lone flag (`training=True`)
+    aside, every element of an array, whatever its JSON type (numpy casts strings, booleans and nulls too). A red team
+    passed a Softmax boolean numpy arrays as `mask=` (called on zeros it gives mask / row count): the bit-planes of a
+    4-bit linear classifier, 1,280 bits that counted nothing (3 parameters, 96 % on digits)."""
     if isinstance(value, dict):
+        if value.get("class_name") == TENSOR:
+            return None
         return [_numbers_of(v, in_array) if k != "args" else [_numbers_of(a) for a in v or []]  # the positional arguments
                 for k, v in value.items() if k not in ("class_name", "module", "dtype", "registered_name")]
     if isinstance(value, list):
         return [_numbers_of(v, True) for v in value]
-    if isinstance(value, bool):
-        return value if in_array else None
-    return None if value is None or _as_number(value) is None else value
+    if in_array:
+        return 1
+    return None if isinstance(value, bool) or value is None or _as_number(value) is None else value
 
 
 def _tensor_references(value) -> int:
@@ -295,14 +298,6 @@ def _flat_numbers(value) -> list[float]:
         return [n for item in value for n in _flat_numbers(item)]
     number = _as_number(value)
     return [] if number is None or isinstance(value, bool) else [number]
-
-
-def _without_tensors(value):
-    if isinstance(value, dict):
-        return None if value.get("class_name") == TENSOR else {k: _without_tensors(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_tensors(v) for v in value]
-    return value
 
 
 def _leaves(value) -> int:

@@ -803,7 +803,8 @@ def test_macs_on_the_graph_path_are_counted_on_validation_images_only(tmp_path):
 def test_a_boolean_mask_passed_to_a_layer_call_counts(tmp_path):
     """Softmax(zeros, mask=M) is M divided by each row's count: a red team passed boolean numpy arrays as masks, the
     bit-planes of a 4-bit linear classifier, and the call arguments' booleans counted nothing (3 parameters for 96 %
-    on digits, against 650 for its twin). Every element of an array in a call counts, booleans too; a lone
+    on digits, against 650 for its twin). Every element of an array in a call counts, booleans too, and strings and
+    nulls, which numpy casts to booleans alike (written so by hand, they counted nothing once booleans counted); a lone
     `training=True` stays free."""
     import keras
 
@@ -815,9 +816,15 @@ def test_a_boolean_mask_passed_to_a_layer_call_counts(tmp_path):
     x = keras.layers.Dropout(0.5)(x, training=True)
     expected = np.ones((1, 64), "float32") @ (mask / mask.sum(axis=1, keepdims=True)).T / 64
     assert np.allclose(keras.Model(inputs, x)(np.ones((1, 8, 8), "float32"), training=False), expected)
-    record = audited(keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)), tmp_path)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+    record = audited(model, tmp_path)
     assert record["status"] == "OK" and record["path"] == audit.REBUILT
     assert record["embedded_constants"] == mask.size
+    # The same mask written as strings and nulls ("" and null are False, "x" True), which numpy casts to booleans alike.
+    model.save(tmp_path / "model.keras")
+    spelt = json.dumps(rebuild.read_config(tmp_path / "model.keras")).replace("false", '""').replace("true", '"x"')
+    assert rebuild.config_numbers(json.loads(spelt)) == mask.size
+    assert rebuild.config_numbers(json.loads(spelt.replace('""', "null"))) == mask.size
 
 
 def test_numbers_in_a_quantizers_settings_count(tmp_path):

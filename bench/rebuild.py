@@ -272,14 +272,14 @@ def _numbers_of(value, in_array: bool = False):
     4-bit linear classifier, 1,280 bits that counted nothing (3 parameters, 96 % on digits)."""
     if isinstance(value, dict):
         if value.get("class_name") == TENSOR:
-            return None
+            return []
         return [_numbers_of(v, in_array) if k != "args" else [_numbers_of(a) for a in v or []]  # the positional arguments
                 for k, v in value.items() if k not in ("class_name", "module", "dtype", "registered_name")]
     if isinstance(value, list):
         return [_numbers_of(v, True) for v in value]
     if in_array:
         return 1
-    return None if isinstance(value, bool) or value is None or _as_number(value) is None else value
+    return [] if isinstance(value, bool) or value is None or _as_number(value) is None else value
 
 
 def _tensor_references(value) -> int:
@@ -300,14 +300,15 @@ def _flat_numbers(value) -> list[float]:
     return [] if number is None or isinstance(value, bool) else [number]
 
 
-def _leaves(value) -> int:
-    """Elements of a JSON list, nested lists and dicts included (their keys and Keras's markers aside)."""
+def _leaves(value, top: bool = True) -> int:
+    """Elements of a JSON list, nested lists and dicts included (their keys and Keras's markers aside). A null in a list
+    counts too: numpy casts it (to False in a boolean array, whose other elements could then be the only ones counted)."""
     if value is None:
-        return 0
+        return 0 if top else 1
     if isinstance(value, dict):
-        return sum(_leaves(v) for k, v in value.items() if k not in ("class_name", "module", "dtype", "registered_name"))
+        return sum(_leaves(v, top) for k, v in value.items() if k not in ("class_name", "module", "dtype", "registered_name"))
     if isinstance(value, list):
-        return sum(_leaves(v) for v in value)
+        return sum(_leaves(v, False) for v in value)
     return 1
 
 

@@ -271,13 +271,15 @@ def test_macs_the_audit_cannot_count_are_marked_a_lower_bound_on_the_board():
 # ---- a second round of attacks (a red-team pass on the two paths) -----------------------------------------
 
 def test_numbers_written_as_strings_or_booleans_in_a_layer_setting_count():
-    """Keras turns `"0.0123"` and `true` in an array setting into numbers: each element counts, whatever its JSON type."""
+    """Keras turns `"0.0123"`, `true` and `null` in an array setting into numbers: each element counts, whatever its JSON type."""
     def rescaling(scale):
         return {"module": "keras.layers", "class_name": "Rescaling", "registered_name": None,
                 "config": {"name": "r", "scale": {"class_name": "__numpy__", "config": {"value": scale, "dtype": "float32"}}, "offset": 0.0}}
 
     assert rebuild.config_numbers({"layers": [rescaling([f"{v:.4f}" for v in np.linspace(0, 1, 64)])]}) == 64
     assert rebuild.config_numbers({"layers": [rescaling([True, False] * 32)]}) == 64
+    # A null is False in a boolean array: a binary scale spelt with nulls and trues counted its trues alone.
+    assert rebuild.config_numbers({"layers": [rescaling([None, True] * 32)]}) == 64
 
 
 def test_a_model_without_weights_is_invalid_however_its_settings_hold_numbers(tmp_path):

@@ -37,6 +37,7 @@ class Inputs:
     y_test: np.ndarray | None
     test_set: str | None  # the hidden test set's description, None for the dataset's own split
     about: dict  # what the records and the board say of the data: describe()'s fields
+    test_digest: str | None = None  # the hidden test set's sha256 (its images and labels), which no student sees whole
 
     @property
     def val_images_file(self) -> Path:
@@ -78,7 +79,7 @@ def inputs(challenge: config.Challenge, with_test: bool = True) -> Inputs:
     y_test = (hidden.labels if hidden else dataset.y_test) if with_test else None
     about = describe(challenge, dataset, len(y_fit), len(y_val), len(dataset.y_test) if y_test is None else len(y_test))
     _INPUTS[key] = prepared = Inputs(folder, images_folder, dataset.num_classes, y_val, y_test,
-                                     hidden.description if hidden else None, about)
+                                     hidden.description if hidden else None, about, hidden.digest if hidden else None)
     return prepared
 
 

@@ -7,6 +7,7 @@ those from outside it (a limit the machine caused, a lost worker) are retried.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,10 @@ def score(challenge: config.Challenge, claims: dict, audited: dict, prepared: "I
     if record["total_params"] > challenge.max_params:
         return {**record, "status": OVER_BUDGET, "message": train.over_budget_message(record["total_params"], challenge.max_params)}
     labels = {"val": prepared.y_val, **({"test": prepared.y_test} if mode == "train" else {})}
-    digest = hashlib.sha256()
+    # On a hidden test set the fingerprint is keyed with that set's digest, which only the file's holder can compute: a
+    # plain hash of the predictions was inverted offline (a model predicting class 1 only on images with a rare property,
+    # its author hashing each guess of which hidden images those are until one matched: a red team found 2 of 360 so).
+    digest = hmac.new(prepared.test_digest.encode(), digestmod="sha256") if "test" in labels and prepared.test_digest else hashlib.sha256()
     for name, truth in labels.items():
         predictions = np.load(audit_out / f"{name}_predictions.npy", allow_pickle=False)
         if predictions.shape != truth.shape:

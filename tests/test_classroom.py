@@ -238,3 +238,28 @@ def test_clear_leaves_a_fork_whose_tests_do_not_need_the_example_entries(tmp_pat
     for test_file in (fork / "tests").rglob("*.py"):
         text = test_file.read_text()
         assert not [name for name in examples if name in text], test_file
+
+
+def test_the_predictions_fingerprint_on_a_hidden_test_set_cannot_be_recomputed_without_it(tmp_path):
+    """An entry that predicts class 1 on a few hidden images (those with a rare pixel lit) and 0 elsewhere: a plain
+    sha256 of its predictions, which its author hashed guess by guess from the validation split's predictions, named
+    those images."""
+    import hashlib
+
+    from bench import arrays, score
+
+    val, test = np.zeros(4, "int64"), np.zeros(6, "int64")
+    test[[2, 5]] = 1
+    np.save(tmp_path / "val_predictions.npy", val)
+    np.save(tmp_path / "test_predictions.npy", test)
+    audited = {"status": "OK", "path": "rebuilt", "total_params": 10, "notes": []}
+    plain = hashlib.sha256(b"val 4;" + val.tobytes() + b"test 6;" + test.tobytes()).hexdigest()
+
+    def fingerprint(digest):
+        prepared = arrays.Inputs(tmp_path, tmp_path, 10, np.zeros(4, "int64"), np.zeros(6, "int64"),
+                                 "hidden test set hidden.npz (6 images, sha256 0123456789ab)", {})
+        prepared.test_digest = digest
+        return score.score(config.from_dict({}), {"status": "OK"}, audited, prepared, tmp_path, "train")["predictions_sha256"]
+
+    assert fingerprint("a" * 64) == fingerprint("a" * 64) != plain  # seeds that agree still agree
+    assert fingerprint("b" * 64) not in (plain, fingerprint("a" * 64))

@@ -95,6 +95,9 @@ FREE_GRAPH_EDGES = 1024
 # Small constants (scalars, short integer lists) a graph may hold in all before each one more counts; the board's
 # custom-code graphs hold 17 (iterated_loop) and 52 (gradnet).
 FREE_SMALL_CONSTANTS = 256
+# TensorFlow's trace of one run keeps this many op executions and drops the rest without a word
+# (kMaxCollectedNodes in step_stats_collector.cc): a trace this long may have missed the ops that ran last.
+TRACED_NODES_CAP = 1 << 20
 # A weight tensor has a few axes of at most a few million elements; beyond that a shape is a number in disguise.
 MAX_VARIABLE_RANK, MAX_DIMENSION = 8, 2**24
 
@@ -245,6 +248,7 @@ class FrozenGraph:
         self.from_input = input_dependent(self.graph)
         self.counting = True
         self.macs, self.macs_nonzero, self.images, self.uncounted = 0, 0, 0, set()
+        self.truncated = False  # a traced run reached TRACED_NODES_CAP: its MACs are not all known
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import tensorflow as tf
@@ -257,15 +261,22 @@ class FrozenGraph:
             macs, macs_nonzero, missing = _traced_macs(self.graph, metadata, self.from_input)
             self.macs, self.macs_nonzero, self.images = self.macs + macs, self.macs_nonzero + macs_nonzero, self.images + len(batch)
             self.uncounted |= missing
+            self.truncated |= sum(len(device.node_stats) for device in metadata.step_stats.dev_stats) >= TRACED_NODES_CAP
         return np.asarray(scores)
 
     def counted(self) -> dict:
-        """MACs per image over every image predicted so far (and a note on any op left out); stops counting."""
+        """MACs per image over every image predicted so far (and a note on any op left out), `lower_bound` when ops
+        were left out; none when a trace was cut short; stops counting."""
         self.counting = False
+        if self.truncated:  # a red team's throwaway loop of a million ops hid every MatMul after it: 0 MACs
+            return {"macs": None, "macs_nonzero": None, "lower_bound": False,
+                    "notes": [f"MACs not counted: one prediction ran over {TRACED_NODES_CAP:,} operations, more than "
+                              "TensorFlow's trace keeps, so the operations after them were never seen"]}
         per_image = (lambda count: round(count / self.images) if self.images else None)
         notes = [f"MACs are a lower bound: operation(s) {', '.join(sorted(self.uncounted))} are left out (their shapes "
                  "were not known)"] if self.uncounted else []
-        return {"macs": per_image(self.macs), "macs_nonzero": per_image(self.macs_nonzero), "notes": notes}
+        return {"macs": per_image(self.macs), "macs_nonzero": per_image(self.macs_nonzero), "lower_bound": bool(notes),
+                "notes": notes}
 
 
 def input_dependent(graph) -> set[str]:

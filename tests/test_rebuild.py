@@ -845,3 +845,43 @@ def test_numbers_in_a_quantizers_settings_count(tmp_path):
         unit.quantize("int8", config=keras.quantizers.Int8QuantizationConfig(activation_quantizer=clip))
     model.save(tmp_path / "model.keras")
     assert rebuild.config_numbers(rebuild.read_config(tmp_path / "model.keras")) >= 100 - 64
+
+
+
+# A graph whose Dense-like MatMul (640 MACs an image) follows a loop of `iterations` x 40 additions, traced as the audit
+# traces it (in a process set up as the audit's: bench.audit._prepare_tensorflow).
+FLOODED = """
+import json, sys
+import numpy as np
+from bench import audit
+audit._prepare_tensorflow(None)
+import tensorflow as tf
+from bench import graph_audit
+iterations, kernel = int(sys.argv[1]), tf.constant(np.ones((64, 10), "float32"))
+
+@tf.function(input_signature=[tf.TensorSpec((None, 64), tf.float32)])
+def flooded(images):
+    def body(i, spun):
+        for _ in range(40):
+            spun = spun + 1.0
+        return i + 1, spun
+
+    _, spun = tf.while_loop(lambda i, spun: i < iterations, body, (0, 0.0))
+    return tf.matmul(tf.reshape(images + 0.0 * spun, (-1, 64)), kernel)
+
+graph = graph_audit.FrozenGraph(flooded.get_concrete_function())
+graph(np.zeros((2, 64), "float32"))
+print(json.dumps(graph.counted()))
+"""
+
+
+@pytest.mark.parametrize("iterations, macs", [(10, 64 * 10), (27_000, None)])
+def test_a_loop_that_floods_the_trace_leaves_the_macs_unknown_not_zero(iterations, macs):
+    """TensorFlow's trace of a run keeps 2**20 op executions and drops the rest: a red team's throwaway loop of a
+    million additions before its Dense layer hid the MatMul, and the graph path counted 0 MACs, not a lower bound."""
+    done = subprocess.run([sys.executable, "-c", FLOODED, str(iterations)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(Path(audit.__file__).resolve().parents[1])})
+    assert done.returncode == 0, done.stderr[-3000:]
+    counted = json.loads(done.stdout.splitlines()[-1])
+    assert counted["macs"] == macs and not counted.get("lower_bound")
+    assert (macs is None) == any("MACs not counted" in note for note in counted["notes"])

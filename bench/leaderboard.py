@@ -202,8 +202,9 @@ MARKDOWN_PUNCTUATION = re.compile(r"([\\\[\]|])")
 
 
 # What GitHub's markdown turns into a link without brackets (its autolink extension): a scheme's "://", "www."
-# and an address's "@". A character reference in the middle leaves the text as it reads and no link.
-BARE_LINKS = re.compile(r"(?i)(://|\bwww\.|@)")
+# and an address's "@". A character reference in the middle leaves the text as it reads and no link. Every "www.":
+# GitHub links one after "_" too, where a regex's \b sees no word boundary ("_www.example.org" was a link).
+BARE_LINKS = re.compile(r"(?i)(://|www\.|@)")
 
 
 def cell(text) -> str:

@@ -138,6 +138,14 @@ def test_a_bare_address_in_a_summary_or_author_is_not_a_link_on_the_board():
     assert html.unescape(shown) == "see https://grades-login.example.com/reset, www.evil.example or mail eve@evil.example"
 
 
+def test_an_address_after_an_underscore_is_not_a_link_on_the_board():
+    """GitHub autolinks `www.` after `_` (a delimiter to it, a word character to a regex's \\b): a red team's AUTHOR
+    "_www.example.org" and a summary ending "see _www.example.org" became links on leaderboard.md."""
+    for text in ("_www.example.org", "see _www.example.org for details", "*_www.example.org_*"):
+        shown = leaderboard.cell(text)
+        assert "www." not in shown and html.unescape(shown) == text
+
+
 def test_a_lone_surrogate_in_a_message_or_author_neither_crashes_the_runner_nor_empties_the_board(tmp_path, capsys):
     record = stored(tmp_path, {"status": FAILED, "message": f"ValueError: {SURROGATE}", "notes": [SURROGATE]})
     assert record["message"] == "ValueError: bad shape " and record["notes"] == ["bad shape "]

@@ -324,7 +324,7 @@ def _ended_early(ended: dict, time_limit: float, memory_mb: int | None, stage: s
     own_lines = [line for line in tail if not line.startswith(PROGRESS_PREFIX)]
     said = [line for line in own_lines if line.strip() and not TENSORFLOW_LOG.match(line)]
     code = ended["returncode"]
-    how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    how = f"killed by signal {signal_name(-code)}" if code < 0 else f"exit code {code}"
     out_of_memory = any(word in line for line in own_lines for word in MEMORY_ERRORS)
     error = traceback_error(said)  # any other last line (a library's stray "Fontconfig error") is not the cause
     if out_of_memory:
@@ -338,6 +338,15 @@ def _ended_early(ended: dict, time_limit: float, memory_mb: int | None, stage: s
     cause = ENTRY_CAUSE if code >= 0 and not out_of_memory else OUTSIDE_CAUSE
     return {"status": FAILED, "message": f"{stage} ended without a result ({how})" + (f": {error}" if error else "") + why,
             "output_tail": own_lines, "failure_cause": cause}
+
+
+def signal_name(number: int) -> str:
+    """SIGKILL for 9; the number alone for a real-time signal between SIGRTMIN and SIGRTMAX, which signal.Signals does
+    not name (an entry that killed itself with signal 40 outside the sandbox crashed the whole evaluation here)."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
 
 
 # The last line of a Python traceback: the exception's (dotted) name, then its message.
@@ -373,7 +382,7 @@ def _ended_unquoted(ended: dict, time_limit: float, memory_mb: int | None, stage
     if ended["limit"]:
         return {"status": FAILED, "message": containment.explain(ended["limit"], memory_mb)}
     code = ended["returncode"]
-    how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    how = f"killed by signal {signal_name(-code)}" if code < 0 else f"exit code {code}"
     return {"status": FAILED, "message": f"{stage} ended without a result ({how}): the model crashed or exhausted "
             f"memory while it predicted (its output is not shown, since it ran on the test images); try the entry "
             f"with `python -m bench check`; if it ran out of memory, stay within {containment.memory_hint(memory_mb)}"}

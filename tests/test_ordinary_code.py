@@ -193,6 +193,15 @@ def test_an_exit_after_a_traceback_quotes_the_error():
     assert ended(tail, 1)["message"].startswith("training ended without a result (exit code 1): ValueError: the entry's own error;")
 
 
+def test_a_process_killed_by_a_signal_without_a_name_is_one_failed_run_not_a_crashed_evaluation():
+    """A red team's entry killed its own process with real-time signal 40 (no member of signal.Signals): outside the
+    sandbox its return code -40 raised ValueError in the runner, which ended the evaluation and wrote no board."""
+    assert ended([], -40)["message"].startswith("training ended without a result (killed by signal 40)")
+    audit = stages._ended_early({"limit": None, "tail": [], "returncode": -40}, 60, 1000, "the audit of the exported model")
+    assert audit["message"].startswith("the audit of the exported model ended without a result (killed by signal 40)")
+    assert "SIGKILL" in ended([], -9)["message"]
+
+
 # --- failures kept or retried by whose doing they are --------------------------------------------------------
 
 

@@ -166,7 +166,9 @@ def render(monitor: dict, path: Path, title: str) -> Path:
     steps = monitor["step"]
     figure, grid = plt.subplots(2, 2, figsize=(13, 8), dpi=100)
     for axes, (key, labels_key, label, log_scale) in zip(grid.flat, PANELS):
-        labels = monitor[labels_key]
+        # A label between two "$" is mathtext to matplotlib, and bad mathtext raises as the figure is saved: the labels
+        # are the training stage's claim (a red team's forged "$\\frac{$" ended `evaluate --monitor` before the board).
+        labels = [label.replace("$", r"\$") for label in monitor[labels_key]]
         if not labels or not steps:
             axes.set_axis_off()
             axes.set_title(f"{label}: not recorded")

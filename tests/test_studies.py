@@ -265,3 +265,16 @@ def test_evaluate_refuses_a_bad_monitor_interval(write_entry, tmp_path, capsys):
     entry = write_entry("shared", SHARED_DENSE)
     assert cli.main(["evaluate", str(entry), "--monitor", "0", *DIGITS_FLAGS, "--results", str(tmp_path / "r")]) == 2
     assert "--monitor 0" in capsys.readouterr().err
+
+
+def test_a_monitor_label_that_reads_as_mathtext_is_drawn_as_it_is(tmp_path):
+    """The labels are the training stage's claim: a red team's forged layer name "$\\frac{$" (bad mathtext to
+    matplotlib) made `evaluate --monitor` raise while drawing the heatmaps, so no board was written, run after run."""
+    from bench import monitor
+
+    data = {"every_steps": 5, "probe_images": 256, "layers": ["$\\frac{$", "dense_$1$"], "activation_layers": ["$x"],
+            "step": [0, 5], "probe_loss": [2.3, 2.1]}
+    for key, labels_key, _, _ in monitor.PANELS:
+        data[key] = [[1.0] * len(data[labels_key]) for _ in data["step"]]
+    assert monitor.well_formed(data, 5)  # what the runner keeps from a result file
+    assert monitor.render(data, tmp_path / "forged.png", "forged seed 0").stat().st_size > 0

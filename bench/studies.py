@@ -29,6 +29,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench import config, discover, monitor, results
+from bench.leaderboard import cell
 
 DEFAULT_STUDIES = "studies"
 SPEC_FILE = "study.json"
@@ -358,7 +359,9 @@ def _setting_line(challenge: config.Challenge, submission, shown: list[dict]) ->
     versions = sorted({f"TensorFlow {r['versions'].get('tensorflow')}, Keras {r['versions'].get('keras')}, {r['versions'].get('cpu')}"
                        for r in shown if r.get("versions")})
     limits = "".join(f"; {what} limited to {n}" for what, n in (("training images", challenge.train_limit), ("test images", challenge.test_limit)) if n)
-    return (f"Entry `{submission.path.as_posix()}`: {(submission.summary or 'no summary').rstrip('.')}. Dataset **{challenge.board_name}**{limits}; "
+    # The summary, a failure's message and the monitor's layer names are the entry's text: each goes in as the board's
+    # cells do (bench.leaderboard.cell), or a red team's layer name "[sign in](https://...)" was a link in the report.
+    return (f"Entry `{submission.path.as_posix()}`: {cell((submission.summary or 'no summary').rstrip('.'))}. Dataset **{challenge.board_name}**{limits}; "
             f"the benchmark's protocol (validation split of {'the default size' if challenge.validation_size is None else challenge.validation_size}, early stopping on it, test split scored once) "
             f"with at most {challenge.max_epochs} epochs; {challenge.seeds} seed(s) per point, accuracy as mean ± sample std. "
             f"Versions: {'; '.join(versions) or '-'}.")
@@ -370,7 +373,7 @@ def _table(frame: pd.DataFrame, value_columns: list[str]) -> str:
         if row["seeds"]:
             accuracy = f"{100 * row['test_accuracy']:.2f}" + (f" ± {100 * row['test_accuracy_std']:.2f}" if row["seeds"] > 1 else "")
         else:
-            accuracy = row["problem"].replace("|", "\\|") or "not run"
+            accuracy = cell(row["problem"]) or "not run"
         body.append([
             *(row[c] for c in value_columns),
             _integer(row["total_params"]), _integer(row["macs"]), accuracy + (" †" if row["stale"] else ""), row["seeds"],
@@ -455,7 +458,7 @@ def _monitor_section(folder: Path, records: list[dict]) -> list[str]:
     for record in records:
         data = record["monitor"]
         first, last = data["gradient_norm"][0], data["gradient_norm"][-1]
-        body.append([record["run_name"], data["layers"][0], data["layers"][-1],
+        body.append([record["run_name"], cell(data["layers"][0]), cell(data["layers"][-1]),
                      f"{first[0]:.3g} / {first[-1]:.3g}", f"{data['step'][-1]}", f"{last[0]:.3g} / {last[-1]:.3g}",
                      f"{data['probe_loss'][0]:.3f} → {data['probe_loss'][-1]:.3f}"])
     lines += [tabulate(body, headers=["run", "first layer", "last layer", "step 0: first / last", "last step",

@@ -278,3 +278,27 @@ def test_a_monitor_label_that_reads_as_mathtext_is_drawn_as_it_is(tmp_path):
         data[key] = [[1.0] * len(data[labels_key]) for _ in data["step"]]
     assert monitor.well_formed(data, 5)  # what the runner keeps from a result file
     assert monitor.render(data, tmp_path / "forged.png", "forged seed 0").stat().st_size > 0
+
+
+def test_the_entrys_own_text_in_a_study_report_is_no_link_image_or_cell(tmp_path):
+    """The monitor's layer names (claimed by the training stage), a failure's message and the summary are the entry's
+    text: a red team's layer name "[sign in](https://...) | ![](https://...)" was a link, an image and a cell more in
+    the report."""
+    import re
+
+    from bench import monitor
+
+    forged = "[sign in](https://grades-login.example.com) | ![](https://example.com/t.png) www.example.com"
+    data = {"every_steps": 5, "probe_images": 256, "layers": [forged, "dense_1"], "activation_layers": ["dense"],
+            "step": [0, 5], "probe_loss": [2.3, 2.1]}
+    for key, labels_key, _, _ in monitor.PANELS:
+        data[key] = [[1.0] * len(data[labels_key]) for _ in data["step"]]
+    monitors = [line for line in studies._monitor_section(tmp_path, [{"run_name": "forged@units=4", "monitor": data}])
+                if line.startswith("|")]
+    frame = studies.pd.DataFrame([{"units": 4, "total_params": None, "macs": None, "seeds": 0, "epochs": None,
+                                   "train_seconds": None, "stale": False, "problem": f"FAILED: {forged}"}])
+    points = studies._table(frame, ["units"]).splitlines()
+    cells = lambda line: len(re.findall(r"(?<!\\)\|", line))
+    for header, row in ((monitors[0], monitors[-1]), (points[0], points[-1])):
+        assert "grades-login" in row and cells(row) == cells(header)  # shown as text, in its own cell
+        assert not re.search(r"(?<!\\)[\[\]]", row) and "www." not in row  # brackets escaped: no link, no image

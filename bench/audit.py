@@ -181,15 +181,8 @@ def _checked(record: dict, scores, images: dict[str, np.ndarray], output: str | 
             # depends on its input would otherwise make the MAC figure a statistic of the hidden test images.
             counted = scores.counted()
             record = {**record, "macs": counted["macs"], "macs_nonzero": counted["macs_nonzero"],
-                      "macs_lower_bound": bool(counted["notes"]), "notes": [*record["notes"], *counted["notes"]]}
+                      "macs_lower_bound": counted["lower_bound"], "notes": [*record["notes"], *counted["notes"]]}
     predictions = {name: rows.argmax(axis=1).astype("int64") if len(rows) else np.zeros(0, "int64") for name, rows in first.items()}
-
-
-
-    if hasattr(scores, "counted"):  # the graph path counts MACs on the scored predictions, not on the probes below
-        counted = scores.counted()
-        record = {**record, "macs": counted["macs"], "macs_nonzero": counted["macs_nonzero"],
-                  "macs_lower_bound": counted["lower_bound"], "notes": [*record["notes"], *counted["notes"]]}
     broken = {name: int((~np.isfinite(rows)).any(axis=1).sum()) for name, rows in first.items() if len(rows)}
     if any(broken.values()):  # NaN differs from itself: the batch test below would blame the batch for it
         # Only the validation images are counted aloud: a model can be NaN on whichever images it likes, and a count

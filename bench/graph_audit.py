@@ -265,7 +265,7 @@ class FrozenGraph:
         return np.asarray(scores)
 
     def counted(self) -> dict:
-        """MACs per image over every image predicted so far (and a note on any op left out), `lower_bound` when ops
+        """MACs per image over the images predicted so far (and a note on any op left out), `lower_bound` when ops
         were left out; none when a trace was cut short; stops counting."""
         self.counting = False
         if self.truncated:  # a red team's throwaway loop of a million ops hid every MatMul after it: 0 MACs

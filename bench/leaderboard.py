@@ -354,8 +354,9 @@ ONE_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 def gradebook_cell(value):
     """`value` as a gradebook export holds it: text a spreadsheet would run as a formula behind a single quote
-    ("'=HYPERLINK(...)"); numbers, and text that is a single number, unchanged."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not ONE_NUMBER.fullmatch(value):
+    ("'=HYPERLINK(...)"); numbers, and text that is a single number, unchanged. Leading blanks don't hide a formula
+    (" =1+1", a no-break space first): some spreadsheets trim them before they read the cell."""
+    if isinstance(value, str) and value.lstrip().startswith(FORMULA_STARTS) and not ONE_NUMBER.fullmatch(value.strip()):
         return "'" + value
     return value
 

@@ -227,6 +227,9 @@ def test_gradebook_cells_that_would_run_as_formulas_are_quoted(tmp_path, capsys)
     assert frame.loc["bob", "author"] == "'@SUM(1+1)" and frame.loc["bob", "message"] == "'-2+3 is what it printed"
     assert frame.loc["ada", "test_accuracy"] == 0.8  # numbers stay numbers
     assert [leaderboard.gradebook_cell(v) for v in ("-0.5", -0.5, "+3", "1e-3", "-", "-x")] == ["-0.5", -0.5, "+3", "1e-3", "'-", "'-x"]
+    # A red team's: blanks before the formula, a space or a no-break space.
+    assert [leaderboard.gradebook_cell(v) for v in (" =HYPERLINK(1)", "\u00a0=1+1", " -0.5", "a =1")] == [
+        "' =HYPERLINK(1)", "'\u00a0=1+1", " -0.5", "a =1"]
 
 
 def test_the_audit_never_shows_or_records_what_an_op_spelt_out_from_the_test_images(tmp_path):

@@ -35,6 +35,12 @@ MAX_NOTES, MAX_TEXT = 20, 4000
 PUBLISHED_TEXT = {"message": (MAX_TEXT, True), "traceback": (5 * MAX_TEXT, True), "summary": (1000, False), "author": (200, False)}
 
 
+# The name of a history series (a Keras metric's: "loss", "sparse_categorical_accuracy", "learning_rate"). Names go into
+# the committed record unchanged, so they are bounded: a red team's 24 names of 640,000 emoji each made a 184 MB record
+# (each written as a 12-byte escape), past the 100 MB a GitHub push takes, so the publish job could commit no board.
+MAX_HISTORY_NAME = 100
+
+
 # An export is a few files a few folders deep (model/variables/variables.index); far more is an entry's doing.
 MAX_OUTPUT_DEPTH, MAX_OUTPUT_ENTRIES = 16, 10_000
 
@@ -72,8 +78,9 @@ def checked_claims(claims: dict, challenge: config.Challenge, extra_job: dict, m
     problems = []
     history = claims.get("history", {})
     if not (isinstance(history, dict) and len(history) <= 32 and all(
-            isinstance(values, list) and len(values) <= epochs and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values)
-            for values in history.values())):
+            isinstance(series, str) and len(series) <= MAX_HISTORY_NAME
+            and isinstance(values, list) and len(values) <= epochs and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values)
+            for series, values in history.items())):
         problems.append("history")
     notes = claims.get("notes", [])
     if not (isinstance(notes, list) and len(notes) <= MAX_NOTES and all(isinstance(n, str) and len(n) <= MAX_TEXT for n in notes)):

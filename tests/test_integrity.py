@@ -501,6 +501,19 @@ def test_claimed_epochs_are_the_validations_the_harness_answered(tmp_path):
     assert record["epochs"] == 3 and record["history"]["val_loss"] == [1.2, 1.0, 0.9]
 
 
+def test_a_history_with_names_megabytes_long_fails_its_own_run():
+    """An entry rewrote its result file at exit (atexit) with 24 history series named by 640,000 emoji each: a 184 MB
+    record (/tmp/fresh3/poc_bloat/bloat.py), too large for the publish job to push to GitHub."""
+    from bench import received
+
+    claims = {"status": "OK", "message": "", "history": {"loss": [1.0], "x" * (received.MAX_HISTORY_NAME + 1): [0.0]}}
+    measured = {"epochs": 1, "history": {"val_loss": [1.2], "val_accuracy": [0.1]}, "train_seconds": 9.0, "export_seconds": 1.0}
+    record = received.checked_claims(claims, config.Challenge(), {}, measured)
+    assert record["status"] == "FAILED" and "malformed history" in record["message"]
+    honest = {**claims, "history": {"loss": [1.0], "sparse_categorical_accuracy": [0.5], "learning_rate": [0.001]}}
+    assert received.checked_claims(honest, config.Challenge(), {}, measured)["status"] == "OK"
+
+
 def test_storage_of_a_dtype_the_table_does_not_know_is_counted_not_a_crash():
     from bench import scoring
 

@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--force", action="store_true", help="retrain even when an OK record with the same cache key exists")
     evaluate.add_argument("--retry-failed", action="store_true",
                           help="train again the runs whose FAILED record is the entry's own doing (failure_cause: entry), "
-                               "which are otherwise kept until the file changes")
+                               "which are otherwise kept until the file changes, and those that failed from outside the "
+                               "entry 3 times in a row (MAX_OUTSIDE_FAILURES)")
     evaluate.add_argument("--strict", action="store_true", help="exit non-zero when any entry is not OK")
     evaluate.add_argument("--smoke", action="store_true",
                           help="a short run that shows each entry learns, with [tool.bench.smoke]'s settings (default: 1 seed, "

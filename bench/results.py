@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench import PROTOCOL_VERSION
 from bench.config import sha256_of_json
-from bench.status import CACHED_STATUSES, ENTRY_CAUSE, FAILED
+from bench.status import CACHED_STATUSES, ENTRY_CAUSE, FAILED, MAX_OUTSIDE_FAILURES, OK, OUTSIDE_CAUSE
 
 
 def cache_key(submission_hash: str, protocol_hash: str, dataset_fingerprint: str, seed: int,
@@ -84,9 +84,13 @@ def load_all(results_dir: str | Path, dataset: str | None = None) -> list[dict]:
 
 def is_cached(path: Path, key_hash: str, retry_failed: bool = False) -> bool:
     """Whether the record at `path` answers a run with this key: OK, INVALID or OVER_BUDGET, or FAILED by the entry's
-    own doing (its `failure_cause`: the same file fails the same way again) unless `retry_failed`."""
+    own doing (its `failure_cause`: the same file fails the same way again), or failed from outside it
+    MAX_OUTSIDE_FAILURES times in a row, unless `retry_failed`."""
     record = read(path)
     if not record or record.get("key", {}).get("hash") != key_hash:
         return False
     entrys_failure = record.get("status") == FAILED and record.get("failure_cause") == ENTRY_CAUSE
-    return record.get("status") in CACHED_STATUSES or (entrys_failure and not retry_failed)
+    # An outside failure is retried, MAX_OUTSIDE_FAILURES times in a row at most (bench.score.outside_failures).
+    given_up = (record.get("status") != OK and record.get("failure_cause") == OUTSIDE_CAUSE
+                and (record.get("outside_failures") or 0) >= MAX_OUTSIDE_FAILURES)
+    return record.get("status") in CACHED_STATUSES or ((entrys_failure or given_up) and not retry_failed)

@@ -23,9 +23,9 @@ from bench import config, containment, results, sandbox, untrusted
 from bench.arrays import inputs
 from bench.received import MAX_NOTES, MAX_TEXT, PUBLISHED_TEXT
 from bench.plan import Run, limit_seeds, release_waiting
-from bench.score import failure_cause, same_failure
+from bench.score import failure_cause, gave_up_message, outside_failures, same_failure
 from bench.stages import MAX_LINE_CHARS, OUTPUT_TAIL_LINES, run_worker, stop_live_processes
-from bench.status import ENTRY_CAUSE, OK
+from bench.status import ENTRY_CAUSE, MAX_OUTSIDE_FAILURES, OK, OUTSIDE_CAUSE
 
 # TensorFlow threads per run (default 1). Fixed per run rather than shared out among --jobs: the
 # thread count changes how TensorFlow splits its sums, and so the last bits of a record, and a
@@ -238,6 +238,10 @@ def store(challenge: config.Challenge, run: Run, partial: dict, seconds: float, 
         record["tuned_trials"] = tune.tuned_trials(challenge, run.submission)
     if record["status"] != OK:
         record["failure_cause"] = failure_cause(partial)
+        if record["failure_cause"] == OUTSIDE_CAUSE:  # retried, up to MAX_OUTSIDE_FAILURES times in a row
+            record["outside_failures"] = outside_failures(results.read(run.path), record)
+            if record["outside_failures"] >= MAX_OUTSIDE_FAILURES:
+                record["message"] = gave_up_message(record.get("message") or "")
     record = published(record)
     kept = same_failure(results.read(run.path), record)
     if kept:

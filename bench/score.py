@@ -14,7 +14,7 @@ import numpy as np
 
 from bench import audit, config, scoring, train
 from bench.arrays import Inputs
-from bench.status import ENTRY_CAUSE, FAILED, INVALID, OK, OUTSIDE_CAUSE, OVER_BUDGET
+from bench.status import ENTRY_CAUSE, FAILED, INVALID, MAX_OUTSIDE_FAILURES, OK, OUTSIDE_CAUSE, OVER_BUDGET
 
 
 def failure_cause(partial: dict) -> str:
@@ -28,8 +28,23 @@ def failure_cause(partial: dict) -> str:
     return OUTSIDE_CAUSE
 
 
+def outside_failures(previous: dict | None, record: dict) -> int:
+    """How many runs of `record`'s cache key in a row, `record` (a failure from outside the entry) the last, failed from
+    outside: one more than `previous` (the record on disk) says when it is such a failure of the same key, else 1."""
+    if (previous and previous.get("key", {}).get("hash") == record["key"]["hash"] and previous.get("status") != OK
+            and previous.get("failure_cause") == OUTSIDE_CAUSE):
+        return int(previous.get("outside_failures") or 1) + 1
+    return 1
+
+
+def gave_up_message(message: str) -> str:
+    """A record's message once its key failed from outside MAX_OUTSIDE_FAILURES times in a row: first, so the board shows it."""
+    return (f"kept after {MAX_OUTSIDE_FAILURES} failures in a row from outside the entry (train it again with "
+            f"`evaluate --retry-failed`): {message}")
+
+
 # What a record says that a re-run with the same outcome says again (its times and dates differ).
-FAILURE_FIELDS = ("status", "message", "failure_cause")
+FAILURE_FIELDS = ("status", "message", "failure_cause", "outside_failures")
 
 
 def same_failure(previous: dict | None, record: dict) -> dict | None:

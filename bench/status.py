@@ -18,6 +18,12 @@ STATUSES = (OK, FAILED, TIMEOUT, OVER_BUDGET, INVALID)
 CACHED_STATUSES = (OK, INVALID, OVER_BUDGET)
 # A not-OK record's `failure_cause`: the entry's file (cached with it) or anything outside it (retried).
 ENTRY_CAUSE, OUTSIDE_CAUSE = "entry", "outside"
+# Runs of one cache key that fail from outside this many times in a row are kept like the entry's own failures, until
+# `evaluate --retry-failed`. The cause is read from what ended the run, which the entry can choose (raise MemoryError,
+# kill itself, sleep past the time limit): retried without end, an entry threw away every run whose validation it
+# disliked and drew again, from its own entropy, at each evaluation, and one that timed out held a core for
+# `time_limit` at every push.
+MAX_OUTSIDE_FAILURES = 3
 
 # The training engine a record names in its `engine` field (bench.engine picks one per entry). Records made
 # before the field existed trained with model.fit.

@@ -263,6 +263,21 @@ def test_a_failure_from_outside_the_entry_is_retried(tmp_path, write_entry):
     assert evaluate() == 1
 
 
+def test_a_failure_from_outside_is_retried_three_times_in_a_row_then_kept(tmp_path, write_entry):
+    """The cause is read from what ended the run, which the entry chooses: /tmp/fresh3/poc_reroll/reroll.py raised
+    MemoryError in `finalize` whenever its best val_accuracy was below its bar and drew new weights from os.urandom on
+    each retry, so every evaluate rolled again until it liked a run; one that sleeps past `time_limit` (TIMEOUT) held a
+    core for the whole limit at every push. Three outside failures in a row are kept, until --retry-failed."""
+    evaluate, path = evaluations(tmp_path, write_entry, {"status": "FAILED", "message": "build_model -> MemoryError: unlucky"})
+    assert [evaluate() for _ in range(3)] == [1, 1, 1]
+    record = json.loads(path.read_text())
+    assert record["outside_failures"] == 3 and "retry-failed" in record["message"]
+    assert evaluate() == 0  # kept
+    assert evaluate(retry_failed=True) == 1
+    timeout, path = evaluations(tmp_path / "t", write_entry, {"status": "TIMEOUT", "message": "training ran longer than the time limit"})
+    assert [timeout() for _ in range(4)] == [1, 1, 1, 0]
+
+
 def test_is_cached_reads_the_cause(tmp_path):
     key = {"hash": "k"}
     for record, cached, retried in (({"status": "FAILED", "failure_cause": "entry"}, True, False),

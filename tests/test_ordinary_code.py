@@ -292,3 +292,30 @@ def test_is_cached_reads_the_cause(tmp_path):
 
 def test_evaluate_has_the_retry_flag():
     assert cli.build_parser().parse_args(["evaluate", "--retry-failed"]).retry_failed is True
+
+
+OWN_TRAIN_STEP = '''
+    import tensorflow as tf
+    import keras
+
+    class CustomModel(keras.Model):  # Keras's guide "Customizing what happens in fit() with TensorFlow"
+        def train_step(self, data):
+            x, y = data
+            with tf.GradientTape() as tape:
+                loss = self.compute_loss(y=y, y_pred=self(x, training=True))
+            self.optimizer.apply_gradients(zip(tape.gradient(loss, self.trainable_variables), self.trainable_variables))
+            for metric in self.metrics:
+                metric.update_state(loss) if metric.name == "loss" else metric.update_state(y, self(x))
+            return {m.name: m.result() for m in self.metrics}
+
+    def build_model(input_shape, num_classes):
+        inputs = keras.Input(input_shape)
+        outputs = keras.layers.Dense(num_classes, activation="softmax")(keras.layers.Flatten()(inputs))
+        return CustomModel(inputs, outputs)
+'''
+
+
+def test_the_keras_guides_own_train_step_passes_check_as_it_trains(write_entry):
+    """check's one step went through train_on_batch, which hands train_step (x, y, None): `x, y = data` failed."""
+    record = run_in_process(write_entry("own_train_step", OWN_TRAIN_STEP), mode="check")
+    assert record["status"] == "OK", record["message"]

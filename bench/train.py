@@ -352,6 +352,12 @@ def compile_if_needed(model, module, training: dict, challenge: config.Challenge
 
     if getattr(model, "compiled", False) and getattr(model, "optimizer", None) is not None:
         loss = model.loss
+        loss_weights = getattr(getattr(model, "_compile_config", None), "config", {}).get("loss_weights")
+        if any(isinstance(weight, str) for weight in keras.tree.flatten(loss_weights or [])):
+            # Keras 2's compile(optimizer, loss, metrics): Keras 3 fails mid-fit with "dtype='string' is not a valid dtype"
+            raise EntryProblem(INVALID, f"model.compile got loss_weights={loss_weights!r}: Keras 3 reads compile's third positional "
+                                        "argument as loss_weights. Pass metrics by keyword: "
+                                        "model.compile(optimizer, loss, metrics=[\"accuracy\"])")
         if any(k in (getattr(module, "TRAINING", None) or {}) for k in ("optimizer", "learning_rate", "loss")):
             notes.append("the model was compiled by its factory: TRAINING's optimizer/learning_rate/loss were not used")
     else:

@@ -319,3 +319,18 @@ def test_the_keras_guides_own_train_step_passes_check_as_it_trains(write_entry):
     """check's one step went through train_on_batch, which hands train_step (x, y, None): `x, y = data` failed."""
     record = run_in_process(write_entry("own_train_step", OWN_TRAIN_STEP), mode="check")
     assert record["status"] == "OK", record["message"]
+
+
+def test_metrics_passed_as_keras_2s_third_positional_argument_are_named_as_loss_weights(write_entry):
+    """Keras 3 reads compile's third positional argument as loss_weights; its own error said only dtype='string'."""
+    record = run_in_process(write_entry("positional_metrics", '''
+        import keras
+
+        def build_model(input_shape, num_classes):
+            model = keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
+                                      keras.layers.Dense(num_classes, activation="softmax")])
+            model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+            return model
+    '''), mode="check")
+    assert record["status"] == "INVALID", record["message"]
+    assert "loss_weights=['accuracy']" in record["message"] and 'metrics=["accuracy"]' in record["message"]

@@ -156,6 +156,16 @@ def loss_names() -> list[str]:
                   if name[0].islower() and callable(getattr(keras.losses, name)) and name not in ("get", "serialize", "deserialize"))
 
 
+def loss_alias(name: str) -> bool:
+    """Whether Keras's own short name finds a loss function ("mse", "mae", "kld", "bce": older notebooks write them)."""
+    import keras
+
+    try:
+        return inspect.isfunction(keras.losses.get(name))
+    except ValueError:
+        return False
+
+
 def validated_training(module, challenge: config.Challenge) -> dict:
     """The entry's TRAINING dict, checked, with the challenge's defaults filled in and epochs capped."""
     import keras
@@ -176,7 +186,7 @@ def validated_training(module, challenge: config.Challenge) -> dict:
         except ValueError:
             raise EntryProblem(INVALID, f"TRAINING['optimizer'] = {given['optimizer']!r} is not a Keras optimizer; "
                                         f"use one of {', '.join(optimizer_names())}") from None
-    if "loss" in given and given["loss"] not in loss_names():
+    if "loss" in given and given["loss"] not in loss_names() and not loss_alias(given["loss"]):
         raise EntryProblem(INVALID, f"TRAINING['loss'] = {given['loss']!r} is not a Keras loss; use one of {', '.join(loss_names())} "
                                     "(sparse_categorical_crossentropy for integer labels)")
     training = {

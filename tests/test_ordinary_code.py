@@ -334,3 +334,20 @@ def test_metrics_passed_as_keras_2s_third_positional_argument_are_named_as_loss_
     '''), mode="check")
     assert record["status"] == "INVALID", record["message"]
     assert "loss_weights=['accuracy']" in record["message"] and 'metrics=["accuracy"]' in record["message"]
+
+
+def test_keras_short_loss_names_are_losses_and_a_typo_still_is_not(write_entry):
+    """Older notebooks train with TRAINING's "mse": keras.losses.get knows it; the harness's list of names did not."""
+    assert train.validated_training(_File(TRAINING={"loss": "mse"}), config.Challenge())["loss"] == "mse"
+    with pytest.raises(EntryProblem, match="'msee' is not a Keras loss"):
+        train.validated_training(_File(TRAINING={"loss": "msee"}), config.Challenge())
+    record = run_in_process(write_entry("mse", '''
+        import keras
+
+        TRAINING = {"loss": "mse"}
+
+        def build_model(input_shape, num_classes):
+            return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
+                                     keras.layers.Dense(num_classes, activation="softmax")])
+    '''), mode="check")
+    assert record["status"] == "OK", record["message"]

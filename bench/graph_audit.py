@@ -14,6 +14,7 @@ What it counts, from the graph the serving function runs:
 - `total_params`: every variable the function reads, each once however often it is used (shared
   weights), and `trainable_params` those of them marked trainable; an element wider than 32 bits counts as
   the 32-bit numbers it can hold (an int64 2, a complex128 4: bitcast, they carry as many float32 weights);
+  and every element of a tensor it captured by value, or one for a tensor of one value repeated;
 - `embedded_constants`: every number the graph itself carries, which joins `total_params`: every
   element of a non-scalar floating-point constant or of an integer constant of more than
   FREE_INTEGER_CONSTANT elements; and, of the small numbers every Keras graph holds (scalar constants
@@ -137,12 +138,17 @@ def audit(model_dir: str | Path) -> tuple[dict, "FrozenGraph | None"]:
     if odd is not None:
         return _invalid(f"the model captures a constant of shape {odd.shape}: a scored model's numbers have a known shape "
                         f"with at least one element and at most {MAX_VARIABLE_RANK} axes"), None
-    total = sum(parameters_in(v.shape.num_elements(), v.dtype.size, v.dtype.is_integer) for v in [*variables.values(), *captured])
+    # One value repeated holds that number and its shape: Normalization(mean=0.13) broadcasts its scalar to the input's.
+    held = [(t.dtype, value.reshape(-1)[:1] if t.dtype.size <= 4 and _one_value(value) else value)
+            for t, value in ((t, t.numpy()) for t in captured)]
+    total = (sum(parameters_in(v.shape.num_elements(), v.dtype.size, v.dtype.is_integer) for v in variables.values())
+             + sum(parameters_in(value.size, dtype.size, dtype.is_integer) for dtype, value in held))
     trainable = sum(parameters_in(v.shape.num_elements(), v.dtype.size, v.dtype.is_integer) for v in variables.values() if v.trainable)
     try:
         # A variable's dimensions are numbers too (read back with Shape), as a constant's are.
         constants, constant_tensors = counted_numbers(nodes, [tuple(v.shape.as_list()) for v in [*variables.values(), *captured]])
-        weight_tensors = [tensor_summary(v.dtype.name, v.dtype.size, v.numpy()) for v in [*variables.values(), *captured]] + constant_tensors
+        weight_tensors = ([tensor_summary(v.dtype.name, v.dtype.size, v.numpy()) for v in variables.values()]
+                          + [tensor_summary(dtype.name, dtype.size, value) for dtype, value in held] + constant_tensors)
     except (ValueError, TypeError, tf.errors.OpError) as error:
         return _invalid(f"the exported graph's numbers could not be read: {_first_line(error)}"), None
     notes = []
@@ -210,6 +216,14 @@ def counted_numbers(nodes, variable_shapes=()) -> tuple[int, list[list]]:
     if over:
         tensors.append(["float32", over, over, 32])
     return counted + over, tensors
+
+
+def _one_value(value: np.ndarray) -> bool:
+    """Whether every element of a constant has the same bits (one number repeated: it holds that number and its shape)."""
+    if value.size == 0 or value.dtype.kind not in "biuf":
+        return False
+    bits = np.ascontiguousarray(value).reshape(-1).view(f"u{value.dtype.itemsize}")
+    return bool((bits == bits[0]).all())
 
 
 def _integer(dtype: str) -> bool:

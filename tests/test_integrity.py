@@ -395,6 +395,22 @@ def test_a_table_cut_into_scalars_counts(tmp_path):
     assert record["embedded_constants"] >= 640 - 64 and record["total_params"] >= 650 + 640 - 64
 
 
+def test_a_normalization_given_its_mean_counts_its_numbers_not_the_pixels_it_broadcasts_to(tmp_path):
+    """Normalization(mean=0.3, variance=0.09) after Flatten keeps two 64-pixel constants of one value each: two
+    numbers, which counted 128 (1,568 on MNIST). A mean given per pixel is 64 numbers and still counts so."""
+    import keras
+
+    def model(mean, variance):
+        inputs = keras.Input((8, 8))
+        x = keras.layers.Normalization(mean=mean, variance=variance)(keras.layers.Flatten()(inputs))
+        return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+
+    record = audited(model(0.3, 0.09), tmp_path / "scalar")
+    assert record["status"] == "OK" and record["total_params"] == 650 + 2, record  # the mean and the variance
+    per_pixel = np.random.default_rng(3).random(64).astype("float32")
+    assert audited(model(per_pixel, 1 + per_pixel), tmp_path / "per_pixel")["total_params"] >= 650 + 2 * 64
+
+
 def test_a_table_cut_into_small_integer_pieces_counts(tmp_path):
     import tensorflow as tf
 

@@ -328,13 +328,21 @@ def check_output(model, x_train: np.ndarray, num_classes: int, module) -> None:
             f"end with a layer of {num_classes} units (and Flatten/Reshape away any spatial axes)",
         )
     from_logits = declared_logits(model, module)
+    # A factory's compiled loss decides (declared_logits), so its message names that loss, not FROM_LOGITS.
+    compiled = getattr(model, "compiled", False) and getattr(model, "optimizer", None) is not None
     in_unit_range = bool(np.all((output >= -PROBABILITY_TOLERANCE) & (output <= 1 + PROBABILITY_TOLERANCE)))
     sums_to_one = bool(np.all(np.abs(output.sum(axis=-1) - 1) <= PROBABILITY_TOLERANCE))
     if not from_logits and not in_unit_range:
+        fix = (f"compile with a loss that reads logits, such as keras.losses.SparseCategoricalCrossentropy(from_logits=True) "
+               f"(build_model compiled {loss_name(model.loss)!r}; FROM_LOGITS does not change a compiled loss)") if compiled \
+            else "set FROM_LOGITS = True in your file"
         raise EntryProblem(INVALID, f"the model outputs logits (values from {output.min():.3g} to {output.max():.3g}, not probabilities) "
-                                    "but the loss expects probabilities: set FROM_LOGITS = True in your file, "
-                                    "or end the model with activation=\"softmax\"")
+                                    f"but the loss expects probabilities: {fix}, or end the model with activation=\"softmax\"")
     if from_logits and in_unit_range and sums_to_one:
+        if compiled:
+            raise EntryProblem(INVALID, f"the loss build_model compiled ({loss_name(model.loss)}) reads logits (from_logits=True) but the "
+                                        "model outputs probabilities (each row sums to 1): compile the loss without from_logits, "
+                                        "or drop the final softmax so the model outputs logits")
         raise EntryProblem(INVALID, "FROM_LOGITS = True but the model outputs probabilities (each row sums to 1): "
                                     "remove FROM_LOGITS, or drop the final softmax so the model outputs logits")
 

@@ -351,3 +351,29 @@ def test_keras_short_loss_names_are_losses_and_a_typo_still_is_not(write_entry):
                                      keras.layers.Dense(num_classes, activation="softmax")])
     '''), mode="check")
     assert record["status"] == "OK", record["message"]
+
+
+COMPILED_HEAD = '''
+    import keras
+
+    FROM_LOGITS = {flag}
+
+    def build_model(input_shape, num_classes):
+        model = keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(), keras.layers.Dense(num_classes{softmax})])
+        model.compile("adam", {loss}, metrics=["accuracy"])
+        return model
+'''
+
+
+def test_a_compiled_loss_that_disagrees_with_the_head_is_named_not_from_logits(write_entry):
+    """The factory's compiled loss decides, so "set FROM_LOGITS = True" (or "remove FROM_LOGITS") changed nothing."""
+    logits = write_entry("logits_compiled", COMPILED_HEAD.format(flag=True, softmax="", loss='"sparse_categorical_crossentropy"'))
+    record = run_in_process(logits, mode="check")
+    assert record["status"] == "INVALID"
+    assert "SparseCategoricalCrossentropy(from_logits=True)" in record["message"] and "'sparse_categorical_crossentropy'" in record["message"]
+    probabilities = write_entry("softmax_compiled", COMPILED_HEAD.format(
+        flag=False, softmax=', activation="softmax"', loss="keras.losses.SparseCategoricalCrossentropy(from_logits=True)"))
+    record = run_in_process(probabilities, mode="check")
+    assert record["status"] == "INVALID"
+    assert record["message"].startswith("the loss build_model compiled (sparse_categorical_crossentropy) reads logits"), record["message"]
+

@@ -319,6 +319,9 @@ def check_output(model, x_train: np.ndarray, num_classes: int, module) -> None:
     outputs = model(sample, training=False)
     if isinstance(outputs, (list, tuple, dict)) and len(outputs) > 1:  # as an array, the outputs' count reads as the batch
         raise EntryProblem(INVALID, several_outputs_message(len(outputs)))
+    if isinstance(outputs, dict):  # as an array, a dict of one output reads as a shape of ()
+        raise EntryProblem(INVALID, f"the model returns a dict ({', '.join(map(repr, outputs))}), the harness scores one output "
+                                    "tensor: return keras.Model(inputs, output) with the tensor itself, not a dict")
     output = np.asarray(outputs)
     shape = tuple(output.shape)
     if shape != (len(sample), num_classes):

@@ -377,3 +377,15 @@ def test_a_compiled_loss_that_disagrees_with_the_head_is_named_not_from_logits(w
     assert record["status"] == "INVALID"
     assert record["message"].startswith("the loss build_model compiled (sparse_categorical_crossentropy) reads logits"), record["message"]
 
+
+def test_a_dict_of_one_output_is_named_not_a_shape_of_nothing(write_entry):
+    record = run_in_process(write_entry("dict_output", '''
+        import keras
+
+        def build_model(input_shape, num_classes):
+            inputs = keras.Input(input_shape)
+            outputs = keras.layers.Dense(num_classes, activation="softmax")(keras.layers.Flatten()(inputs))
+            return keras.Model(inputs, {"digit": outputs})
+    '''), mode="check")
+    assert record["status"] == "INVALID"
+    assert record["message"].startswith("the model returns a dict ('digit')") and "shape ()" not in record["message"]

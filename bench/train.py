@@ -219,10 +219,11 @@ def build(module, x_train: np.ndarray, num_classes: int, build_kwargs: dict, hyp
     except Exception as error:
         if "shape" not in str(error).lower():
             raise  # the entry's own error, reported as FAILED with its traceback (explain)
+        # An Input that matches the images already passed check_input_shape: then the model's own layers disagree.
+        hint = ("the model's layers disagree on a shape when it predicts (model(x, training=False))" if declared_input_shape(model)
+                else "take input_shape as an argument of build_model and use it for keras.Input")
         raise EntryProblem(
-            INVALID,
-            f"the model does not accept this dataset's images, shape {input_shape}: "
-            f"{str(error).strip().splitlines()[0]} -- take input_shape as an argument of build_model and use it for keras.Input",
+            INVALID, f"the model does not accept this dataset's images, shape {input_shape}: {_first_line(error)} -- {hint}",
         ) from None
     if not model.weights:
         raise EntryProblem(INVALID, "the model has no weights even after running it on a sample batch: add at least one layer with weights")

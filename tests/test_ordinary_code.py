@@ -389,3 +389,22 @@ def test_a_dict_of_one_output_is_named_not_a_shape_of_nothing(write_entry):
     '''), mode="check")
     assert record["status"] == "INVALID"
     assert record["message"].startswith("the model returns a dict ('digit')") and "shape ()" not in record["message"]
+
+
+def test_a_layer_that_breaks_the_models_shapes_at_inference_is_quoted_without_blaming_the_input(write_entry):
+    """RandomCrop(6, 6) crops while tracing and passes the image whole at inference, so Dense gets 288 features, not
+    128: the message quoted Keras's wrapper line ("Exception encountered when calling Functional.call().") and told a
+    model whose Input is the images' shape to take input_shape."""
+    record = run_in_process(write_entry("random_crop", '''
+        import keras
+
+        def build_model(input_shape, num_classes):
+            inputs = keras.Input(input_shape)
+            x = keras.layers.RandomCrop(6, 6)(keras.layers.Reshape((*input_shape, 1))(inputs))
+            x = keras.layers.Flatten()(keras.layers.Conv2D(8, 3, activation="relu")(x))
+            return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
+    '''), mode="check")
+    assert record["status"] == "INVALID"
+    assert "expected axis -1 of input shape to have value 128" in record["message"], record["message"]
+    assert "Exception encountered" not in record["message"] and "take input_shape" not in record["message"]
+    assert "the model's layers disagree on a shape when it predicts" in record["message"]

@@ -19,6 +19,7 @@ epoch's end it sends its outputs on the validation images to the runner through 
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import inspect
 import json
@@ -28,6 +29,7 @@ import re
 import sys
 import time
 import traceback
+import types
 from pathlib import Path
 
 import numpy as np
@@ -131,9 +133,33 @@ def import_submission(path: Path, shown: str | None = None):
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(path.parent.resolve()))  # so an entry may import its `_helpers.py`
     spec.loader.exec_module(module)
+    near_miss = misnamed(module)
+    if near_miss:
+        raise EntryProblem(INVALID, near_miss)
     if not callable(getattr(module, "build_model", None)):
         raise EntryProblem(INVALID, f"{shown or path} has no build_model() function: define `def build_model(input_shape, num_classes):` returning a keras.Model")
     return module
+
+
+# The names the harness reads from an entry's file, and the kind of value each holds: a near miss (Training,
+# TRAINIG, FROM_LOGIT, finalise) was never read, and the entry trained with the defaults without a word.
+FILE_NAMES = {"TRAINING": dict, "FROM_LOGITS": bool, "LABELS": str, "build_model": types.FunctionType,
+              "build_hypermodel": types.FunctionType, "callbacks": types.FunctionType, "finalize": types.FunctionType}
+
+
+def misnamed(module) -> str | None:
+    """What to rename when the file defines a near miss of a name the harness reads, holding that name's kind of
+    value, and not the name itself; else None."""
+    by_upper = {name.upper(): name for name in FILE_NAMES}
+    for defined, value in vars(module).items():
+        if defined in FILE_NAMES or defined.startswith("_"):
+            continue
+        close = difflib.get_close_matches(defined.upper(), by_upper, n=1, cutoff=0.8)
+        expected = by_upper[close[0]] if close else None
+        if expected and not hasattr(module, expected) and isinstance(value, FILE_NAMES[expected]):
+            return (f"your file defines {defined}, which the harness never reads: did you mean {expected}? "
+                    f"(it reads these exact names: {', '.join(FILE_NAMES)})")
+    return None
 
 
 def over_budget_message(total: int, budget: int) -> str:

@@ -408,3 +408,33 @@ def test_a_layer_that_breaks_the_models_shapes_at_inference_is_quoted_without_bl
     assert "expected axis -1 of input shape to have value 128" in record["message"], record["message"]
     assert "Exception encountered" not in record["message"] and "take input_shape" not in record["message"]
     assert "the model's layers disagree on a shape when it predicts" in record["message"]
+
+
+def test_a_near_miss_of_a_name_the_harness_reads_is_named_before_training(write_entry):
+    """`Training = {...}` or `def finalise(model)` was never read: the entry trained with the defaults, unquantized."""
+    record = run_in_process(write_entry("near_miss", '''
+        import keras
+
+        Training = {"learning_rate": 0.01, "epochs": 30}
+
+        def build_model(input_shape, num_classes):
+            return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
+                                     keras.layers.Dense(num_classes, activation="softmax")])
+    '''), mode="check")
+    assert record["status"] == "INVALID"
+    assert record["message"].startswith("your file defines Training, which the harness never reads: did you mean TRAINING?")
+
+    def finalise(model):
+        return model
+
+    assert "did you mean finalize?" in train.misnamed(_File(finalise=finalise))
+    assert "did you mean FROM_LOGITS?" in train.misnamed(_File(FROM_LOGIT=True))
+    # A value of another kind is the file's own business, and the exact name beside a near miss is read as it is.
+    assert train.misnamed(_File(training=True, labels=["zero", "one"], callback=keras_callback())) is None
+    assert train.misnamed(_File(TRAINING={}, training={})) is None
+
+
+def keras_callback():
+    import keras
+
+    return keras.callbacks.Callback()

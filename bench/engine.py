@@ -281,7 +281,8 @@ def _loss(loss) -> tuple[bool, bool]:
     name = getattr(loss, "__name__", None)
     if callable(loss) and name in names and getattr(loss, "from_logits", None) is not None:
         return bool(loss.from_logits), names[name]  # bench.train.named_loss's wrapper for FROM_LOGITS
-    raise Unsupported(f"loss {name or loss!r}")
+    # A loss object's class, not its repr: "<FocalLoss object at 0x7f...>" differed in every record of the same run.
+    raise Unsupported(f"loss {name or (loss if isinstance(loss, str) else type(loss).__name__)!r}")
 
 
 def per_image_loss(outputs, labels, from_logits: bool):

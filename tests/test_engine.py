@@ -532,6 +532,17 @@ def test_a_batch_level_callback_is_refused():
         engine.plan(model, [EveryBatch()], np.zeros((8, 64), "float32"), "one_hot")
 
 
+def test_a_loss_object_it_cannot_run_is_named_by_its_class_not_its_address():
+    """The note is in the record: "<...FocalLoss object at 0x7f...>" made every run's record differ."""
+    class FocalLoss(keras.losses.Loss):
+        def call(self, y_true, y_pred):
+            return keras.ops.mean((y_true - y_pred) ** 2, axis=-1)
+
+    model = compiled(keras.Sequential([keras.Input((64,)), L.Dense(10, "softmax")]), "adam", FocalLoss())
+    with pytest.raises(engine.Unsupported, match="^loss 'FocalLoss'$"):
+        engine.plan(model, [], np.zeros((8, 64), "float32"), "one_hot")
+
+
 CUSTOM_TRAIN_STEP = '''
     """A model with its own train_step."""
     import keras

@@ -202,6 +202,10 @@ def validated_training(module, challenge: config.Challenge) -> dict:
     for key, value in given.items():
         if key not in TRAINING_KEYS:
             raise EntryProblem(INVALID, f"TRAINING has an unknown key {key!r}; allowed keys are {', '.join(TRAINING_KEYS)}")
+        if key in ("optimizer", "loss") and not isinstance(value, str):  # an object: what compile takes, not TRAINING
+            raise EntryProblem(INVALID, f"TRAINING[{key!r}] takes a name such as {'adam' if key == 'optimizer' else 'categorical_crossentropy'!r}, "
+                                        f"not a {type(value).__name__}: to train with that object, compile the model in build_model, "
+                                        f"model.compile(optimizer=..., loss=..., metrics=[\"accuracy\"]), and return it compiled")
         if isinstance(value, bool) or not isinstance(value, TRAINING_KEYS[key]):
             raise EntryProblem(INVALID, f"TRAINING[{key!r}] = {value!r} has the wrong type; expected {_type_name(TRAINING_KEYS[key])}")
         if key in ("learning_rate", "batch_size", "epochs") and value <= 0:

@@ -438,3 +438,12 @@ def keras_callback():
     import keras
 
     return keras.callbacks.Callback()
+
+
+def test_an_optimizer_or_loss_object_in_training_is_pointed_at_compiling_in_build_model():
+    """TRAINING takes names; an SGD(momentum=0.9) there was only "the wrong type; expected str"."""
+    import keras
+
+    for key, value in (("optimizer", keras.optimizers.SGD(0.1, momentum=0.9)), ("loss", keras.losses.CategoricalCrossentropy(label_smoothing=0.1))):
+        with pytest.raises(EntryProblem, match=f"TRAINING\\['{key}'\\] takes a name .* compile the model in build_model"):
+            train.validated_training(_File(TRAINING={key: value}), config.Challenge())

@@ -619,12 +619,21 @@ def fit(model, module, training, challenge, job, label_kind, num_classes, x_fit,
     diverged = next((epoch for epoch, value in enumerate(history.get("loss", []), 1) if value is None), None)
     if diverged is not None:
         raise EntryProblem(FAILED, f"training diverged at epoch {diverged}: the loss became NaN or infinite. "
-                                   "Lower the learning rate, check the loss and FROM_LOGITS, or add normalisation")
+                                   "Lower the learning rate, check the loss and FROM_LOGITS, or add normalisation"
+                                   + half_precision_hint(model))
     # EarlyStopping restores the best weights only when it stops the run; do the same at the epoch cap,
     # so the scored model is always the one validation picked.
     if early_stopping.best_weights is not None and early_stopping.stopped_epoch == 0:
         model.set_weights(early_stopping.best_weights)
     return history, job_engine
+
+
+def half_precision_hint(model) -> str:
+    """For a diverged model that keeps weights in float16: Adam's epsilon (1e-7) and small updates vanish in float16,
+    where mixed_float16 keeps float32 weights and scales the loss."""
+    half = any(str(w.dtype) == "float16" for w in model.weights)
+    return ("; its weights are float16, where small updates and Adam's epsilon vanish: use "
+            "keras.mixed_precision.set_global_policy(\"mixed_float16\") (float32 weights) or float32") if half else ""
 
 
 def batch_minor_plan(model, callbacks, x_fit, label_kind, challenge, notes, threads=None):

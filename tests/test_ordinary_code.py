@@ -447,3 +447,18 @@ def test_an_optimizer_or_loss_object_in_training_is_pointed_at_compiling_in_buil
     for key, value in (("optimizer", keras.optimizers.SGD(0.1, momentum=0.9)), ("loss", keras.losses.CategoricalCrossentropy(label_smoothing=0.1))):
         with pytest.raises(EntryProblem, match=f"TRAINING\\['{key}'\\] takes a name .* compile the model in build_model"):
             train.validated_training(_File(TRAINING={key: value}), config.Challenge())
+
+
+def test_a_float16_model_that_diverges_is_told_about_float16(write_entry):
+    """Layers with dtype="float16" (not mixed) diverge under Adam within an epoch or two: the message named only the
+    learning rate, the loss and normalisation."""
+    record = run_in_process(write_entry("float16", '''
+        import keras
+
+        def build_model(input_shape, num_classes):
+            return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
+                                     keras.layers.Dense(64, activation="relu", dtype="float16"),
+                                     keras.layers.Dense(num_classes, activation="softmax", dtype="float16")])
+    '''), max_epochs=4)
+    assert record["status"] == "FAILED" and "training diverged" in record["message"], record["message"]
+    assert 'set_global_policy("mixed_float16")' in record["message"]

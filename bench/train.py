@@ -362,8 +362,8 @@ def check_output(model, x_train: np.ndarray, num_classes: int, module) -> None:
             f"end with a layer of {num_classes} units (and Flatten/Reshape away any spatial axes)",
         )
     from_logits = declared_logits(model, module)
-    # A factory's compiled loss decides (declared_logits), so its message names that loss, not FROM_LOGITS.
-    compiled = getattr(model, "compiled", False) and getattr(model, "optimizer", None) is not None
+    # A Keras loss the factory compiled decides (declared_logits), so its message names that loss, not FROM_LOGITS.
+    compiled = compiled_loss_logits(model) is not None
     in_unit_range = bool(np.all((output >= -PROBABILITY_TOLERANCE) & (output <= 1 + PROBABILITY_TOLERANCE)))
     sums_to_one = bool(np.all(np.abs(output.sum(axis=-1) - 1) <= PROBABILITY_TOLERANCE))
     if not from_logits and not in_unit_range:
@@ -388,10 +388,24 @@ def several_outputs_message(count: int) -> str:
 
 def declared_logits(model, module) -> bool:
     """Whether the loss will read the outputs as logits: a self-compiled loss's own flag, else FROM_LOGITS."""
-    if getattr(model, "compiled", False) and getattr(model, "optimizer", None) is not None:
-        loss = model.loss
-        return bool(getattr(loss, "from_logits", None) or (getattr(loss, "_fn_kwargs", None) or {}).get("from_logits"))
-    return bool(getattr(module, "FROM_LOGITS", False))
+    own = compiled_loss_logits(model)
+    return own if own is not None else bool(getattr(module, "FROM_LOGITS", False))
+
+
+def compiled_loss_logits(model) -> bool | None:
+    """The from_logits of the loss the factory compiled: a Keras loss object's own, False for a loss by name; None
+    when the model is not compiled, or its loss is a function or class of the entry's own, which says nothing (a
+    custom loss on logits: FROM_LOGITS says so)."""
+    if not (getattr(model, "compiled", False) and getattr(model, "optimizer", None) is not None):
+        return None
+    loss = model.loss
+    if isinstance(loss, str):
+        return False
+    if getattr(loss, "from_logits", None) is not None:
+        return bool(loss.from_logits)
+    if "from_logits" in (getattr(loss, "_fn_kwargs", None) or {}):
+        return bool(loss._fn_kwargs["from_logits"])
+    return None
 
 
 def compile_if_needed(model, module, training: dict, challenge: config.Challenge, notes: list, num_classes: int | None = None) -> str:

@@ -462,3 +462,26 @@ def test_a_float16_model_that_diverges_is_told_about_float16(write_entry):
     '''), max_epochs=4)
     assert record["status"] == "FAILED" and "training diverged" in record["message"], record["message"]
     assert 'set_global_policy("mixed_float16")' in record["message"]
+
+
+def test_a_compiled_loss_of_the_entrys_own_on_logits_follows_from_logits(write_entry):
+    """A loss function has no from_logits of its own: FROM_LOGITS = True, as the message asked, was ignored for a
+    compiled model, so a custom loss on logits could never pass."""
+    source = '''
+        import keras
+
+        FROM_LOGITS = True
+
+        def smoothed_xent(y_true, logits):
+            return keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
+
+        def build_model(input_shape, num_classes):
+            model = keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(), keras.layers.Dense(num_classes)])
+            model.compile("adam", smoothed_xent, metrics=["accuracy"])
+            return model
+    '''
+    record = run_in_process(write_entry("own_loss_on_logits", source), max_epochs=2)
+    assert record["status"] == "OK", record["message"]
+    assert record["history"]["val_loss"][0] < 3  # read from the logits: probabilities' cross-entropy of logits is far off
+    record = run_in_process(write_entry("own_loss_no_flag", source.replace("FROM_LOGITS = True", "")), mode="check")
+    assert record["status"] == "INVALID" and "set FROM_LOGITS = True in your file" in record["message"]

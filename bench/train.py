@@ -149,10 +149,11 @@ FILE_NAMES = {"TRAINING": dict, "FROM_LOGITS": bool, "LABELS": str, "build_model
 
 def misnamed(module) -> str | None:
     """What to rename when the file defines a near miss of a name the harness reads, holding that name's kind of
-    value, and not the name itself; else None."""
+    value, and not the name itself, nor read by the file's own code; else None."""
     by_upper = {name.upper(): name for name in FILE_NAMES}
+    read = names_read(module)
     for defined, value in vars(module).items():
-        if defined in FILE_NAMES or defined.startswith("_"):
+        if defined in FILE_NAMES or defined.startswith("_") or defined in read:
             continue
         close = difflib.get_close_matches(defined.upper(), by_upper, n=1, cutoff=0.8)
         expected = by_upper[close[0]] if close else None
@@ -160,6 +161,20 @@ def misnamed(module) -> str | None:
             return (f"your file defines {defined}, which the harness never reads: did you mean {expected}? "
                     f"(it reads these exact names: {', '.join(FILE_NAMES)})")
     return None
+
+
+def names_read(module) -> set[str]:
+    """The global and attribute names the functions and classes a file defines read (nested ones included): a
+    `from_logits = True` that build_model passes to its loss is the file's own variable, not a misspelt FROM_LOGITS."""
+    own = [v for v in vars(module).values() if getattr(v, "__module__", None) == getattr(module, "__name__", None)]
+    codes = [f.__code__ for v in own for f in (vars(v).values() if isinstance(v, type) else [v])
+             if isinstance(f, types.FunctionType)]
+    read = set()
+    while codes:
+        code = codes.pop()
+        read.update(code.co_names)
+        codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    return read
 
 
 def over_budget_message(total: int, budget: int) -> str:

@@ -432,6 +432,18 @@ def test_a_near_miss_of_a_name_the_harness_reads_is_named_before_training(write_
     # A value of another kind is the file's own business, and the exact name beside a near miss is read as it is.
     assert train.misnamed(_File(training=True, labels=["zero", "one"], callback=keras_callback())) is None
     assert train.misnamed(_File(TRAINING={}, training={})) is None
+    # A near miss the file's own code reads is its own variable: build_model passes from_logits to its loss.
+    near_miss = write_entry("own_from_logits", '''
+        import keras
+
+        from_logits = True
+
+        def build_model(input_shape, num_classes):
+            model = keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(), keras.layers.Dense(num_classes)])
+            model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits), metrics=["accuracy"])
+            return model
+    ''')
+    assert train.misnamed(train.import_submission(near_miss)) is None
 
 
 def keras_callback():

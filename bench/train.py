@@ -208,32 +208,16 @@ def loss_alias(name: str) -> bool:
 
 
 def validated_training(module, challenge: config.Challenge) -> dict:
-    """The entry's TRAINING dict, checked, with the challenge's defaults filled in and epochs capped."""
-    import keras
+    """The entry's TRAINING dict, checked, with the challenge's defaults filled in and epochs capped.
 
+    Raises EntryProblem (INVALID) naming every key that is wrong, each with what to write instead."""
     given = getattr(module, "TRAINING", None) or {}
     if not isinstance(given, dict):
         raise EntryProblem(INVALID, f"TRAINING must be a dict such as {{'batch_size': 256}}, got {type(given).__name__}")
-    for key, value in given.items():
-        if key not in TRAINING_KEYS:
-            raise EntryProblem(INVALID, f"TRAINING has an unknown key {key!r}; allowed keys are {', '.join(TRAINING_KEYS)}")
-        if key in ("optimizer", "loss") and not isinstance(value, str):  # an object: what compile takes, not TRAINING
-            raise EntryProblem(INVALID, f"TRAINING[{key!r}] takes a name such as {'adam' if key == 'optimizer' else 'categorical_crossentropy'!r}, "
-                                        f"not a {type(value).__name__}: to train with that object, compile the model in build_model, "
-                                        f"model.compile(optimizer=..., loss=..., metrics=[\"accuracy\"]), and return it compiled")
-        if isinstance(value, bool) or not isinstance(value, TRAINING_KEYS[key]):
-            raise EntryProblem(INVALID, f"TRAINING[{key!r}] = {value!r} has the wrong type; expected {_type_name(TRAINING_KEYS[key])}")
-        if key in ("learning_rate", "batch_size", "epochs") and value <= 0:
-            raise EntryProblem(INVALID, f"TRAINING[{key!r}] = {value!r} must be positive")
-    if "optimizer" in given:
-        try:
-            keras.optimizers.get(given["optimizer"])
-        except ValueError:
-            raise EntryProblem(INVALID, f"TRAINING['optimizer'] = {given['optimizer']!r} is not a Keras optimizer; "
-                                        f"use one of {', '.join(optimizer_names())}") from None
-    if "loss" in given and given["loss"] not in loss_names() and not loss_alias(given["loss"]):
-        raise EntryProblem(INVALID, f"TRAINING['loss'] = {given['loss']!r} is not a Keras loss; use one of {', '.join(loss_names())} "
-                                    "(sparse_categorical_crossentropy for integer labels)")
+    problems = [_training_problem(key, value) for key, value in given.items()]  # every one at once, not the first
+    problems = [problem for problem in problems if problem]
+    if problems:
+        raise EntryProblem(INVALID, "; ".join(problems))
     training = {
         "optimizer": challenge.optimizer,
         "learning_rate": challenge.learning_rate,
@@ -244,6 +228,31 @@ def validated_training(module, challenge: config.Challenge) -> dict:
     }
     training["epochs"] = min(training["epochs"], challenge.max_epochs)
     return training
+
+
+def _training_problem(key, value) -> str | None:
+    """What is wrong with TRAINING[key] = value, in a sentence that says what to write instead; None when it is fine."""
+    import keras
+
+    if key not in TRAINING_KEYS:
+        return f"TRAINING has an unknown key {key!r}; allowed keys are {', '.join(TRAINING_KEYS)}"
+    if key in ("optimizer", "loss") and not isinstance(value, str):  # an object: what compile takes, not TRAINING
+        return (f"TRAINING[{key!r}] takes a name such as {'adam' if key == 'optimizer' else 'categorical_crossentropy'!r}, "
+                f"not a {type(value).__name__}: to train with that object, compile the model in build_model, "
+                f"model.compile(optimizer=..., loss=..., metrics=[\"accuracy\"]), and return it compiled")
+    if isinstance(value, bool) or not isinstance(value, TRAINING_KEYS[key]):
+        return f"TRAINING[{key!r}] = {value!r} has the wrong type; expected {_type_name(TRAINING_KEYS[key])}"
+    if key in ("learning_rate", "batch_size", "epochs") and value <= 0:
+        return f"TRAINING[{key!r}] = {value!r} must be positive"
+    if key == "optimizer":
+        try:
+            keras.optimizers.get(value)
+        except ValueError:
+            return f"TRAINING['optimizer'] = {value!r} is not a Keras optimizer; use one of {', '.join(optimizer_names())}"
+    if key == "loss" and value not in loss_names() and not loss_alias(value):
+        return (f"TRAINING['loss'] = {value!r} is not a Keras loss; use one of {', '.join(loss_names())} "
+                "(sparse_categorical_crossentropy for integer labels)")
+    return None
 
 
 def build(module, x_train: np.ndarray, num_classes: int, build_kwargs: dict, hyperparameters: dict | None):

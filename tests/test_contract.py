@@ -163,6 +163,9 @@ def test_import_error_is_failed(write_entry):
     ({"batchsize": 32}, "unknown key 'batchsize'"),
     ({"batch_size": "32"}, "TRAINING['batch_size'] = '32' has the wrong type"),
     ({"epochs": 0}, "must be positive"),
+    # Every mistake at once, so the author mends them in one go (a helper's student fixed one and met the next).
+    ({"epochs": 5.0, "learning_rate": "0.01", "optimizer": "adamm"}, "TRAINING['epochs'] = 5.0 has the wrong type; expected int; "
+     "TRAINING['learning_rate'] = '0.01' has the wrong type; expected int or float; TRAINING['optimizer'] = 'adamm' is not a Keras optimizer"),
 ])
 def test_bad_training_settings_are_invalid(write_entry, training, expected):
     source = DENSE_ENTRY.replace('TRAINING = {"batch_size": 64}', f"TRAINING = {training!r}")

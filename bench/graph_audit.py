@@ -363,10 +363,15 @@ def _conv_transpose_macs(op, out) -> int | None:
 
 
 def _matmul_macs(op, out) -> int | None:
-    """Output values (the whole batch's) x the summed axis."""
-    a = op.inputs[0].shape
-    transposed = any(op.node_def.attr[k].b for k in ("transpose_a", "adj_x") if k in op.node_def.attr)
-    summed = a.as_list()[-2 if transposed else -1] if a.rank else None
+    """Output values (the whole batch's) x the summed axis, read from either operand: a Dense layer after a reshape
+    whose shape is computed (Keras's MultiHeadAttention) has an input of unknown shape but a kernel of known one."""
+    def flag(*names):
+        return any(op.node_def.attr[k].b for k in names if k in op.node_def.attr)
+
+    a, b = op.inputs[0].shape, op.inputs[1].shape
+    from_a = a.as_list()[-2 if flag("transpose_a", "adj_x") else -1] if a.rank else None
+    from_b = b.as_list()[-1 if flag("transpose_b", "adj_y") else -2] if b.rank and b.rank >= 2 else None
+    summed = from_a if from_a is not None else from_b
     if out is None or summed is None:
         return None
     return math.prod(out) * summed

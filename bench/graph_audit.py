@@ -123,9 +123,10 @@ def audit(model_dir: str | Path) -> tuple[dict, "FrozenGraph | None"]:
     refused = sorted({node.op for node in nodes if node.op not in ALLOWED_OPS})
     if refused:
         return _invalid(f"the model's graph uses operation(s) {', '.join(refused[:10])}, which Keras's layers and keras.ops do "
-                        "not use for inference (files, Python calls, printing, random numbers, variable updates, strings "
-                        "or lookups): a scored model may only compute on its input, the same way every time (keep weights "
-                        "in variables, and build the model from keras.layers and keras.ops)"), None
+                        "not use for inference: the audit allows only the operations they emit, since it must count what each "
+                        "one computes (refused too: files, Python calls, printing, random numbers, variable updates, strings, "
+                        "lookups). A scored model may only compute on its input, the same way every time: write the step "
+                        "with keras.layers and keras.ops (not tf.nn or tf.raw_ops), and keep weights in variables"), None
     variables = {id(v): v for v in function.variables}
     odd = next((v for v in variables.values() if _odd_shape(v.shape)), None)
     if odd is not None:

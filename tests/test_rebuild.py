@@ -901,3 +901,14 @@ def test_multi_head_attention_costs_all_its_macs(tmp_path):
     assert record["status"] == "OK" and record["path"] == audit.CUSTOM_CODE, record
     patches, projections, scores, weighted, output = 8 * 8 * 16, 3 * 8 * 16 * 8, 2 * 8 * 8 * 4, 2 * 8 * 8 * 4, 8 * 8 * 16
     assert record["macs"] == patches + projections + scores + weighted + output + 128 * 10 and not record["macs_lower_bound"]
+
+
+def test_an_operation_keras_does_not_emit_is_named_with_what_to_write_instead(tmp_path):
+    """A student's Lambda with tf.nn.local_response_normalization (LRN): refused, told to write it in keras.ops; the
+    message once read as if LRN were a file, a print or a random number."""
+    import tensorflow as tf
+
+    record = audited(lambda_model(lambda t: tf.reshape(tf.nn.local_response_normalization(tf.reshape(t, (-1, 1, 1, 64))),
+                                                       (-1, 64))), tmp_path)
+    assert record["status"] == "INVALID"
+    assert record["message"].startswith("the model's graph uses operation(s) LRN,") and "keras.ops (not tf.nn" in record["message"]

@@ -91,11 +91,51 @@ def environment(base: dict, workdir: str | Path) -> dict:
     return {**env, "HOME": str(home), "TMPDIR": str(home / "tmp"), "KERAS_HOME": keras_home}
 
 
-def command(worker: list[str], memory_mb: int | None) -> list[str]:
-    """`worker` started through this module, which sets the limits and then becomes the worker."""
+# In place of "--" in this module's command line: RLIMIT_NPROC is set inside the sandbox (`inside_sandbox`), not here.
+THREADS_INSIDE = "--threads-inside"
+
+
+def command(worker: list[str], memory_mb: int | None, threads_inside: bool = False) -> list[str]:
+    """`worker` started through this module, which sets the limits and then becomes the worker. `threads_inside`:
+    `worker` is a sandbox whose command went through `inside_sandbox`, which sets RLIMIT_NPROC in there."""
     if os.name != "posix":
         return worker
-    return [sys.executable, "-m", "bench.containment", str(memory_mb or 0), str(MAX_WRITTEN_BYTES), "--", *worker]
+    return [sys.executable, "-m", "bench.containment", str(memory_mb or 0), str(MAX_WRITTEN_BYTES),
+            THREADS_INSIDE if threads_inside else "--", *worker]
+
+
+def inside_sandbox(worker: list[str]) -> list[str]:
+    """`worker` (its first item the sandbox's Python) behind a step that sets RLIMIT_NPROC inside the sandbox.
+
+    RLIMIT_NPROC is checked against every thread of the user account: set here, as the account's count plus
+    EXTRA_THREADS, it let a run beside this one take what was left (a red team's entry started threads until it
+    could start no more, held them, then trained as usual; every run started before it aborted on its next thread,
+    recorded as its own doing). Inside bubblewrap's user namespace the kernel counts the namespace's own threads
+    against the limit, and the account's against the limit of the process that made the namespace (bubblewrap,
+    left as the account has it), so each run's allowance is its own. Where the sandbox has no user namespace of its
+    own (a set-user-ID bubblewrap), the account's count taken here still applies, as before."""
+    return [worker[0], "-m", "bench.containment", "threads", str(_user_threads()), "--", *worker]
+
+
+def _own_user_namespace() -> bool:
+    """Whether this process runs in a user namespace of its own, not the machine's (whose map is the whole range)."""
+    try:
+        return Path("/proc/self/uid_map").read_text().split() != ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
+def _limit_threads_and_exec(argv: list[str]) -> None:
+    """In the sandbox: RLIMIT_NPROC, then become the worker (`inside_sandbox`)."""
+    import resource
+
+    account, worker = int(argv[0]), argv[2:]
+    limit = (_user_threads() if _own_user_namespace() else account) + EXTRA_THREADS
+    try:
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+    except (ValueError, OSError) as error:
+        print(f"bench: could not set RLIMIT_NPROC: {error}", file=sys.stderr)
+    os.execv(worker[0], worker)
 
 
 def _limit_and_exec(argv: list[str]) -> None:
@@ -104,7 +144,9 @@ def _limit_and_exec(argv: list[str]) -> None:
     memory_mb, file_bytes, worker = int(argv[0]), int(argv[1]), argv[3:]
     # RLIMIT_FSIZE: a write past it fails with EFBIG (Python ignores SIGXFSZ), so no single file outgrows the
     # byte cap between two of the watcher's polls.
-    limits = {"RLIMIT_NPROC": _user_threads() + EXTRA_THREADS, "RLIMIT_FSIZE": file_bytes}
+    limits = {"RLIMIT_FSIZE": file_bytes}
+    if argv[2] != THREADS_INSIDE:
+        limits["RLIMIT_NPROC"] = _user_threads() + EXTRA_THREADS
     if memory_mb:
         limits["RLIMIT_DATA"] = memory_mb * 2**20
     for name, value in limits.items():
@@ -594,5 +636,9 @@ def tampering(changed: list[str]) -> dict:
 
 
 if __name__ == "__main__":
-    # python -m bench.containment MEMORY_MB FILE_BYTES -- WORKER...: set the limits, then become the worker.
-    _limit_and_exec(sys.argv[1:])
+    # python -m bench.containment MEMORY_MB FILE_BYTES -- WORKER...: set the limits, then become the worker;
+    # python -m bench.containment threads ACCOUNT_THREADS -- WORKER...: the same for RLIMIT_NPROC in a sandbox.
+    if sys.argv[1:2] == ["threads"]:
+        _limit_threads_and_exec(sys.argv[2:])
+    else:
+        _limit_and_exec(sys.argv[1:])

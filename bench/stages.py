@@ -264,10 +264,10 @@ def contained(module_argv: list[str], read_only: dict, output: Path, result_file
         env = worker_environment(home, sandboxed)
         argv = [sandbox.interpreter() if sandboxed else sys.executable, *module_argv]
         if sandboxed:
-            argv = sandbox.command(argv, read_only, output, env=env, memory_mb=memory_mb)
+            argv = sandbox.command(containment.inside_sandbox(argv), read_only, output, env=env, memory_mb=memory_mb)
             env = containment.environment(os.environ, home)
         process = subprocess.Popen(
-            containment.command(argv, memory_mb),
+            containment.command(argv, memory_mb, threads_inside=sandboxed),
             cwd=home,
             env=env,
             stdout=subprocess.PIPE,

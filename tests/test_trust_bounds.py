@@ -397,3 +397,70 @@ def test_identical_seeds_count_as_one_run_in_the_significance_tests_and_old_reco
     # Three copies of one run are no evidence that a and b differ: without the flag Welch's test on zero spreads called it certain.
     assert frame.loc["a", "group"] == frame.loc["b", "group"]
     assert frame.loc["old", "test_accuracy_std"] == 0.0  # an old board renders as it did
+
+
+# ---- threads: one run's allowance is its own ----------------------------------------------------------
+
+RIVAL = '''"""An honest rival, which starts a thread of its own once the vandal has taken the account's."""
+import threading, time
+import keras
+
+
+def build_model(input_shape, num_classes):
+    time.sleep(10)
+    worker = threading.Thread(target=time.sleep, args=(0.1,))
+    worker.start()
+    worker.join()
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Flatten()(inputs)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
+'''
+# RLIMIT_NPROC counts every thread of the user account, and each run's limit was the account's count when it started
+# plus EXTRA_THREADS: a run started beside it took the rest of that allowance for a while, and the run started
+# before it aborted on its next thread (exit code 134), recorded as its own doing (failure_cause "entry"), kept by
+# the cache until its author changed the file, while the vandal then trained as usual.
+THREAD_HOG = '''"""Takes the account's threads for a while, then trains as usual."""
+import threading, time
+import keras
+
+
+def build_model(input_shape, num_classes):
+    until = time.time() + 30
+    try:
+        for _ in range(4000):
+            threading.Thread(target=lambda: time.sleep(max(0.0, until - time.time())), daemon=True).start()
+    except RuntimeError:
+        pass
+    time.sleep(max(0.0, until - time.time()) + 1)
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Flatten()(inputs)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
+'''
+
+
+@needs_bwrap
+def test_a_run_that_takes_the_accounts_threads_does_not_fail_the_run_beside_it():
+    """The limit on threads is set inside each run's sandbox, where the kernel counts that run's own (its user
+    namespace), so another run's threads never use it up; as `nobody`, where RLIMIT_NPROC applies."""
+    import stat
+    import tempfile
+
+    prefix = unprivileged_python() or ([sys.executable] if os.geteuid() != 0 else None)
+    if prefix is None:
+        pytest.skip("no interpreter the user nobody may run")
+    work = Path(tempfile.mkdtemp(prefix="bench-threads-"))
+    try:
+        (work / "submissions").mkdir()
+        (work / "submissions" / "alice.py").write_text(RIVAL)
+        (work / "submissions" / "zed.py").write_text(THREAD_HOG)
+        for path in [work, *work.rglob("*")]:
+            path.chmod(path.stat().st_mode | stat.S_IRWXO | stat.S_IRWXG | stat.S_IRWXU)
+        command = [*prefix, "-m", "bench", "evaluate", "submissions", "--dataset", "digits", "--validation-size", "300",
+                   "--seeds", "1", "--epochs", "2", "--sandbox", "required", "--jobs", "2",
+                   "--results", "results", "--leaderboard", "board.md"]
+        env = {"PATH": os.environ["PATH"], **BENCH_PATH, "HOME": str(work)}
+        done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        records = {name: json.loads((work / "results" / "digits" / name / "seed0.json").read_text()) for name in ("alice", "zed")}
+        assert records["alice"]["status"] == "OK", (records["alice"]["message"], done.stdout[-2000:])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

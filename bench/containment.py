@@ -25,8 +25,10 @@ An entry is someone else's Python code, run with the evaluator's user account. W
   into the same results folder at any time since the last check (`writing`), even one that has ended
   since, turns this into a logged note: its changes and an entry's cannot be told apart.
 
-Not covered: a process that calls setsid() leaves the session and outlives the run; anything the
-user account may read (files, other processes' environments) the entry may read too. Run untrusted
+- Sessions: setsid() is refused by the same filter (SESSION_REFUSED), so every process of a run stays in its
+  session, where the watcher counts it and kills it, and the kernel's autogroups give the run one share of the CPU.
+
+Not covered: anything the user account may read (files, other processes' environments) the entry may read too. Run untrusted
 entries where that account holds nothing else, as a fresh CI virtual machine does.
 """
 
@@ -163,6 +165,12 @@ def _limit_and_exec(argv: list[str]) -> None:
 # watcher reads (msgget: up to msgmni queues of msgmnb bytes each). TensorFlow, JAX and Python's own
 # multiprocessing.shared_memory (POSIX shm, files in /dev/shm, which are counted) use neither.
 SYSV_IPC_REFUSED = ("shmget", "msgget")
+# A session of its own: the watcher finds a run's processes by their session (memory summed, processes counted, all
+# killed when the run ends), so a child that called setsid() held memory past the run's limit unseen, and outside the
+# sandbox outlived the run; and under the kernel's autogroups each session is a CPU share of its own: a red team's 20
+# such processes of 40 hashing threads each stretched the rival run beside it from 12 s past its 60 s limit (TIMEOUT).
+# Refused by the same filter: a run's processes stay in its session, one share of the CPU.
+SESSION_REFUSED = ("setsid",)
 
 
 def _refuse_sysv_ipc(program: str) -> None:
@@ -194,7 +202,7 @@ def seccomp_filter(load: bool = True):
     if pyseccomp.system_arch() == pyseccomp.Arch.X86_64:
         # x32 system calls reach an x86_64 filter with their own numbers: refuse them under those too.
         refused.add_arch(pyseccomp.Arch.X32)
-    for name in SYSV_IPC_REFUSED:
+    for name in (*SYSV_IPC_REFUSED, *SESSION_REFUSED):
         refused.add_rule(pyseccomp.ERRNO(errno.EPERM), name)
     if load:
         refused.load()

@@ -464,3 +464,34 @@ def test_a_run_that_takes_the_accounts_threads_does_not_fail_the_run_beside_it()
         assert records["alice"]["status"] == "OK", (records["alice"]["message"], done.stdout[-2000:])
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+# ---- sessions: a run's processes stay in its session ------------------------------------------------------
+
+# Each child calls setsid() and holds 120 MB, under its own RLIMIT_DATA: the watcher sums the memory (and counts the
+# processes) of the run's session, so children in sessions of their own would hold 480 MB under a limit of 300 MB
+# unseen (and, outside the sandbox, outlive the run); each session is also a CPU share of its own under the kernel's
+# autogroups: a red team's 20 such processes of 40 hashing threads each stretched a rival's 12 s run past 60 s.
+SETSID_CHILDREN = """
+import os, time
+for _ in range(4):
+    if os.fork() == 0:
+        try:
+            os.setsid()
+            print("setsid made a session", flush=True)
+        except OSError as error:
+            print("setsid", error.strerror, flush=True)
+        block = bytearray(120 * 2**20)
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        time.sleep(60)
+        os._exit(0)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("sandboxed", [False, pytest.param(True, marks=needs_bwrap)])
+def test_a_run_cannot_move_its_processes_out_of_its_session(sandboxed):
+    broken, output = watched(child(SETSID_CHILDREN, memory_mb=300, sandboxed=sandboxed), memory_mb=300)
+    assert "setsid made a session" not in output, output
+    assert broken == containment.MEMORY, output
